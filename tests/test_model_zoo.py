@@ -1,0 +1,148 @@
+"""The model zoo: every step's GFLOPs against Tables 10/11, weight compatibility with the reference
+implementations, forward/backward of every step, and one-line errors for bad knobs."""
+import csv
+import io
+import subprocess
+import sys
+
+import pytest
+import timm
+import torch
+import torchvision
+
+from roadmap import ConfigError, build_model, list_steps
+from roadmap.compat import load_reference_weights
+from roadmap.profile import count_gflops, count_params_m
+from roadmap.steps import CONF_DIR, compose_config
+
+ALL_STEPS = [(regime, info.name) for regime in ("r50", "r200") for info in list_steps(regime)]
+
+
+def meta_model(step, regime, **overrides):
+    with torch.device("meta"):
+        return build_model(step, regime, **overrides)
+
+
+def test_roadmap_order_and_branches():
+    names = [s.name for s in list_steps("r50")]
+    assert names[:3] == ["original_recipe", "modern_recipe", "stage_ratio"]
+    assert names[-1] == "separate_downsampling" and len(names) == 17
+    assert [s.name for s in list_steps("r200")] == names
+    branches = {s.name for s in list_steps("r50") if not s.adopted}
+    assert branches == {"kernel_5", "kernel_9", "kernel_11"}
+
+
+@pytest.mark.parametrize("regime,step", ALL_STEPS, ids=[f"{r}-{s}" for r, s in ALL_STEPS])
+def test_gflops_match_paper(regime, step):
+    paper = {s.name: s.paper_gflops for s in list_steps(regime)}[step]
+    measured = count_gflops(meta_model(step, regime))
+    if (regime, step) == ("r50", "bn_to_ln"):
+        # Paper inconsistency (Table 10 says 4.46, Fig. 2 says 4.2): swapping BN for LN changes no
+        # conv or linear layer, so the count must equal the previous step's.
+        assert measured == pytest.approx(count_gflops(meta_model("fewer_norms", regime)), abs=1e-9)
+        assert measured == pytest.approx(4.15, abs=0.01)
+    elif (regime, step) == ("r50", "separate_downsampling"):
+        # Table 10 says 4.49; counting conv+linear gives ConvNeXt-T's 4.456 (Table 9 rounds to 4.5).
+        with torch.device("meta"):
+            reference = timm.create_model("convnext_tiny")
+        assert measured == pytest.approx(count_gflops(reference), abs=1e-6)
+        assert measured == pytest.approx(4.456, abs=0.005)
+    else:
+        assert measured == pytest.approx(paper, abs=0.01)
+
+
+def _randomize(model):
+    """Random weights *and* BN statistics, so that every mapped tensor matters for the logits."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, t in [*model.named_parameters(), *model.named_buffers()]:
+            if t.is_floating_point():
+                noise = torch.rand(t.shape, generator=gen) if t.ndim == 1 else torch.randn(t.shape, generator=gen)
+                t.copy_(0.5 + 0.5 * noise if t.ndim == 1 else 0.05 * noise)
+    return model.eval()
+
+
+REFERENCES = [
+    ("torchvision-resnet50", lambda: torchvision.models.resnet50(), "modern_recipe", "r50", {}),
+    ("timm-resnet50", lambda: timm.create_model("resnet50"), "modern_recipe", "r50", {}),
+    ("timm-resnet200", lambda: timm.create_model("resnet200"), "modern_recipe", "r200", {}),
+    ("timm-convnext_tiny", lambda: timm.create_model("convnext_tiny"), "separate_downsampling", "r50",
+     {"layer_scale_init": 1e-6}),
+    ("timm-convnext_base", lambda: timm.create_model("convnext_base"), "separate_downsampling", "r200",
+     {"layer_scale_init": 1e-6}),
+]
+
+
+@pytest.mark.parametrize("make_ref,step,regime,overrides", [r[1:] for r in REFERENCES], ids=[r[0] for r in REFERENCES])
+def test_end_points_load_reference_weights(make_ref, step, regime, overrides):
+    reference = _randomize(make_ref())
+    ours = build_model(step, regime, **overrides).eval()
+    assert count_params_m(ours) == count_params_m(reference)
+    load_reference_weights(ours, reference.state_dict())
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, got = reference(x), ours(x)
+    assert expected.abs().mean() > 1e-2  # the comparison is not between two near-zero outputs
+    assert (got - expected).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("regime,step", ALL_STEPS, ids=[f"{r}-{s}" for r, s in ALL_STEPS])
+def test_every_step_forward_backward(regime, step):
+    model = build_model(step, regime, num_classes=7, in_chans=1, drop_path_rate=0.1, layer_scale_init=1e-6)
+    out = model(torch.randn(2, 1, 64, 64))
+    assert out.shape == (2, 7)
+    out.logsumexp(1).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_layer_scale_and_drop_path_reach_the_blocks():
+    model = build_model("separate_downsampling", drop_path_rate=0.3, layer_scale_init=1e-6)
+    blocks = [b for stage in model.stages for b in stage.blocks]
+    rates = [getattr(b.drop_path, "drop_prob", 0.0) for b in blocks]
+    assert rates == pytest.approx([0.3 * i / (len(blocks) - 1) for i in range(len(blocks))])
+    assert all(torch.all(b.gamma == 1e-6) for b in blocks)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"kernel_size": 4}, "kernel_size must be a positive odd integer"),
+    ({"kernel_size": 0}, "kernel_size must be a positive odd integer"),
+    ({"kernel_size": -3}, "kernel_size must be a positive odd integer"),
+    ({"depths": [3, 3, 9]}, "depths must be 4 positive integers"),
+    ({"norm": "gn"}, "unknown norm 'gn'; allowed: bn, ln"),
+    ({"act": "swish"}, "unknown act 'swish'; allowed: relu, gelu"),
+    ({"block_acts": [True]}, "block_acts needs one true/false per block conv"),
+    ({"kernel": 7}, "unknown model knob(s) ['kernel']; known: depths"),
+])
+def test_bad_knobs_give_one_line(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        build_model("kernel_7", **overrides)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unknown_step_and_regime():
+    with pytest.raises(ConfigError, match=r"unknown step 'kernel_8'; valid steps: .*kernel_7"):
+        build_model("kernel_8")
+    with pytest.raises(ConfigError, match=r"unknown regime 'r101'; choose one of: r50, r200"):
+        build_model("gelu", regime="r101")
+    with pytest.raises(ConfigError, match=r"bad override"):
+        compose_config("gelu", overrides=["model.no_such_knob=1"])
+
+
+def test_user_step_file_needs_no_python():
+    path = CONF_DIR / "step" / "zz_test_kernel_13.yaml"
+    path.write_text("# @package _global_\ndefaults: [kernel_7, _self_]\nmodel:\n  kernel_size: 13\n")
+    try:
+        model = build_model("zz_test_kernel_13")
+        assert model.stages[0].blocks[0].convs[0][0].kernel_size == (13, 13)
+        assert model.head_norm.__class__.__name__ == "Identity"  # inherits kernel_7, not later steps
+    finally:
+        path.unlink()
+
+
+def test_profile_cli_csv():
+    out = subprocess.run([sys.executable, "-m", "roadmap.profile", "--regime", "r200", "--format", "csv"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["step"] for r in rows] == [s.name for s in list_steps("r200")]
+    assert {"step", "change", "gflops", "params_m", "paper_gflops"} <= set(rows[0])
+    assert float(rows[-1]["gflops"]) == pytest.approx(15.35, abs=0.01)
