@@ -21,8 +21,10 @@ def count_gflops(model: torch.nn.Module, img_size: int = 224, in_chans: int = 3)
     """Multiply-accumulates (G) of one forward pass on an ``img_size``² image, on the model's device."""
     device = next(model.parameters()).device
     counter = FlopCounterMode(display=False)
+    was_training = model.training
     with counter, torch.no_grad():
-        model(torch.empty(1, in_chans, img_size, img_size, device=device))
+        model.eval()(torch.empty(1, in_chans, img_size, img_size, device=device))
+    model.train(was_training)
     return counter.get_total_flops() / 2e9
 
 

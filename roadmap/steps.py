@@ -6,6 +6,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -58,8 +59,12 @@ def list_steps(regime: str = "r50") -> list[StepInfo]:
 
 
 def compose_config(step: str | None = None, regime: str = "r50", overrides: list[str] | tuple = (),
-                   config_name: str = "config") -> DictConfig:
-    """Compose conf/<config_name>.yaml with ``+step=<step> regime=<regime>`` and command-line style overrides."""
+                   as_run: bool = False) -> DictConfig:
+    """Compose conf/config.yaml with ``+step=<step> regime=<regime>`` and command-line style overrides.
+
+    ``as_run=True`` also composes and installs Hydra's own config, as ``run.py`` would have it, so the
+    result can be passed to :func:`roadmap.train.train` (the tests' way of running run.py in-process).
+    """
     _check_regime(regime)
     if step is not None:
         check_step(step)
@@ -68,9 +73,12 @@ def compose_config(step: str | None = None, regime: str = "r50", overrides: list
         GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            return compose(config_name, overrides=args, return_hydra_config=False)
+            cfg = compose("config", overrides=args, return_hydra_config=as_run)
     except HydraException as err:
         raise ConfigError(f"bad override in {args}: {str(err).splitlines()[0]}") from err
+    if as_run:
+        HydraConfig.instance().set_config(cfg)
+    return cfg
 
 
 def model_knobs(cfg: DictConfig) -> list[str]:

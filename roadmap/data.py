@@ -1,0 +1,222 @@
+"""Datasets and the Lightning data module: the embedded synthetic default, ImageFolder, torchvision sets.
+
+The default data, ``SyntheticShapes``, is generated deterministically from a seed: eight classes of
+patterns (stripes in three orientations, checkerboard, disk, ring, square outline, plus sign) at random
+scale, phase and position, each drawn in a random foreground colour on a random background colour
+with Gaussian noise. Colours are drawn independently of the class, so the mean colour of an image
+carries no class information (tests check that a classifier on mean colour stays at chance): a model
+must learn spatial structure.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torchvision
+from PIL import Image, UnidentifiedImageError
+from timm.data import create_transform
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from roadmap.errors import ConfigError
+
+SHAPES = ("stripes_h", "stripes_v", "stripes_diag", "checkerboard", "disk", "ring", "square", "plus")
+TORCHVISION_SETS = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "fashion_mnist": "FashionMNIST",
+                    "imagenette": "Imagenette"}
+
+
+def _shape_mask(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A boolean foreground mask of one pattern with random scale/phase/position."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    period = rng.uniform(size / 8, size / 3.5)
+    phase = rng.uniform(0, period)
+    cy, cx = rng.uniform(0.3 * size, 0.7 * size, 2)
+    radius = rng.uniform(0.15 * size, 0.35 * size)
+    if kind == "stripes_h":
+        return ((yy + phase) % period) < period / 2
+    if kind == "stripes_v":
+        return ((xx + phase) % period) < period / 2
+    if kind == "stripes_diag":
+        return ((xx + yy + phase) % period) < period / 2
+    if kind == "checkerboard":
+        return (((xx + phase) // (period / 2)) + ((yy + phase) // (period / 2))) % 2 == 0
+    dist = np.hypot(yy - cy, xx - cx)
+    if kind == "disk":
+        return dist < radius
+    if kind == "ring":
+        return np.abs(dist - radius) < max(1.0, radius / 4)
+    box = np.maximum(np.abs(yy - cy), np.abs(xx - cx))
+    if kind == "square":
+        return np.abs(box - radius) < max(1.0, radius / 4)
+    # plus sign
+    arm = max(1.0, radius / 3)
+    return ((np.abs(yy - cy) < arm) | (np.abs(xx - cx) < arm)) & (box < radius)
+
+
+def generate_shapes(num_samples: int, img_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``num_samples`` uint8 images (N, H, W, 3) and balanced labels, a pure function of the seed."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(num_samples) % len(SHAPES)
+    rng.shuffle(labels)
+    images = np.empty((num_samples, img_size, img_size, 3), dtype=np.uint8)
+    for i, label in enumerate(labels):
+        mask = _shape_mask(SHAPES[label], img_size, rng)[..., None]
+        fg, bg = rng.uniform(0, 1, (2, 1, 1, 3))
+        img = np.where(mask, fg, bg) + rng.normal(0, 0.08, (img_size, img_size, 3))
+        images[i] = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+    return images, labels
+
+
+class SyntheticShapes(Dataset):
+    """The embedded default dataset (see the module docstring); PIL images, like torchvision's sets."""
+
+    classes = list(SHAPES)
+
+    def __init__(self, num_samples: int, img_size: int, seed: int, transform=None):
+        self.images, self.targets = generate_shapes(num_samples, img_size, seed)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index):
+        img = Image.fromarray(self.images[index])
+        return (self.transform(img) if self.transform else img), int(self.targets[index])
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    return img if img.mode == "RGB" else img.convert("RGB")  # grayscale sets get 3 channels
+
+
+class _RGB:
+    """Transform wrapper: convert to RGB first (grayscale inputs work with every step's 3-channel stem)."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, img):
+        return self.transform(_to_rgb(img))
+
+
+def check_image_loader(path: str) -> Image.Image:
+    """ImageFolder loader whose failure names the file and the fix, instead of a PIL traceback."""
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except (OSError, UnidentifiedImageError, SyntaxError) as err:
+        raise ConfigError(f"corrupt image {path} ({err}); delete or replace it") from None
+
+
+def _is_corrupt(path: str) -> bool:
+    try:
+        with Image.open(path) as img:
+            img.verify()
+        return False
+    except Exception:  # PIL raises many types for broken files
+        return True
+
+
+def verified_image_folder(split_dir: Path, transform, verify: bool):
+    """torchvision ImageFolder over ``split_dir`` with one-line errors for every bad-input case."""
+    if not split_dir.is_dir():
+        raise ConfigError(f"missing dataset folder {split_dir}: data.root must contain train/ and val/ "
+                          f"with one sub-folder per class (the ImageNet layout)")
+    if not any(p.is_dir() for p in split_dir.iterdir()):
+        raise ConfigError(f"no class folders in {split_dir}: put each class's images in {split_dir}/<class>/")
+    try:
+        dataset = torchvision.datasets.ImageFolder(str(split_dir), transform=transform, loader=check_image_loader)
+    except FileNotFoundError as err:
+        raise ConfigError(f"no images in {split_dir}: {str(err).splitlines()[0]}") from None
+    if verify:
+        with ThreadPoolExecutor(8) as pool:
+            corrupt = [p for (p, _), bad in zip(dataset.samples, pool.map(_is_corrupt, [s[0] for s in dataset.samples])) if bad]
+        if corrupt:
+            shown = ", ".join(corrupt[:3]) + (f" and {len(corrupt) - 3} more" if len(corrupt) > 3 else "")
+            raise ConfigError(f"{len(corrupt)} corrupt image(s) in {split_dir}: {shown}; delete or replace them "
+                              f"(data.verify_images=false skips this check)")
+    return dataset
+
+
+def torchvision_dataset(name: str, root: Path, train: bool, transform, download: bool):
+    """A torchvision dataset from a local root (no download unless data.download=true)."""
+    cls = getattr(torchvision.datasets, TORCHVISION_SETS[name])
+    split = {"split": "train" if train else "val"} if name == "imagenette" else {"train": train}
+    try:
+        return cls(str(root), transform=transform, download=download, **split)
+    except (RuntimeError, FileNotFoundError) as err:
+        raise ConfigError(f"{TORCHVISION_SETS[name]} not found under {root} ({str(err).splitlines()[0]}); "
+                          f"point data.root at it or set data.download=true") from None
+
+
+class EpochSeededSampler(DistributedSampler):
+    """DistributedSampler (also for one process) whose ``set_epoch`` reseeds the loader's generator too,
+    so each epoch's order and worker seeds depend only on (seed, epoch): a resumed run replays exactly."""
+
+    def __init__(self, dataset, generator: torch.Generator, **kwargs):
+        super().__init__(dataset, **kwargs)
+        self.generator = generator
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.generator.manual_seed(self.seed * 100_003 + epoch)
+
+
+class RoadmapDataModule(L.LightningDataModule):
+    """Train/val loaders for any data config (conf/data/*.yaml) with the recipe's timm transforms."""
+
+    def __init__(self, data, recipe, batch_size: int, num_workers: int, seed: int):
+        super().__init__()
+        self.data, self.recipe = data, recipe
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        if self.recipe.mixup > 0 or self.recipe.cutmix > 0:
+            if batch_size % 2:
+                raise ConfigError(f"mixup/cutmix need an even batch size, got budget.batch_size={batch_size}")
+
+    def transforms(self, is_training: bool):
+        r, size = self.recipe, self.data.img_size
+        if is_training:
+            return create_transform(size, is_training=True, scale=tuple(self.data.train_crop_scale),
+                                    auto_augment=r.auto_augment, color_jitter=r.color_jitter or None,
+                                    interpolation=r.interpolation, re_prob=r.re_prob, re_mode="pixel", re_count=1)
+        return create_transform(size, is_training=False, interpolation=r.interpolation, crop_pct=self.data.crop_pct)
+
+    def build_split(self, train: bool):
+        d, transform = self.data, _RGB(self.transforms(train))
+        if d.kind == "synthetic":
+            n = d.train_size if train else d.val_size
+            return SyntheticShapes(n, d.img_size, seed=d.seed * 2 + (0 if train else 1), transform=transform)
+        root = Path(d.root).expanduser() if d.root else None
+        if root is None or not root.exists():
+            raise ConfigError(f"data.root {d.root!r} does not exist: set data.root=/path/to/{d.name}")
+        if d.kind == "imagefolder":
+            return verified_image_folder(root / ("train" if train else "val"), transform, d.verify_images)
+        if d.kind == "torchvision":
+            return torchvision_dataset(d.name, root, train, transform, d.download)
+        raise ConfigError(f"unknown data.kind {d.kind!r}; allowed: synthetic, imagefolder, torchvision")
+
+    def setup(self, stage: str | None = None) -> None:
+        if not hasattr(self, "train_set"):
+            self.train_set, self.val_set = self.build_split(True), self.build_split(False)
+            if len(self.train_set) < self.batch_size:
+                raise ConfigError(f"{len(self.train_set)} training images but batch_size {self.batch_size}: "
+                                  f"lower budget.batch_size or add data")
+
+    def _loader(self, dataset, **kwargs):
+        return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
+                          persistent_workers=False, pin_memory=torch.cuda.is_available(), **kwargs)
+
+    def train_dataloader(self):
+        generator = torch.Generator()
+        trainer = self.trainer
+        sampler = EpochSeededSampler(self.train_set, generator, num_replicas=trainer.world_size,
+                                     rank=trainer.global_rank, shuffle=True, seed=self.seed, drop_last=True)
+        sampler.set_epoch(trainer.current_epoch)  # right for a resumed run too
+        return self._loader(self.train_set, sampler=sampler, generator=generator, drop_last=True)
+
+    def val_dataloader(self):
+        trainer = self.trainer
+        sampler = DistributedSampler(self.val_set, num_replicas=trainer.world_size, rank=trainer.global_rank,
+                                     shuffle=False) if trainer.world_size > 1 else None
+        return self._loader(self.val_set, sampler=sampler)

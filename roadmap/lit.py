@@ -1,0 +1,106 @@
+"""The LightningModule: the paper's Table 5 recipe on timm's pieces (Mixup/CutMix, AdamW with no decay
+on 1-D parameters, per-iteration warm-up + cosine, EMA), with raw and EMA top-1/top-5 validation."""
+from __future__ import annotations
+
+import random
+
+import lightning as L
+import numpy as np
+import torch
+from timm.data import Mixup
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler, StepLRScheduler
+from timm.utils import ModelEmaV3
+from torch import nn
+
+
+def scaled_lr(recipe, effective_batch: int) -> float:
+    """Linear lr scaling rule: base_lr × effective batch / base batch (Table 5: 4e-3 at 4096)."""
+    return recipe.base_lr * effective_batch / recipe.base_batch
+
+
+class RoadmapModule(L.LightningModule):
+    def __init__(self, model: nn.Module, recipe, num_classes: int, epochs: int, effective_batch: int,
+                 seed: int = 0, channels_last: bool = False, compile: bool = False):
+        super().__init__()
+        self.model, self.recipe, self.num_classes = model, recipe, num_classes
+        self.epochs, self.effective_batch, self.seed = epochs, effective_batch, seed
+        self.channels_last, self.compile = channels_last, compile
+        self.mixup = (Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix, prob=1.0, switch_prob=0.5,
+                            mode="batch", label_smoothing=recipe.label_smoothing, num_classes=num_classes)
+                      if recipe.mixup > 0 or recipe.cutmix > 0 else None)
+        if self.mixup is not None:
+            self.train_loss = SoftTargetCrossEntropy()  # Mixup folds label smoothing into the soft targets
+        elif recipe.label_smoothing > 0:
+            self.train_loss = LabelSmoothingCrossEntropy(recipe.label_smoothing)
+        else:
+            self.train_loss = nn.CrossEntropyLoss()
+        self.ema = ModelEmaV3(model, decay=recipe.ema.decay).requires_grad_(False) if recipe.ema.enabled else None
+        self.topk = (1, min(5, num_classes))
+
+    def configure_model(self) -> None:
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if self.compile and not isinstance(self.model, torch._dynamo.eval_frame.OptimizedModule):
+            self.model = torch.compile(self.model)
+
+    def _inputs(self, x):
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def on_train_epoch_start(self) -> None:
+        # Every epoch's randomness (mixup, drop path, main-process augmentation) is a function of
+        # (seed, epoch, rank) only, so a run resumed from an epoch-end checkpoint replays exactly.
+        seed = (self.seed * 1_000 + self.current_epoch) * 1_000 + self.global_rank
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        if self.mixup is not None:
+            x, y = self.mixup(x, y)
+        loss = self.train_loss(self.model(self._inputs(x)), y)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x))
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step)
+
+    def _log_accuracy(self, logits, y, suffix: str) -> None:
+        top = logits.topk(self.topk[1], dim=1).indices
+        hits = top == y[:, None]
+        for k in self.topk:
+            self.log(f"val/top{k if k == 1 else 5}{suffix}", hits[:, :k].any(1).float().mean() * 100,
+                     on_epoch=True, sync_dist=True, batch_size=len(y), prog_bar=k == 1)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        x = self._inputs(x)
+        logits = self.model(x)
+        self.log("val/loss", nn.functional.cross_entropy(logits, y), on_epoch=True, sync_dist=True, batch_size=len(y))
+        self._log_accuracy(logits, y, "")
+        if self.ema is not None:
+            self._log_accuracy(self.ema.module(x), y, "_ema")
+
+    def configure_optimizers(self):
+        r = self.recipe
+        lr = scaled_lr(r, self.effective_batch)
+        opt = create_optimizer_v2(self.model, opt=r.optimizer.name, lr=lr, weight_decay=r.optimizer.weight_decay,
+                                  momentum=r.optimizer.momentum or 0.9, filter_bias_and_bn=r.optimizer.no_decay_1d,
+                                  **({"betas": tuple(r.optimizer.betas)} if r.optimizer.betas else {}))
+        total = self.trainer.estimated_stepping_batches
+        per_epoch = total / self.epochs
+        warmup = round(r.warmup_epochs * self.epochs / r.epochs * per_epoch)  # warm-up scales with the budget
+        if r.schedule == "cosine":
+            sched = CosineLRScheduler(opt, t_initial=total - warmup, lr_min=r.lr_min, warmup_t=warmup,
+                                      warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
+        else:  # torchvision's step decay: ×0.1 at every third of the schedule (30 of 90 epochs)
+            sched = StepLRScheduler(opt, decay_t=max(1, round(total * r.step_every / r.epochs)),
+                                    decay_rate=0.1, warmup_t=warmup, t_in_epochs=False)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        scheduler.step_update(num_updates=self.global_step)

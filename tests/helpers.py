@@ -1,0 +1,35 @@
+"""Test-only helpers: tiny training configs and callbacks that a run can load through +callbacks."""
+import os
+import signal
+
+import lightning as L
+
+from roadmap.steps import compose_config
+
+TINY = ["budget=smoke", "logger=csv", "data.train_size=32", "data.val_size=16", "trainer.enable_progress_bar=false"]
+
+
+def tiny_run_config(step, tmp_path, regime="r50", overrides=()):
+    """A run config of ``step`` for a couple of batches on tiny synthetic images, writing under tmp_path."""
+    return compose_config(step, regime, [*TINY, f"run.root={tmp_path}", *overrides], as_run=True)
+
+
+class KillAfterSteps(L.Callback):
+    """SIGKILL the training process after ``steps`` optimizer steps: a hard crash, no clean-up."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step >= self.steps:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class RecordLR(L.Callback):
+    """The lr of the first param group before every optimizer step."""
+
+    def __init__(self):
+        self.lrs = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
