@@ -1,15 +1,32 @@
-"""Train one roadmap step: python run.py +step=inverted_bottleneck [regime=r200] [data=...] [budget=...]."""
+"""Train one roadmap step: python run.py +step=inverted_bottleneck [regime=r200] [data=...] [budget=...].
+
+In a multirun (-m, e.g. ``make roadmap``) a failing step is recorded as failed in its metrics.json and
+the sweep goes on with the next step; a single run exits non-zero.
+"""
+import sys
+
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from roadmap.errors import exit_on_config_error
+from roadmap.errors import ConfigError
 from roadmap.train import train
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
-@exit_on_config_error
 def main(cfg: DictConfig) -> None:
-    train(cfg)
+    sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        train(cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        if not sweeping:
+            sys.exit(2)
+    except Exception as err:  # noqa: BLE001 - recorded in metrics.json by train(); the sweep goes on
+        if not sweeping:
+            raise
+        print(f"step failed, sweep continues: {type(err).__name__}: {err}", file=sys.stderr)
 
 
 if __name__ == "__main__":

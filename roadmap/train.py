@@ -21,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from roadmap.callbacks import History, Throughput
@@ -96,14 +97,14 @@ def summary(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _result(cfg, step, run_dir, model, history, throughput, wall_s, status, error=None) -> dict:
+def _result(cfg, step, run_dir, model, history, throughput, wall_s, status) -> dict:
     last = history[-1] if history else {}
     metric = "val/top1_ema" if cfg.recipe.ema.enabled else "val/top1"
     best = max(history, key=lambda row: row.get(metric, -1)) if history else {}
     with torch.device("meta"):
         meta = instantiate_model(cfg.model, num_classes=model.fc.out_features)
     return {
-        "status": status, "error": error, "step": step, "regime": cfg.regime.name, "seed": cfg.seed,
+        "status": status, "error": None, "step": step, "regime": cfg.regime.name, "seed": cfg.seed,
         "data": cfg.data.name, "budget": cfg.budget.name, "proxy": proxy_label(cfg), "img_size": cfg.data.img_size,
         "final": {k: last.get(f"val/{k}") for k in ("top1", "top5", "top1_ema", "top5_ema")},
         "best": {"top1": best.get(metric), "epoch": best.get("epoch")},
@@ -115,6 +116,30 @@ def _result(cfg, step, run_dir, model, history, throughput, wall_s, status, erro
                      "lightning": L.__version__},
         "git_commit": _git_commit(),
     }
+
+
+def _fit(cfg: DictConfig, step: str, run_dir: Path, history: History, throughput: Throughput):
+    """Build data, model, module and trainer from the config and fit (resuming from last.ckpt if any)."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = RoadmapDataModule(cfg.data, cfg.recipe, cfg.budget.batch_size, cfg.budget.num_workers, cfg.seed)
+    datamodule.setup()
+    num_classes = len(datamodule.train_set.classes)
+    model = instantiate_model(cfg.model, num_classes=num_classes, **cfg.recipe.model_knobs)
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
+                                 every_n_epochs=1, every_n_train_steps=cfg.run.checkpoint_every_n_steps)
+    trainer = build_trainer(cfg, run_dir, step, [history, throughput, checkpoint])
+    effective_batch = cfg.budget.batch_size * trainer.world_size * trainer.accumulate_grad_batches
+    module = RoadmapModule(model, cfg.recipe, num_classes=num_classes, epochs=cfg.budget.epochs,
+                           effective_batch=effective_batch, seed=cfg.seed, channels_last=cfg.channels_last,
+                           compile=cfg.compile)
+    last_ckpt = run_dir / "checkpoints" / "last.ckpt"
+    resume = last_ckpt if cfg.run.resume and last_ckpt.exists() and not cfg.run.force else None
+    if resume:
+        print(f"resuming from {resume}")
+    if trainer.is_global_zero:
+        write_json_atomic(run_dir / RESULT_FILE, {"status": "running", "step": step, "run_dir": str(run_dir)})
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    return model, trainer
 
 
 def train(cfg: DictConfig) -> dict:
@@ -129,32 +154,17 @@ def train(cfg: DictConfig) -> dict:
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml({k: v for k, v in cfg.items() if k != "hydra"}, resolve=True))
 
     started = time.time()
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = RoadmapDataModule(cfg.data, cfg.recipe, cfg.budget.batch_size, cfg.budget.num_workers, cfg.seed)
-    datamodule.setup()
-    model = instantiate_model(cfg.model, num_classes=len(datamodule.train_set.classes), **cfg.recipe.model_knobs)
     history, throughput = History(), Throughput()
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
-                                 every_n_epochs=1, every_n_train_steps=cfg.run.checkpoint_every_n_steps)
-    trainer = build_trainer(cfg, run_dir, step, [history, throughput, checkpoint])
-    effective_batch = cfg.budget.batch_size * trainer.world_size * trainer.accumulate_grad_batches
-    module = RoadmapModule(model, cfg.recipe, num_classes=len(datamodule.train_set.classes),
-                           epochs=cfg.budget.epochs, effective_batch=effective_batch, seed=cfg.seed,
-                           channels_last=cfg.channels_last, compile=cfg.compile)
-    last_ckpt = run_dir / "checkpoints" / "last.ckpt"
-    resume = last_ckpt if cfg.run.resume and last_ckpt.exists() and not cfg.run.force else None
-    if resume:
-        print(f"resuming from {resume}")
-    if trainer.is_global_zero:
-        write_json_atomic(run_dir / RESULT_FILE, {"status": "running", "step": step, "run_dir": str(run_dir)})
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
-    except BaseException as err:
-        if trainer.is_global_zero:
-            error = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
-            write_json_atomic(run_dir / RESULT_FILE, _result(cfg, step, run_dir, model, history.epochs,
-                                                             throughput.images_per_s, time.time() - started,
-                                                             "failed", error))
+        model, trainer = _fit(cfg, step, run_dir, history, throughput)
+    except BaseException as err:  # recorded, then re-raised: a sweep shows the step as failed with its error
+        message = str(err).strip().splitlines()[-1] if str(err).strip() else ""
+        if rank_zero_only.rank == 0:
+            write_json_atomic(run_dir / RESULT_FILE, {
+                "status": "failed", "error": f"{type(err).__name__}: {message}", "step": step,
+                "regime": cfg.regime.name, "seed": cfg.seed, "data": cfg.data.name, "budget": cfg.budget.name,
+                "proxy": proxy_label(cfg), "history": history.epochs, "wall_s": round(time.time() - started, 1),
+                "run_dir": str(run_dir)})
         raise
     finally:
         if cfg.logger.wandb.enabled:

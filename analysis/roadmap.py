@@ -1,0 +1,136 @@
+"""Rebuild the paper's roadmap table (Table 10/11) and chart (Figure 2) from run directories.
+
+    python -m analysis.roadmap OUTPUTS_DIR [--group synthetic-cpu_proxy] [--regime r50]
+
+Runs are grouped by ``<data>-<budget>`` (the first folder level under OUTPUTS_DIR) and regime; each
+group gets its own table, so runs with other data or budgets never mix. Files are written next to the
+runs: ``OUTPUTS_DIR/<group>/<regime>/roadmap.{csv,md,tex,png,svg}``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from roadmap.errors import ConfigError, exit_on_config_error
+from roadmap.steps import REGIMES, list_steps, regime_table
+
+COLUMNS = ["step", "change", "adopted", "gflops", "params_m", "images_per_s", "top1_mean", "top1_std", "n_seeds",
+           "delta_top1", "paper_top1", "paper_gflops", "status", "error"]
+
+
+def load_runs(root: Path) -> pd.DataFrame:
+    """One row per run directory (``<group>/<regime>/<step>/seed<k>``) with its metrics.json, or why not."""
+    rows = []
+    for seed_dir in sorted(Path(root).glob("*/*/*/seed*")):
+        if not seed_dir.is_dir():
+            continue
+        group, regime, step = seed_dir.parts[-4:-1]
+        row = {"group": group, "regime": regime, "step": step, "seed": seed_dir.name.removeprefix("seed"),
+               "run_dir": str(seed_dir)}
+        path = seed_dir / "metrics.json"
+        try:
+            result = json.loads(path.read_text())
+            final = result.get("final") or {}
+            row.update(status=result.get("status", "unknown"), error=result.get("error"), top1=final.get("top1"),
+                       top5=final.get("top5"), top1_ema=final.get("top1_ema"), gflops=result.get("gflops_224"),
+                       params_m=result.get("params_m"), images_per_s=result.get("train_images_per_s"),
+                       proxy=result.get("proxy"))
+        except FileNotFoundError:
+            row.update(status="missing", error="no metrics.json (never started or killed before writing it)")
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            row.update(status="corrupt", error=f"unreadable metrics.json ({err}); re-run the step to rewrite it")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _status(statuses: pd.Series) -> str:
+    if statuses.empty:
+        return "missing"
+    if (statuses == "done").all():
+        return "done"
+    return "/".join(f"{s}×{n}" if n > 1 else s for s, n in statuses.value_counts().items())
+
+
+def roadmap_table(runs: pd.DataFrame, regime: str) -> pd.DataFrame:
+    """The regime's steps in roadmap order, with this group's results beside the paper's."""
+    rows, previous_adopted = [], None
+    for info in list_steps(regime):
+        mine = runs[runs.step == info.name] if not runs.empty else runs
+        done = mine[mine.status == "done"] if not mine.empty else mine
+        top1 = done.top1.astype(float) if not done.empty else pd.Series(dtype=float)
+        errors = mine.error.dropna().unique().tolist() if not mine.empty else []
+        row = {"step": info.name, "change": info.change, "adopted": info.adopted,
+               "gflops": done.gflops.iloc[0] if not done.empty else None,
+               "params_m": done.params_m.iloc[0] if not done.empty else None,
+               "images_per_s": round(done.images_per_s.astype(float).mean(), 1) if not done.empty and done.images_per_s.notna().any() else None,
+               "top1_mean": round(top1.mean(), 2) if len(top1) else None,
+               "top1_std": round(top1.std(ddof=0), 2) if len(top1) else None,
+               "n_seeds": len(top1), "delta_top1": None, "paper_top1": info.paper_top1,
+               "paper_gflops": info.paper_gflops, "status": _status(mine.status if not mine.empty else pd.Series(dtype=str)),
+               "error": "; ".join(errors) or None}
+        if row["top1_mean"] is not None and previous_adopted is not None and previous_adopted["top1_mean"] is not None:
+            row["delta_top1"] = round(row["top1_mean"] - previous_adopted["top1_mean"], 2)
+        rows.append(row)
+        if info.adopted:
+            previous_adopted = row
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def groups(runs: pd.DataFrame) -> list[tuple[str, str]]:
+    return sorted(set(zip(runs.group, runs.regime))) if not runs.empty else []
+
+
+def describe(runs: pd.DataFrame, group: str) -> str:
+    """What data and budget a group's table shows, with the proxy label when it is not the paper's setting."""
+    proxies = runs[(runs.group == group)].get("proxy", pd.Series(dtype=object)).dropna().unique()
+    return proxies[0] if len(proxies) else f"{group}: data and budget as named"
+
+
+def write_outputs(table: pd.DataFrame, out_dir: Path, title: str) -> list[Path]:
+    """CSV, Markdown and LaTeX tables plus the PNG/SVG chart, each written via a temporary file."""
+    from analysis.chart import roadmap_chart
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for suffix, render in (("csv", lambda: table.to_csv(index=False)),
+                           ("md", lambda: f"{title}\n\n{table.to_markdown(index=False)}\n"),
+                           ("tex", lambda: table.drop(columns=["error"]).to_latex(index=False, na_rep="--", float_format="%.2f"))):
+        path = out_dir / f"roadmap.{suffix}"
+        tmp = path.with_suffix(f".{suffix}.tmp")
+        tmp.write_text(render())
+        tmp.replace(path)
+        written.append(path)
+    return written + roadmap_chart(table, out_dir, title, regime_table(out_dir.name).reference)
+
+
+@exit_on_config_error
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m analysis.roadmap", description=__doc__.splitlines()[0])
+    parser.add_argument("outputs", type=Path)
+    parser.add_argument("--group", help="only this <data>-<budget> group")
+    parser.add_argument("--regime", choices=REGIMES, help="only this regime")
+    args = parser.parse_args(argv)
+    if not args.outputs.is_dir():
+        raise ConfigError(f"no outputs folder {args.outputs}: pass the run.root of your runs (default: outputs)")
+    runs = load_runs(args.outputs)
+    selected = [(g, r) for g, r in groups(runs)
+                if (args.group in (None, g)) and (args.regime in (None, r)) and r in REGIMES]
+    if not selected:
+        raise ConfigError(f"no runs under {args.outputs} for group={args.group} regime={args.regime}; "
+                          f"found: {', '.join(f'{g}/{r}' for g, r in groups(runs)) or 'nothing'}")
+    for group, regime in selected:
+        subset = runs[(runs.group == group) & (runs.regime == regime)]
+        title = f"{regime} roadmap, {describe(runs, group)}"
+        table = roadmap_table(subset, regime)
+        files = write_outputs(table, args.outputs / group / regime, title)
+        print(f"## {title}\n{table.drop(columns=['error']).to_string(index=False)}")
+        for _, row in table[table.status != "done"].iterrows():
+            print(f"  {row.step}: {row.status}" + (f" ({row.error})" if row.error else ""))
+        print("written: " + ", ".join(str(f) for f in files) + "\n")
+
+
+if __name__ == "__main__":
+    main()
