@@ -4,8 +4,10 @@ PY := $(VENV)/bin/python
 STEP ?= inverted_bottleneck
 REGIME ?= r50
 ARGS ?=
+SEEDS ?= 0
+OUTPUTS ?= outputs
 
-.PHONY: install test train profile clean
+.PHONY: install test train profile roadmap analysis clean
 
 install: $(VENV)/.installed
 
@@ -23,6 +25,13 @@ train: install  ## train one roadmap step on the embedded default data: make tra
 
 profile: install  ## GFLOPs / params of every step beside the paper's: make profile REGIME=r200
 	$(PY) -m roadmap.profile --regime $(REGIME)
+
+roadmap: install  ## every step of REGIME for SEEDS (e.g. SEEDS=0,1,2), then the table and chart
+	$(PY) run.py -m "+step=$$($(PY) -m roadmap.sweep $(REGIME))" regime=$(REGIME) seed=$(SEEDS) run.root=$(OUTPUTS) $(ARGS)
+	$(PY) -m analysis.roadmap $(OUTPUTS) --regime $(REGIME)
+
+analysis: install  ## rebuild tables and charts of every run under OUTPUTS
+	$(PY) -m analysis.roadmap $(OUTPUTS)
 
 clean:
 	rm -rf $(VENV) outputs multirun

@@ -212,7 +212,9 @@ class RoadmapDataModule(L.LightningDataModule):
         trainer = self.trainer
         sampler = EpochSeededSampler(self.train_set, generator, num_replicas=trainer.world_size,
                                      rank=trainer.global_rank, shuffle=True, seed=self.seed, drop_last=True)
-        sampler.set_epoch(trainer.current_epoch)  # right for a resumed run too
+        # the epoch Lightning will pass to set_epoch (right after a resume too, when this loader is iterated
+        # before set_epoch is called; current_epoch can still lag by one there)
+        sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed)
         return self._loader(self.train_set, sampler=sampler, generator=generator, drop_last=True)
 
     def val_dataloader(self):

@@ -48,9 +48,12 @@ class RoadmapModule(L.LightningModule):
     def _inputs(self, x):
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def on_train_epoch_start(self) -> None:
-        # Every epoch's randomness (mixup, drop path, main-process augmentation) is a function of
-        # (seed, epoch, rank) only, so a run resumed from an epoch-end checkpoint replays exactly.
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        if batch_idx > 0:
+            return
+        # At each epoch's first batch (also right after a resume, where Lightning skips the epoch-start
+        # hooks), reseed: mixup and drop path depend on (seed, epoch, rank) only, and worker-side
+        # augmentation on the loader's generator (EpochSeededSampler), so a resumed run replays exactly.
         seed = (self.seed * 1_000 + self.current_epoch) * 1_000 + self.global_rank
         random.seed(seed)
         np.random.seed(seed % 2**32)

@@ -125,7 +125,8 @@ def _fit(cfg: DictConfig, step: str, run_dir: Path, history: History, throughput
     datamodule.setup()
     num_classes = len(datamodule.train_set.classes)
     model = instantiate_model(cfg.model, num_classes=num_classes, **cfg.recipe.model_knobs)
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,  # no monitor:
+                                 enable_version_counter=False,  # keeps only the newest, overwritten in place
                                  every_n_epochs=1, every_n_train_steps=cfg.run.checkpoint_every_n_steps)
     trainer = build_trainer(cfg, run_dir, step, [history, throughput, checkpoint])
     effective_batch = cfg.budget.batch_size * trainer.world_size * trainer.accumulate_grad_batches

@@ -33,3 +33,16 @@ class RecordLR(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+class FailOnStep(L.Callback):
+    """Raise at the start of training when the run's step is ``step``: a forced failure inside a sweep."""
+
+    def __init__(self, step: str):
+        self.step = step
+
+    def on_train_start(self, trainer, pl_module):
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.get().runtime.choices.get("step") == self.step:
+            raise RuntimeError(f"forced failure of {self.step}")
