@@ -91,7 +91,7 @@ def summary(result: dict) -> str:
              *([result["proxy"]] if result.get("proxy") else []),
              f"top-1 {result['final']['top1']:.2f} top-5 {result['final']['top5']:.2f} (best top-1 "
              f"{result['best']['top1']:.2f}){ema} | {result['epochs']} epochs",
-             f"{result['gflops_224']:.3f} GFLOPs at 224² ({result['gflops_run']:.4f} at {result['img_size']}²) | "
+             f"{result['gflops_224']:.3f} GFLOPs at 224² as in the paper ({result['gflops_run']:.4f} as trained at {result['img_size']}²) | "
              f"{result['params_m']:.2f} M params | train {ips} img/s | wall {result['wall_s']:.0f} s",
              f"results: {result['run_dir']}"]
     return "\n".join(lines)
@@ -101,15 +101,16 @@ def _result(cfg, step, run_dir, model, history, throughput, wall_s, status) -> d
     last = history[-1] if history else {}
     metric = "val/top1_ema" if cfg.recipe.ema.enabled else "val/top1"
     best = max(history, key=lambda row: row.get(metric, -1)) if history else {}
-    with torch.device("meta"):
-        meta = instantiate_model(cfg.model, num_classes=model.fc.out_features)
+    with torch.device("meta"):  # the paper's count: the step's architecture with 1000 classes at 224²
+        paper_arch, trained_arch = instantiate_model(cfg.model), instantiate_model(cfg.model, num_classes=model.fc.out_features)
     return {
         "status": status, "error": None, "step": step, "regime": cfg.regime.name, "seed": cfg.seed,
         "data": cfg.data.name, "budget": cfg.budget.name, "proxy": proxy_label(cfg), "img_size": cfg.data.img_size,
         "final": {k: last.get(f"val/{k}") for k in ("top1", "top5", "top1_ema", "top5_ema")},
         "best": {"top1": best.get(metric), "epoch": best.get("epoch")},
         "epochs": last.get("epoch", 0), "history": history,
-        "gflops_224": round(count_gflops(meta, 224), 4), "gflops_run": round(count_gflops(meta, cfg.data.img_size), 5),
+        "gflops_224": round(count_gflops(paper_arch, 224), 4),
+        "gflops_run": round(count_gflops(trained_arch, cfg.data.img_size), 5),
         "params_m": round(count_params_m(model), 4), "train_images_per_s": throughput,
         "wall_s": round(wall_s, 1), "run_dir": str(run_dir),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
