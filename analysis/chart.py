@@ -14,7 +14,7 @@ def roadmap_chart(table: pd.DataFrame, out_dir: Path, title: str, reference) -> 
     """Bars = our top-1 (± std over seeds), GFLOPs on each bar, branches hatched, paper top-1 as a marker,
     the paper's Swin reference as a dashed line. Writes roadmap.png and roadmap.svg."""
     n = len(table)
-    fig, ax = plt.subplots(figsize=(9, 0.42 * n + 1.6))
+    fig, ax = plt.subplots(figsize=(9, 0.42 * n + 2.0))
     ys = list(range(n))[::-1]
     ours = table.top1_mean.astype(float).fillna(0.0)
     colors = ["#7a9cc6" if a else "#c9d6e8" for a in table.adopted]
@@ -25,7 +25,7 @@ def roadmap_chart(table: pd.DataFrame, out_dir: Path, title: str, reference) -> 
             bar.set_hatch("//")
     for y, row, value in zip(ys, table.itertuples(), ours):
         gflops = f"{row.gflops:.2f} G" if pd.notna(row.gflops) else "no result"
-        label = gflops if row.status == "done" else f"{gflops} [{row.status}]"
+        label = f"{value:.1f}% | {gflops}" if row.status == "done" else f"{gflops} [{row.status}]"
         ax.text(max(value, 0) + 0.5, y, label, va="center", fontsize=8, color="#2c3e50")
     ax.scatter(table.paper_top1, ys, marker="D", color="#c0392b", zorder=3, s=22, label="paper top-1 (ImageNet-1K)")
     ax.axvline(reference.top1, color="#c0392b", ls="--", lw=1, label=f"paper {reference.name} ({reference.top1})")
@@ -33,7 +33,7 @@ def roadmap_chart(table: pd.DataFrame, out_dir: Path, title: str, reference) -> 
     ax.set_xlabel("top-1 accuracy (%)")
     ax.set_xlim(0, 100)
     ax.set_title(title, fontsize=9, wrap=True)
-    ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=3, fontsize=8, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     paths = [out_dir / "roadmap.png", out_dir / "roadmap.svg"]
