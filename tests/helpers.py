@@ -6,12 +6,15 @@ import lightning as L
 
 from roadmap.steps import compose_config
 
-TINY = ["budget=smoke", "logger=csv", "data.train_size=32", "data.val_size=16", "trainer.enable_progress_bar=false"]
+TINY = ["budget=smoke", "logger=csv", "trainer.enable_progress_bar=false"]
+TINY_SYNTHETIC = ["data.train_size=32", "data.val_size=16"]
 
 
 def tiny_run_config(step, tmp_path, regime="r50", overrides=()):
     """A run config of ``step`` for a couple of batches on tiny synthetic images, writing under tmp_path."""
-    return compose_config(step, regime, [*TINY, f"run.root={tmp_path}", *overrides], as_run=True)
+    other_data = any(o.startswith(("data=", "+experiment=")) for o in overrides)
+    sizes = [] if other_data else TINY_SYNTHETIC
+    return compose_config(step, regime, [*TINY, *sizes, f"run.root={tmp_path}", *overrides], as_run=True)
 
 
 class KillAfterSteps(L.Callback):

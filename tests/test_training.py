@@ -286,3 +286,22 @@ def test_synthetic_dataset_returns_pil_images():
     ds = SyntheticShapes(16, 32, seed=0)
     img, label = ds[0]
     assert img.size == (32, 32) and img.mode == "RGB" and 0 <= label < 8
+
+
+@pytest.mark.parametrize("experiment", ["paper_in1k", "gpu_proxy_imagenette", "cpu_proxy"])
+def test_experiment_presets_compose(experiment):
+    cfg = compose_config("gelu", overrides=[f"+experiment={experiment}"], as_run=True)
+    if experiment == "paper_in1k":
+        assert cfg.budget.epochs == 300 and cfg.recipe.ema.enabled is False
+        assert cfg.budget.batch_size * cfg.trainer.devices * cfg.trainer.num_nodes == 4096
+        assert "SlurmLauncher" in cfg.hydra.launcher._target_
+
+
+def test_paper_preset_runs_a_few_batches_on_cpu(tmp_path):
+    root = _write_image_folder(tmp_path / "data")
+    cfg = tiny_run_config("separate_downsampling", tmp_path / "out", overrides=[
+        "+experiment=paper_in1k", "trainer=cpu", f"data.root={root}", "data.img_size=32",
+        "budget.batch_size=8", "budget.num_workers=0", "budget.limit_train_batches=2", "budget.limit_val_batches=1",
+        "budget.epochs=1"])
+    result = train(cfg)
+    assert result["status"] == "done" and result["data"] == "imagefolder"
