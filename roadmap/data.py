@@ -152,13 +152,19 @@ def torchvision_dataset(name: str, root: Path, train: bool, transform, download:
 
 class EpochSeededSampler(DistributedSampler):
     """DistributedSampler (also for one process) whose ``set_epoch`` reseeds the loader's generator too,
-    so each epoch's order and worker seeds depend only on (seed, epoch): a resumed run replays exactly."""
+    so each epoch's order and worker seeds depend only on (seed, epoch): a resumed run replays exactly.
 
-    def __init__(self, dataset, generator: torch.Generator, **kwargs):
+    The epoch comes from ``current_epoch()``, not from ``set_epoch``'s argument: after a resume Lightning
+    builds the first epoch's iterator before it advances its epoch counters, and passes
+    ``epoch_progress.current.processed``, which then lags by one (the data module supplies the epoch).
+    """
+
+    def __init__(self, dataset, generator: torch.Generator, current_epoch, **kwargs):
         super().__init__(dataset, **kwargs)
-        self.generator = generator
+        self.generator, self.current_epoch = generator, current_epoch
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int | None = None) -> None:
+        epoch = self.current_epoch()
         super().set_epoch(epoch)
         self.generator.manual_seed(self.seed * 100_003 + epoch)
 
@@ -170,6 +176,7 @@ class RoadmapDataModule(L.LightningDataModule):
         super().__init__()
         self.data, self.recipe = data, recipe
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.resume_epoch = 0
         if self.recipe.mixup > 0 or self.recipe.cutmix > 0:
             if batch_size % 2:
                 raise ConfigError(f"mixup/cutmix need an even batch size, got budget.batch_size={batch_size}")
@@ -207,14 +214,21 @@ class RoadmapDataModule(L.LightningDataModule):
         return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
                           persistent_workers=False, pin_memory=torch.cuda.is_available(), **kwargs)
 
+    def state_dict(self) -> dict:
+        """Saved in each checkpoint: the epoch a resume starts with (the next one once the last batch ran)."""
+        at_epoch_end = self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        return {"resume_epoch": self.trainer.current_epoch + int(at_epoch_end)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.resume_epoch = state_dict["resume_epoch"]
+
     def train_dataloader(self):
         generator = torch.Generator()
         trainer = self.trainer
-        sampler = EpochSeededSampler(self.train_set, generator, num_replicas=trainer.world_size,
-                                     rank=trainer.global_rank, shuffle=True, seed=self.seed, drop_last=True)
-        # the epoch Lightning will pass to set_epoch (right after a resume too, when this loader is iterated
-        # before set_epoch is called; current_epoch can still lag by one there)
-        sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed)
+        sampler = EpochSeededSampler(self.train_set, generator, lambda: max(trainer.current_epoch, self.resume_epoch),
+                                     num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=True,
+                                     seed=self.seed, drop_last=True)
+        sampler.set_epoch()
         return self._loader(self.train_set, sampler=sampler, generator=generator, drop_last=True)
 
     def val_dataloader(self):

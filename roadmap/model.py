@@ -119,7 +119,7 @@ class RoadmapNet(nn.Module):
 
         widths = [width * 2 ** i for i in range(4)]
         dims = [w * expansion for w in widths] if block == "bottleneck" else widths
-        self.num_features = dims[-1]
+        self.num_features, self.num_classes = dims[-1], num_classes
 
         if stem == "resnet":  # 7×7/2 conv + norm + act + 3×3/2 max-pool
             self.stem = nn.Sequential(*conv_norm_act(in_chans, width, 7, 2, norm=norm, act=act),

@@ -1,0 +1,266 @@
+"""Throughput of every roadmap step beside timm's reference models, and of the training data pipeline.
+
+    python -m roadmap.benchmark [--regime r50|r200] [--device auto|cpu|cuda] [--batch-size N]
+        [--img-size 224] [--compile] [--steps a,b] [--warmup 2] [--repeats 5] [--csv PATH] [overrides...]
+
+Each step is built as it trains (its recipe's layer scale and drop path). For each model, after
+``--warmup`` untimed iterations, the median of ``--repeats`` timed iterations gives
+* inference images/s: eval mode, ``torch.inference_mode``, a fixed batch;
+* training images/s: forward + cross-entropy + backward + AdamW step;
+* peak memory of the training iterations: CUDA ``max_memory_allocated``; on CPU the growth of the
+  process's peak RSS over its baseline (Linux ``VmHWM``; approximate, allocator caching included).
+On CUDA the models run under bf16 autocast in channels_last (``--no-channels-last`` turns it off), on CPU
+in float32. The regime's ``timm_references`` (timm ``resnet50``/``convnext_tiny``, ``resnet200``/
+``convnext_base``) are timed right after their matching step, and that step's row gets the ratio ours/timm
+(> 1: ours is faster). The data pipeline row times the recipe's training transform (RandAugment, random
+erasing), collation and Mixup/CutMix in the main process: images/s per loader worker. Hydra overrides
+(``data=imagefolder data.root=...``) select the data it reads; the default synthetic data is generated
+at ``--img-size``.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import os
+import statistics
+import time
+from pathlib import Path
+
+import pandas as pd
+import timm
+import torch
+from timm.data import Mixup
+from torch import nn
+
+from roadmap.data import RoadmapDataModule
+from roadmap.errors import ConfigError, exit_on_config_error
+from roadmap.profile import count_gflops, count_params_m, render
+from roadmap.steps import REGIMES, compose_config, instantiate_model, regime_table
+
+COLUMNS = ["model", "step", "gflops", "params_m", "infer_img_s", "train_img_s", "train_peak_mib",
+           "timm_model", "infer_ratio", "train_ratio"]
+
+
+class Timer:
+    """Warm-up, then the median wall time of repeated calls, synchronising the device around each."""
+
+    def __init__(self, device: torch.device, warmup: int, repeats: int):
+        self.device, self.warmup, self.repeats = device, warmup, repeats
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def median_seconds(self, fn) -> float:
+        for _ in range(self.warmup):
+            fn()
+        self.sync()
+        times = []
+        for _ in range(self.repeats):
+            start = time.perf_counter()
+            fn()
+            self.sync()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+
+class PeakMemory:
+    """Peak memory (MiB) of what runs inside the ``with``: CUDA allocator peak, or CPU peak-RSS growth."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.mib = device, float("nan")
+
+    @staticmethod
+    def _status_kib(field: str) -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise OSError(field)
+
+    def __enter__(self):
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+            return self
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back so the baseline is what is live
+            Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM (peak RSS) to the current RSS
+            self.base = self._status_kib("VmRSS")
+        except OSError:  # not Linux/glibc: no CPU figure
+            self.base = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.mib = (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
+        elif self.base is not None:
+            self.mib = (self._status_kib("VmHWM") - self.base) / 2**10
+        return False
+
+
+class ModelBench:
+    """Inference and training throughput of one model at a fixed batch."""
+
+    def __init__(self, timer: Timer, batch_size: int, img_size: int, channels_last: bool, compile: bool):
+        self.timer, self.batch_size, self.img_size = timer, batch_size, img_size
+        self.channels_last, self.compile = channels_last, compile
+        self.device = timer.device
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else torch.autocast(
+            "cpu", enabled=False)
+
+    def __call__(self, model: nn.Module) -> dict:
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        model = model.to(self.device, memory_format=memory_format)
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(self.batch_size, 3, self.img_size, self.img_size, generator=gen)
+        x = x.to(self.device).contiguous(memory_format=memory_format)
+        y = torch.randint(0, model.num_classes, (self.batch_size,), generator=gen).to(self.device)
+        run = torch.compile(model) if self.compile else model
+
+        def infer():
+            with torch.inference_mode(), self._autocast():
+                run(x)
+
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def train():
+            with self._autocast():
+                loss = nn.functional.cross_entropy(run(x), y)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        model.eval()
+        infer_s = self.timer.median_seconds(infer)
+        model.train()
+        with PeakMemory(self.device) as peak:
+            train_s = self.timer.median_seconds(train)
+        return {"infer_img_s": self.batch_size / infer_s, "train_img_s": self.batch_size / train_s,
+                "train_peak_mib": peak.mib}
+
+
+def data_pipeline_img_s(cfg, batch_size: int, batches: int) -> float:
+    """Images/s of one loader worker: the recipe's training transform, collation and Mixup/CutMix."""
+    data = RoadmapDataModule(cfg.data, cfg.recipe, batch_size, num_workers=0, seed=cfg.seed)
+    dataset = data.build_split(train=True)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
+                                         generator=torch.Generator().manual_seed(0))
+    r = cfg.recipe
+    mixup = (Mixup(mixup_alpha=r.mixup, cutmix_alpha=r.cutmix, label_smoothing=r.label_smoothing,
+                   num_classes=len(dataset.classes)) if r.mixup > 0 or r.cutmix > 0 else None)
+    if len(loader) < batches:
+        raise ConfigError(f"the data has {len(loader)} batches of {batch_size}, the benchmark needs "
+                          f"--data-batches {batches}: lower it or the batch size")
+    batch_iter = iter(loader)
+    start = time.perf_counter()
+    for _ in range(batches):
+        x, y = next(batch_iter)
+        if mixup is not None:
+            mixup(x, y)
+    return batches * batch_size / (time.perf_counter() - start)
+
+
+def _model_row(name: str, step: str | None, model: nn.Module, bench: ModelBench, img_size: int) -> dict:
+    row = {"model": name, "step": step, "gflops": round(count_gflops(model, img_size), 3),
+           "params_m": round(count_params_m(model), 3)}
+    row.update(bench(model))
+    return row
+
+
+def run_benchmark(regime: str = "r50", steps: list[str] | None = None, device: str = "auto",
+                  batch_size: int | None = None, img_size: int = 224, channels_last: bool | None = None,
+                  compile: bool = False, warmup: int = 2, repeats: int = 5, references: bool = True,
+                  data_batches: int = 4, overrides: list[str] = (), log=print) -> pd.DataFrame:
+    """One table: a row per step (in roadmap order), a row per timm reference, a data-pipeline row."""
+    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                          "cpu" if device == "auto" else device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda but no CUDA device is visible; use --device cpu")
+    batch_size = batch_size or (128 if device.type == "cuda" else 16)
+    channels_last = device.type == "cuda" if channels_last is None else channels_last
+    table = regime_table(regime)
+    order = list(table.steps)
+    steps = steps or order
+    unknown = [s for s in steps if s not in order]
+    if unknown:
+        raise ConfigError(f"unknown step(s) {unknown} for regime {regime}; valid: {', '.join(order)}")
+    bench = ModelBench(Timer(device, warmup, repeats), batch_size, img_size, channels_last, compile)
+    log(f"benchmark: regime {regime}, device {device}, batch {batch_size}, {img_size}px, "
+        f"{'bf16 autocast' if device.type == 'cuda' else 'float32'}, channels_last={channels_last}, "
+        f"compile={compile}, torch threads {torch.get_num_threads()}, median of {repeats} after {warmup} warm-up")
+    rows = []
+    for step in sorted(steps, key=order.index):
+        cfg = compose_config(step, regime, list(overrides))
+        torch.manual_seed(0)
+        model = instantiate_model(cfg.model, **cfg.recipe.model_knobs)
+        row = _model_row("roadmap", step, model, bench, img_size)
+        del model
+        reference = table.timm_references.get(step) if references else None
+        if reference:
+            timm_model = timm.create_model(reference, drop_path_rate=cfg.recipe.model_knobs.drop_path_rate)
+            ref_row = _model_row(f"timm {reference}", None, timm_model, bench, img_size)
+            del timm_model
+            row.update(timm_model=reference, infer_ratio=row["infer_img_s"] / ref_row["infer_img_s"],
+                       train_ratio=row["train_img_s"] / ref_row["train_img_s"])
+            rows += [row, ref_row]
+        else:
+            rows.append(row)
+        log(f"  {step}: infer {row['infer_img_s']:.1f} img/s, train {row['train_img_s']:.1f} img/s"
+            + (f" (timm {reference}: ×{row['infer_ratio']:.2f} infer, ×{row['train_ratio']:.2f} train)"
+               if reference else ""))
+    if data_batches > 0:
+        cfg = compose_config(None, regime, [f"data.img_size={img_size}", *overrides])
+        if cfg.data.kind == "synthetic":  # only what the timed batches need
+            cfg.data.train_size = data_batches * batch_size
+        rows.append({"model": f"data pipeline ({cfg.data.name}, recipe {cfg.recipe.name}, per worker)",
+                     "infer_img_s": float("nan"), "train_img_s": data_pipeline_img_s(cfg, batch_size, data_batches)})
+    return pd.DataFrame(rows).reindex(columns=COLUMNS)
+
+
+def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+@exit_on_config_error
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    parser = argparse.ArgumentParser(prog="python -m roadmap.benchmark", description=__doc__.splitlines()[0])
+    parser.add_argument("--regime", default="r50", choices=REGIMES)
+    parser.add_argument("--steps", help="comma-separated subset of the regime's steps (default: all)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--batch-size", type=int, help="default: 128 on CUDA, 16 on CPU")
+    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                        help="default: on for CUDA, off on CPU")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every model (warm-up compiles)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-reference", action="store_true", help="skip the timm reference models")
+    parser.add_argument("--data-batches", type=int, default=4, help="batches timed for the data pipeline (0: skip)")
+    parser.add_argument("--csv", type=Path, help="also write the table here (atomically)")
+    parser.add_argument("--format", default="table", choices=("table", "csv", "markdown"))
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for the data pipeline, e.g. data=cifar10 data.root=...")
+    args = parser.parse_args(argv)
+    if args.warmup < 0 or args.repeats < 1:
+        raise ConfigError(f"--warmup must be >= 0 and --repeats >= 1, got {args.warmup} and {args.repeats}")
+    if args.compile and args.warmup < 1:
+        raise ConfigError("--compile needs --warmup >= 1 (the first call compiles)")
+    df = run_benchmark(args.regime, args.steps.split(",") if args.steps else None, args.device, args.batch_size,
+                       args.img_size, args.channels_last, args.compile, args.warmup, args.repeats,
+                       not args.no_reference, args.data_batches, args.overrides)
+    print(render(df.round(3), args.format))
+    if args.csv:
+        write_csv_atomic(df, args.csv)
+        print(f"wrote {args.csv}")
+    return df
+
+
+if __name__ == "__main__":
+    main()
