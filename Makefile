@@ -7,7 +7,7 @@ ARGS ?=
 SEEDS ?= 0
 OUTPUTS ?= outputs
 
-.PHONY: install test train profile roadmap analysis clean
+.PHONY: install test train profile bench roadmap analysis clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,9 @@ train: install  ## train one roadmap step on the embedded default data: make tra
 
 profile: install  ## GFLOPs / params of every step beside the paper's: make profile REGIME=r200
 	$(PY) -m roadmap.profile --regime $(REGIME)
+
+bench: install  ## throughput of every step beside timm's references: make bench REGIME=r200 ARGS="--compile"
+	$(PY) -m roadmap.benchmark --regime $(REGIME) --csv $(OUTPUTS)/benchmark/$(REGIME).csv $(ARGS)
 
 roadmap: install  ## every step of REGIME for SEEDS (e.g. SEEDS=0,1,2), then the table and chart
 	$(PY) run.py -m "+step=$$($(PY) -m roadmap.sweep $(REGIME))" regime=$(REGIME) seed=$(SEEDS) run.root=$(OUTPUTS) $(ARGS)

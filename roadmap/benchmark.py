@@ -7,12 +7,13 @@ Each step is built as it trains (its recipe's layer scale and drop path). For ea
 ``--warmup`` untimed iterations, the median of ``--repeats`` timed iterations gives
 * inference images/s: eval mode, ``torch.inference_mode``, a fixed batch;
 * training images/s: forward + cross-entropy + backward + AdamW step;
-* peak memory of the training iterations: CUDA ``max_memory_allocated``; on CPU the growth of the
-  process's peak RSS over its baseline (Linux ``VmHWM``; approximate, allocator caching included).
+* peak memory of one training iteration beyond what is resident before it (weights, optimizer state):
+  CUDA ``max_memory_allocated`` growth; on CPU the growth of the process's peak RSS (Linux ``VmHWM``,
+  approximate).
 On CUDA the models run under bf16 autocast in channels_last (``--no-channels-last`` turns it off), on CPU
 in float32. The regime's ``timm_references`` (timm ``resnet50``/``convnext_tiny``, ``resnet200``/
-``convnext_base``) are timed right after their matching step, and that step's row gets the ratio ours/timm
-(> 1: ours is faster). The data pipeline row times the recipe's training transform (RandAugment, random
+``convnext_base``) are timed in alternation with their matching step (same batch, same drop path), and
+that step's row gets the ratio ours/timm (> 1: ours is faster). The data pipeline row times the recipe's training transform (RandAugment, random
 erasing), collation and Mixup/CutMix in the main process: images/s per loader worker. Hydra overrides
 (``data=imagefolder data.root=...``) select the data it reads; the default synthetic data is generated
 at ``--img-size``.
@@ -52,17 +53,20 @@ class Timer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def median_seconds(self, fn) -> float:
+    def median_seconds(self, *fns) -> list[float]:
+        """Median seconds per call of each ``fn``; several are called in turn, so drift hits them alike."""
         for _ in range(self.warmup):
-            fn()
+            for fn in fns:
+                fn()
         self.sync()
-        times = []
+        times = [[] for _ in fns]
         for _ in range(self.repeats):
-            start = time.perf_counter()
-            fn()
-            self.sync()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
+            for fn, fn_times in zip(fns, times):
+                start = time.perf_counter()
+                fn()
+                self.sync()
+                fn_times.append(time.perf_counter() - start)
+        return [statistics.median(t) for t in times]
 
 
 class PeakMemory:
@@ -113,7 +117,8 @@ class ModelBench:
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else torch.autocast(
             "cpu", enabled=False)
 
-    def __call__(self, model: nn.Module) -> dict:
+    def _closures(self, model: nn.Module):
+        """(inference call, training-iteration call) of ``model`` on a fixed random batch."""
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         model = model.to(self.device, memory_format=memory_format)
         gen = torch.Generator().manual_seed(0)
@@ -121,27 +126,36 @@ class ModelBench:
         x = x.to(self.device).contiguous(memory_format=memory_format)
         y = torch.randint(0, model.num_classes, (self.batch_size,), generator=gen).to(self.device)
         run = torch.compile(model) if self.compile else model
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
         def infer():
+            model.eval()
             with torch.inference_mode(), self._autocast():
                 run(x)
 
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
         def train():
+            model.train()
             with self._autocast():
                 loss = nn.functional.cross_entropy(run(x), y)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-        model.eval()
-        infer_s = self.timer.median_seconds(infer)
-        model.train()
-        with PeakMemory(self.device) as peak:
-            train_s = self.timer.median_seconds(train)
-        return {"infer_img_s": self.batch_size / infer_s, "train_img_s": self.batch_size / train_s,
-                "train_peak_mib": peak.mib}
+        return infer, train
+
+    def __call__(self, *models: nn.Module) -> list[dict]:
+        """Throughput of each model; several models are timed in alternation (a fair ratio)."""
+        closures = [self._closures(m) for m in models]
+        infer_s = self.timer.median_seconds(*[infer for infer, _ in closures])
+        train_s = self.timer.median_seconds(*[train for _, train in closures])
+        peaks = []
+        for _, train in closures:  # one more (warm) training iteration each, alone
+            with PeakMemory(self.device) as peak:
+                train()
+                self.timer.sync()
+            peaks.append(peak.mib)
+        return [{"infer_img_s": self.batch_size / i, "train_img_s": self.batch_size / t, "train_peak_mib": p}
+                for i, t, p in zip(infer_s, train_s, peaks)]
 
 
 def data_pipeline_img_s(cfg, batch_size: int, batches: int) -> float:
@@ -165,11 +179,9 @@ def data_pipeline_img_s(cfg, batch_size: int, batches: int) -> float:
     return batches * batch_size / (time.perf_counter() - start)
 
 
-def _model_row(name: str, step: str | None, model: nn.Module, bench: ModelBench, img_size: int) -> dict:
-    row = {"model": name, "step": step, "gflops": round(count_gflops(model, img_size), 3),
-           "params_m": round(count_params_m(model), 3)}
-    row.update(bench(model))
-    return row
+def _model_row(name: str, step: str | None, model: nn.Module, img_size: int) -> dict:
+    return {"model": name, "step": step, "gflops": round(count_gflops(model, img_size), 3),
+            "params_m": round(count_params_m(model), 3)}
 
 
 def run_benchmark(regime: str = "r50", steps: list[str] | None = None, device: str = "auto",
@@ -198,18 +210,22 @@ def run_benchmark(regime: str = "r50", steps: list[str] | None = None, device: s
         cfg = compose_config(step, regime, list(overrides))
         torch.manual_seed(0)
         model = instantiate_model(cfg.model, **cfg.recipe.model_knobs)
-        row = _model_row("roadmap", step, model, bench, img_size)
-        del model
+        row = _model_row("roadmap", step, model, img_size)
         reference = table.timm_references.get(step) if references else None
-        if reference:
+        if reference:  # the same architecture in timm, timed in alternation with ours
             timm_model = timm.create_model(reference, drop_path_rate=cfg.recipe.model_knobs.drop_path_rate)
-            ref_row = _model_row(f"timm {reference}", None, timm_model, bench, img_size)
-            del timm_model
+            ref_row = _model_row(f"timm {reference}", None, timm_model, img_size)
+            timings = bench(model, timm_model)
+            row.update(timings[0])
+            ref_row.update(timings[1])
             row.update(timm_model=reference, infer_ratio=row["infer_img_s"] / ref_row["infer_img_s"],
                        train_ratio=row["train_img_s"] / ref_row["train_img_s"])
             rows += [row, ref_row]
+            del timm_model
         else:
+            row.update(bench(model)[0])
             rows.append(row)
+        del model
         log(f"  {step}: infer {row['infer_img_s']:.1f} img/s, train {row['train_img_s']:.1f} img/s"
             + (f" (timm {reference}: ×{row['infer_ratio']:.2f} infer, ×{row['train_ratio']:.2f} train)"
                if reference else ""))

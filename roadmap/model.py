@@ -21,7 +21,7 @@ from roadmap.errors import ConfigError
 BLOCKS = ("bottleneck", "inverted", "inverted_dw_first")
 STEMS = ("resnet", "patchify")
 NORMS = {"bn": nn.BatchNorm2d, "ln": lambda dim: LayerNorm2d(dim, eps=1e-6)}
-ACTS = {"relu": nn.ReLU, "gelu": nn.GELU}
+ACTS = {"relu": lambda: nn.ReLU(inplace=True), "gelu": nn.GELU}
 CONV_GROUPS = ("dense", "depthwise")
 DOWNSAMPLES = ("in_block", "separate")
 
@@ -76,14 +76,40 @@ class Block(nn.Module):
         self.shortcut = (conv_norm_act(in_dim, out_dim, 1, stride, norm=norm)
                          if stride != 1 or in_dim != out_dim else nn.Identity())
         self.act = ACTS[act]() if act_after_add else nn.Identity()
+        # ConvNeXt-style blocks (spatial conv first, then pointwise convs, LayerNorm or no norm) run their
+        # pointwise part as Linear layers on one channels-last view, as timm's ConvNeXt block does
+        self.channels_last_tail = spatial == 0 and norm == "ln"
+        self.add_in_place = not block_acts[2]
 
     def forward(self, x):
-        out = x
-        for conv in self.convs:
-            out = conv(out)
-        if self.gamma is not None:
-            out = out * self.gamma.view(1, -1, 1, 1)
-        return self.act(self.shortcut(x) + self.drop_path(out))
+        if self.channels_last_tail:
+            out = self.convs[0][0](x).permute(0, 2, 3, 1)  # N, H, W, C after the depthwise conv
+            for layer in (*self.convs[0][1:], *self.convs[1], *self.convs[2]):
+                out = _channels_last(layer, out)
+            if self.gamma is not None:
+                out = out * self.gamma
+            out = out.permute(0, 3, 1, 2)
+        else:
+            out = x
+            for conv in self.convs:
+                out = conv(out)
+            if self.gamma is not None:
+                out = out * self.gamma.view(1, -1, 1, 1)
+        out = self.drop_path(out)
+        if self.add_in_place:  # as timm/torchvision: no fresh activation-sized buffer per block
+            out += self.shortcut(x)
+        else:  # the branch ends in an activation whose output autograd keeps
+            out = out + self.shortcut(x)
+        return self.act(out)
+
+
+def _channels_last(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Apply a 1×1 conv, a LayerNorm over channels or an activation to an N, H, W, C tensor."""
+    if isinstance(layer, nn.Conv2d):
+        return nn.functional.linear(x, layer.weight.flatten(1), layer.bias)
+    if isinstance(layer, LayerNorm2d):
+        return nn.functional.layer_norm(x, layer.normalized_shape, layer.weight, layer.bias, layer.eps)
+    return layer(x)
 
 
 class RoadmapNet(nn.Module):

@@ -97,6 +97,12 @@ def summary(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _header(cfg: DictConfig, step: str, run_dir: Path, status: str, error: str | None = None) -> dict:
+    """The fields every metrics.json has, whatever the run's status."""
+    return {"status": status, "error": error, "step": step, "regime": cfg.regime.name, "seed": cfg.seed,
+            "data": cfg.data.name, "budget": cfg.budget.name, "proxy": proxy_label(cfg), "run_dir": str(run_dir)}
+
+
 def _result(cfg, step, run_dir, model, history, throughput, wall_s, status) -> dict:
     last = history[-1] if history else {}
     metric = "val/top1_ema" if cfg.recipe.ema.enabled else "val/top1"
@@ -104,15 +110,14 @@ def _result(cfg, step, run_dir, model, history, throughput, wall_s, status) -> d
     with torch.device("meta"):  # the paper's count: the step's architecture with 1000 classes at 224²
         paper_arch, trained_arch = instantiate_model(cfg.model), instantiate_model(cfg.model, num_classes=model.fc.out_features)
     return {
-        "status": status, "error": None, "step": step, "regime": cfg.regime.name, "seed": cfg.seed,
-        "data": cfg.data.name, "budget": cfg.budget.name, "proxy": proxy_label(cfg), "img_size": cfg.data.img_size,
+        **_header(cfg, step, run_dir, status), "img_size": cfg.data.img_size,
         "final": {k: last.get(f"val/{k}") for k in ("top1", "top5", "top1_ema", "top5_ema")},
         "best": {"top1": best.get(metric), "epoch": best.get("epoch")},
         "epochs": last.get("epoch", 0), "history": history,
         "gflops_224": round(count_gflops(paper_arch, 224), 4),
         "gflops_run": round(count_gflops(trained_arch, cfg.data.img_size), 5),
         "params_m": round(count_params_m(model), 4), "train_images_per_s": throughput,
-        "wall_s": round(wall_s, 1), "run_dir": str(run_dir),
+        "wall_s": round(wall_s, 1),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
                      "lightning": L.__version__},
         "git_commit": _git_commit(),
@@ -139,7 +144,7 @@ def _fit(cfg: DictConfig, step: str, run_dir: Path, history: History, throughput
     if resume:
         print(f"resuming from {resume}")
     if trainer.is_global_zero:
-        write_json_atomic(run_dir / RESULT_FILE, {"status": "running", "step": step, "run_dir": str(run_dir)})
+        write_json_atomic(run_dir / RESULT_FILE, _header(cfg, step, run_dir, "running"))
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     return model, trainer
 
@@ -163,10 +168,8 @@ def train(cfg: DictConfig) -> dict:
         message = str(err).strip().splitlines()[-1] if str(err).strip() else ""
         if rank_zero_only.rank == 0:
             write_json_atomic(run_dir / RESULT_FILE, {
-                "status": "failed", "error": f"{type(err).__name__}: {message}", "step": step,
-                "regime": cfg.regime.name, "seed": cfg.seed, "data": cfg.data.name, "budget": cfg.budget.name,
-                "proxy": proxy_label(cfg), "history": history.epochs, "wall_s": round(time.time() - started, 1),
-                "run_dir": str(run_dir)})
+                **_header(cfg, step, run_dir, "failed", f"{type(err).__name__}: {message}"),
+                "history": history.epochs, "wall_s": round(time.time() - started, 1)})
         raise
     finally:
         if cfg.logger.wandb.enabled:

@@ -1,0 +1,32 @@
+"""The throughput benchmark runs end to end on a tiny configuration (numbers are shown, never asserted)."""
+import math
+
+import pandas as pd
+import pytest
+
+from roadmap.benchmark import main
+
+
+def test_benchmark_runs_steps_references_and_data_pipeline(tmp_path, capsys):
+    csv = tmp_path / "bench.csv"
+    df = main(["--img-size", "32", "--batch-size", "2", "--warmup", "1", "--repeats", "1", "--data-batches", "2",
+               "--steps", "separate_downsampling,original_recipe", "--csv", str(csv)])
+    printed = capsys.readouterr().out
+    assert "timm convnext_tiny" in printed and f"wrote {csv}" in printed
+    assert df.equals(pd.read_csv(csv).astype(df.dtypes.to_dict()))
+    steps = df[df.model == "roadmap"]
+    assert steps.step.tolist() == ["original_recipe", "separate_downsampling"]  # roadmap order
+    assert steps.timm_model.tolist() == ["resnet50", "convnext_tiny"]
+    references = df[df.model.str.startswith("timm ")]
+    assert references.params_m.tolist() == steps.params_m.tolist()  # the same architectures are compared
+    for column in ("infer_img_s", "train_img_s", "infer_ratio", "train_ratio"):
+        assert all(v > 0 and math.isfinite(v) for v in steps[column])
+    data_row = df[df.model.str.startswith("data pipeline")]
+    assert len(data_row) == 1 and data_row.train_img_s.iloc[0] > 0
+
+
+def test_benchmark_rejects_an_unknown_step(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--steps", "kernel_13"])
+    assert exit_info.value.code == 2
+    assert "unknown step(s) ['kernel_13']" in capsys.readouterr().err
