@@ -1,6 +1,7 @@
 """The roadmap chart in the style of the paper's Figure 2: one horizontal bar per step, top to bottom."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -32,7 +33,7 @@ def roadmap_chart(table: pd.DataFrame, out_dir: Path, title: str, reference) -> 
     ax.set_yticks(ys, [f"{s}{'' if a else ' (branch)'}" for s, a in zip(table.step, table.adopted)], fontsize=9)
     ax.set_xlabel("top-1 accuracy (%)")
     ax.set_xlim(0, 100)
-    ax.set_title(title, fontsize=9, wrap=True)
+    ax.set_title(textwrap.fill(title, 95), fontsize=9)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=3, fontsize=8, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()

@@ -2,6 +2,7 @@
 forced to fail; the roadmap table, chart, re-run behaviour, broken run dirs and the notebook."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,8 @@ def swept(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
     proc = sweep(root)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return root, proc
+    yield root, proc
+    shutil.rmtree(root, ignore_errors=True)  # ~4.6 GB of full-size checkpoints
 
 
 def test_sweep_table_in_roadmap_order_with_measured_gflops(swept):
