@@ -7,7 +7,7 @@ ARGS ?=
 SEEDS ?= 0
 OUTPUTS ?= outputs
 
-.PHONY: install test train profile bench roadmap analysis clean
+.PHONY: install test train profile bench roadmap analysis notebook clean
 
 install: $(VENV)/.installed
 
@@ -32,9 +32,13 @@ bench: install  ## throughput of every step beside timm's references: make bench
 roadmap: install  ## every step of REGIME for SEEDS (e.g. SEEDS=0,1,2), then the table and chart
 	$(PY) run.py -m "+step=$$($(PY) -m roadmap.sweep $(REGIME))" regime=$(REGIME) seed=$(SEEDS) run.root=$(OUTPUTS) $(ARGS)
 	$(PY) -m analysis.roadmap $(OUTPUTS) --regime $(REGIME)
+	$(PY) -m analysis.notebook $(OUTPUTS) --regime $(REGIME)
 
 analysis: install  ## rebuild tables and charts of every run under OUTPUTS
 	$(PY) -m analysis.roadmap $(OUTPUTS)
+
+notebook: install  ## execute notebooks/roadmap.ipynb on OUTPUTS; the executed copy lands beside the table
+	$(PY) -m analysis.notebook $(OUTPUTS) --regime $(REGIME)
 
 clean:
 	rm -rf $(VENV) outputs multirun

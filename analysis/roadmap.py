@@ -67,7 +67,7 @@ def roadmap_table(runs: pd.DataFrame, regime: str) -> pd.DataFrame:
                "params_m": done.params_m.iloc[0] if not done.empty else None,
                "images_per_s": round(done.images_per_s.astype(float).mean(), 1) if not done.empty and done.images_per_s.notna().any() else None,
                "top1_mean": round(top1.mean(), 2) if len(top1) else None,
-               "top1_std": round(top1.std(ddof=0), 2) if len(top1) else None,
+               "top1_std": round(top1.std(), 2) if len(top1) > 1 else None,  # sample std; none for one seed
                "n_seeds": len(top1), "delta_top1": None, "paper_top1": info.paper_top1,
                "paper_gflops": info.paper_gflops, "status": _status(mine.status if not mine.empty else pd.Series(dtype=str)),
                "error": "; ".join(errors) or None}

@@ -1,16 +1,16 @@
 """A smoke sweep of every r50 step through run.py's multirun (what `make roadmap` runs), with one step
 forced to fail; the roadmap table, chart, re-run behaviour, broken run dirs and the notebook."""
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
-from nbclient import NotebookClient
 
+from analysis.notebook import NOTEBOOK, main as notebook_main
 from analysis.roadmap import load_runs, main as analysis_main, roadmap_table
 from roadmap import list_steps
 from roadmap.profile import profile_table
@@ -94,6 +94,18 @@ def test_broken_run_dirs_are_reported_not_fatal(tmp_path):
     assert table.loc["bn_to_ln", "status"] == "missing" and table.loc["bn_to_ln", "n_seeds"] == 0
 
 
+def test_seeds_aggregate_to_mean_sample_std_and_delta(tmp_path):
+    for step, top1s in (("modern_recipe", [40.0]), ("stage_ratio", [41.0, 43.0, 45.0])):
+        for seed, top1 in enumerate(top1s):
+            run = tmp_path / "synthetic-smoke" / "r50" / step / f"seed{seed}"
+            run.mkdir(parents=True)
+            (run / "metrics.json").write_text(json.dumps({"status": "done", "final": {"top1": top1}, "gflops_224": 4.0}))
+    table = roadmap_table(load_runs(tmp_path), "r50").set_index("step")
+    assert table.loc["stage_ratio", ["top1_mean", "top1_std", "n_seeds"]].tolist() == [43.0, 2.0, 3]
+    assert table.loc["stage_ratio", "delta_top1"] == pytest.approx(3.0)
+    assert pd.isna(table.loc["modern_recipe", "top1_std"])  # one seed: no spread to report
+
+
 def test_groups_never_mix(swept, tmp_path):
     root, _ = swept
     runs = load_runs(root)
@@ -111,8 +123,8 @@ def test_sweep_size_and_make_roadmap_command():
 
 def test_notebook_runs_top_to_bottom(swept):
     root, _ = swept
-    nb = nbformat.read(REPO / "notebooks" / "roadmap.ipynb", as_version=4)
+    nb = nbformat.read(NOTEBOOK, as_version=4)
     assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code")  # stripped in git
-    os.environ.update(ROADMAP_OUTPUTS=str(root), ROADMAP_REGIME="r50")
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
-    assert any(o.get("output_type") == "display_data" for c in nb.cells for o in c.get("outputs", []))
+    notebook_main([str(root), "--regime", "r50"])
+    executed = nbformat.read(root / "synthetic-smoke" / "r50" / "roadmap.ipynb", as_version=4)
+    assert any(o.get("output_type") == "display_data" for c in executed.cells for o in c.get("outputs", []))
