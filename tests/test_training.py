@@ -299,7 +299,7 @@ def test_experiment_presets_compose(experiment):
         assert "SlurmLauncher" in cfg.hydra.launcher._target_
     if experiment == "cpu_proxy":  # the short-budget proxy recipe (conf/budget/cpu_proxy.yaml)
         assert cfg.recipe.mixup == 0 and cfg.recipe.auto_augment is None
-        assert cfg.recipe.model_knobs.layer_scale_init is None and list(cfg.data.train_crop_scale) == [1.0, 1.0]
+        assert cfg.recipe.model_knobs.layer_scale_init == 0.1 and list(cfg.data.train_crop_scale) == [1.0, 1.0]
     else:  # Table 5's regularization as in recipe=convnext
         assert cfg.recipe.mixup == 0.8 and cfg.recipe.cutmix == 1.0 and cfg.recipe.auto_augment.startswith("rand-m9")
         assert cfg.recipe.model_knobs.layer_scale_init == 1e-6 and cfg.data.train_crop_scale[0] == 0.08
