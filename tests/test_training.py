@@ -305,6 +305,11 @@ def test_experiment_presets_compose(experiment):
         assert cfg.recipe.model_knobs.layer_scale_init == 1e-6 and cfg.data.train_crop_scale[0] == 0.08
 
 
+def test_budget_recipe_changes_leave_the_original_recipe_alone():
+    cfg = compose_config("original_recipe")  # default budget cpu_proxy adapts Table 5, not torchvision's recipe
+    assert cfg.recipe.base_batch == 256 and cfg.recipe.model_knobs.layer_scale_init is None
+
+
 def test_paper_preset_runs_a_few_batches_on_cpu(tmp_path):
     root = _write_image_folder(tmp_path / "data")
     cfg = tiny_run_config("separate_downsampling", tmp_path / "out", overrides=[
