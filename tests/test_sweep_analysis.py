@@ -106,6 +106,13 @@ def test_seeds_aggregate_to_mean_sample_std_and_delta(tmp_path):
     assert pd.isna(table.loc["modern_recipe", "top1_std"])  # one seed: no spread to report
 
 
+def test_notebook_command_rejects_a_missing_outputs_folder(tmp_path):
+    with pytest.raises(SystemExit, match="does not exist; run `make roadmap OUTPUTS=...` first"):
+        notebook_main([str(tmp_path / "nowhere")])
+    with pytest.raises(SystemExit, match="no r50 runs under"):
+        notebook_main([str(tmp_path)])
+
+
 def test_groups_never_mix(swept, tmp_path):
     root, _ = swept
     runs = load_runs(root)
