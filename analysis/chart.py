@@ -28,8 +28,9 @@ def roadmap_chart(table: pd.DataFrame, out_dir: Path, title: str, reference) -> 
         gflops = f"{row.gflops:.2f} G" if pd.notna(row.gflops) else "no result"
         label = f"{value:.1f}% | {gflops}" if row.status == "done" else f"{gflops} [{row.status}]"
         ax.text(max(value, 0) + 0.5, y, label, va="center", fontsize=8, color="#2c3e50")
-    ax.scatter(table.paper_top1, ys, marker="D", color="#c0392b", zorder=3, s=22, label="paper top-1 (ImageNet-1K)")
-    ax.axvline(reference.top1, color="#c0392b", ls="--", lw=1, label=f"paper {reference.name} ({reference.top1})")
+    ax.scatter(table.paper_top1.astype(float), ys, marker="D", color="#c0392b", zorder=3, s=22, label="paper top-1 (ImageNet-1K)")
+    if reference is not None:  # the regime's reference model (Swin), when its file names one
+        ax.axvline(reference.top1, color="#c0392b", ls="--", lw=1, label=f"paper {reference.name} ({reference.top1})")
     ax.set_yticks(ys, [f"{s}{'' if a else ' (branch)'}" for s, a in zip(table.step, table.adopted)], fontsize=9)
     ax.set_xlabel("top-1 accuracy (%)")
     ax.set_xlim(0, 100)

@@ -15,7 +15,7 @@ import nbformat
 from nbclient import NotebookClient
 
 from analysis.roadmap import groups, load_runs
-from roadmap.steps import REGIMES
+from roadmap.steps import available_regimes
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "notebooks" / "roadmap.ipynb"
@@ -37,7 +37,7 @@ def run_notebook(outputs: Path, regime: str = "r50", group: str | None = None,
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("outputs", type=Path, help="the sweep's outputs root (run.root)")
-    parser.add_argument("--regime", default="r50", choices=REGIMES)
+    parser.add_argument("--regime", default="r50", choices=available_regimes())
     parser.add_argument("--group", default=None, help="<data>-<budget> folder; default: the first for the regime")
     args = parser.parse_args(argv)
     if not args.outputs.is_dir():

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from roadmap.errors import ConfigError, exit_on_config_error
-from roadmap.steps import REGIMES, list_steps, regime_table
+from roadmap.steps import available_regimes, list_steps, regime_table
 
 COLUMNS = ["step", "change", "adopted", "gflops", "params_m", "images_per_s", "top1_mean", "top1_std", "n_seeds",
            "delta_top1", "paper_top1", "paper_gflops", "status", "error"]
@@ -55,8 +55,9 @@ def _status(statuses: pd.Series) -> str:
 
 
 def roadmap_table(runs: pd.DataFrame, regime: str) -> pd.DataFrame:
-    """The regime's steps in roadmap order, with this group's results beside the paper's."""
-    rows, previous_adopted = [], None
+    """The regime's steps in roadmap order, with this group's results beside the paper's; Δ is to the step
+    each one changes (its parent: the previous adopted step)."""
+    rows = {}
     for info in list_steps(regime):
         mine = runs[runs.step == info.name] if not runs.empty else runs
         done = mine[mine.status == "done"] if not mine.empty else mine
@@ -71,12 +72,11 @@ def roadmap_table(runs: pd.DataFrame, regime: str) -> pd.DataFrame:
                "n_seeds": len(top1), "delta_top1": None, "paper_top1": info.paper_top1,
                "paper_gflops": info.paper_gflops, "status": _status(mine.status if not mine.empty else pd.Series(dtype=str)),
                "error": "; ".join(errors) or None}
-        if row["top1_mean"] is not None and previous_adopted is not None and previous_adopted["top1_mean"] is not None:
-            row["delta_top1"] = round(row["top1_mean"] - previous_adopted["top1_mean"], 2)
-        rows.append(row)
-        if info.adopted:
-            previous_adopted = row
-    return pd.DataFrame(rows, columns=COLUMNS)
+        parent = rows.get(info.parent)
+        if row["top1_mean"] is not None and parent is not None and parent["top1_mean"] is not None:
+            row["delta_top1"] = round(row["top1_mean"] - parent["top1_mean"], 2)
+        rows[info.name] = row
+    return pd.DataFrame(list(rows.values()), columns=COLUMNS)
 
 
 def groups(runs: pd.DataFrame) -> list[tuple[str, str]]:
@@ -103,7 +103,7 @@ def write_outputs(table: pd.DataFrame, out_dir: Path, title: str) -> list[Path]:
         tmp.write_text(render())
         tmp.replace(path)
         written.append(path)
-    return written + roadmap_chart(table, out_dir, title, regime_table(out_dir.name).reference)
+    return written + roadmap_chart(table, out_dir, title, regime_table(out_dir.name).get("reference"))
 
 
 @exit_on_config_error
@@ -111,13 +111,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m analysis.roadmap", description=__doc__.splitlines()[0])
     parser.add_argument("outputs", type=Path)
     parser.add_argument("--group", help="only this <data>-<budget> group")
-    parser.add_argument("--regime", choices=REGIMES, help="only this regime")
+    parser.add_argument("--regime", choices=available_regimes(), help="only this regime")
     args = parser.parse_args(argv)
     if not args.outputs.is_dir():
         raise ConfigError(f"no outputs folder {args.outputs}: pass the run.root of your runs (default: outputs)")
     runs = load_runs(args.outputs)
     selected = [(g, r) for g, r in groups(runs)
-                if (args.group in (None, g)) and (args.regime in (None, r)) and r in REGIMES]
+                if (args.group in (None, g)) and (args.regime in (None, r)) and r in available_regimes()]
     if not selected:
         raise ConfigError(f"no runs under {args.outputs} for group={args.group} regime={args.regime}; "
                           f"found: {', '.join(f'{g}/{r}' for g, r in groups(runs)) or 'nothing'}")

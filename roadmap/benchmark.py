@@ -37,7 +37,7 @@ from torch import nn
 from roadmap.data import RoadmapDataModule
 from roadmap.errors import ConfigError, exit_on_config_error
 from roadmap.profile import count_gflops, count_params_m, render
-from roadmap.steps import REGIMES, compose_config, instantiate_model, regime_table
+from roadmap.steps import available_regimes, compose_config, instantiate_model, list_steps, regime_table
 
 COLUMNS = ["model", "step", "gflops", "params_m", "infer_img_s", "train_img_s", "train_peak_mib",
            "timm_model", "infer_ratio", "train_ratio"]
@@ -196,7 +196,7 @@ def run_benchmark(regime: str = "r50", steps: list[str] | None = None, device: s
     batch_size = batch_size or (128 if device.type == "cuda" else 16)
     channels_last = device.type == "cuda" if channels_last is None else channels_last
     table = regime_table(regime)
-    order = list(table.steps)
+    order = [s.name for s in list_steps(regime)]
     steps = steps or order
     unknown = [s for s in steps if s not in order]
     if unknown:
@@ -209,11 +209,11 @@ def run_benchmark(regime: str = "r50", steps: list[str] | None = None, device: s
     for step in sorted(steps, key=order.index):
         cfg = compose_config(step, regime, list(overrides))
         torch.manual_seed(0)
-        model = instantiate_model(cfg.model, **cfg.recipe.model_knobs)
+        model = instantiate_model(cfg.model, num_classes=1000)  # as it trains, with the paper's 1000-class head
         row = _model_row("roadmap", step, model, img_size)
-        reference = table.timm_references.get(step) if references else None
+        reference = (table.get("timm_references") or {}).get(step) if references else None
         if reference:  # the same architecture in timm, timed in alternation with ours
-            timm_model = timm.create_model(reference, drop_path_rate=cfg.recipe.model_knobs.drop_path_rate)
+            timm_model = timm.create_model(reference, drop_path_rate=cfg.model.drop_path_rate)
             ref_row = _model_row(f"timm {reference}", None, timm_model, img_size)
             timings = bench(model, timm_model)
             row.update(timings[0])
@@ -248,7 +248,7 @@ def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
 @exit_on_config_error
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(prog="python -m roadmap.benchmark", description=__doc__.splitlines()[0])
-    parser.add_argument("--regime", default="r50", choices=REGIMES)
+    parser.add_argument("--regime", default="r50", choices=available_regimes())
     parser.add_argument("--steps", help="comma-separated subset of the regime's steps (default: all)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--batch-size", type=int, help="default: 128 on CUDA, 16 on CPU")

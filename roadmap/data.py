@@ -206,6 +206,10 @@ class RoadmapDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not hasattr(self, "train_set"):
             self.train_set, self.val_set = self.build_split(True), self.build_split(False)
+            found = len(self.train_set.classes)
+            if found != self.data.num_classes:
+                raise ConfigError(f"{self.data.name} has {found} classes but data.num_classes={self.data.num_classes}: "
+                                  f"set data.num_classes={found}")
             if len(self.train_set) < self.batch_size:
                 raise ConfigError(f"{len(self.train_set)} training images but batch_size {self.batch_size}: "
                                   f"lower budget.batch_size or add data")

@@ -20,6 +20,12 @@ def scaled_lr(recipe, effective_batch: int) -> float:
     return recipe.base_lr * effective_batch / recipe.base_batch
 
 
+def warmup_epochs(recipe, effective_batch: int) -> float:
+    """The recipe's warm-up at this effective batch, in its own epochs (before a budget scales them):
+    none at or below ``warmup_above_batch`` (torchvision's recipe at 256), else ``warmup_epochs``."""
+    return recipe.warmup_epochs if effective_batch > recipe.warmup_above_batch else 0.0
+
+
 class RoadmapModule(L.LightningModule):
     def __init__(self, model: nn.Module, recipe, num_classes: int, epochs: int, effective_batch: int,
                  seed: int = 0, channels_last: bool = False, compile: bool = False):
@@ -96,11 +102,11 @@ class RoadmapModule(L.LightningModule):
                                   **({"betas": tuple(r.optimizer.betas)} if r.optimizer.betas else {}))
         total = self.trainer.estimated_stepping_batches
         per_epoch = total / self.epochs
-        warmup = round(r.warmup_epochs * self.epochs / r.epochs * per_epoch)  # warm-up scales with the budget
+        warmup = round(warmup_epochs(r, self.effective_batch) * self.epochs / r.epochs * per_epoch)  # scales with the length
         if r.schedule == "cosine":
             sched = CosineLRScheduler(opt, t_initial=total - warmup, lr_min=r.lr_min, warmup_t=warmup,
                                       warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
-        else:  # torchvision's step decay: ×0.1 at every third of the schedule (30 of 90 epochs)
+        else:  # torchvision's step decay: ×0.1 every step_every of the recipe's epochs (30 of 90)
             sched = StepLRScheduler(opt, decay_t=max(1, round(total * r.step_every / r.epochs)),
                                     decay_rate=0.1, warmup_t=warmup, t_in_epochs=False)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -10,20 +10,22 @@ norm and an activation; the block type only decides their order and widths (pape
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
-from timm.layers import DropPath, LayerNorm2d, trunc_normal_
+from timm.layers import DropPath, GroupNorm, LayerNorm2d, get_act_layer, get_norm_layer, trunc_normal_
 from torch import nn
 
 from roadmap.errors import ConfigError
 
 BLOCKS = ("bottleneck", "inverted", "inverted_dw_first")
 STEMS = ("resnet", "patchify")
-NORMS = {"bn": nn.BatchNorm2d, "ln": lambda dim: LayerNorm2d(dim, eps=1e-6)}
-ACTS = {"relu": lambda: nn.ReLU(inplace=True), "gelu": nn.GELU}
 CONV_GROUPS = ("dense", "depthwise")
 DOWNSAMPLES = ("in_block", "separate")
+INITS = ("torchvision", "convnext")
+# Short names of the roadmap; any other name goes to timm's norm / activation factories
+NORM_ALIASES = {"bn": nn.BatchNorm2d, "ln": lambda dim: LayerNorm2d(dim, eps=1e-6), "group": GroupNorm}
+ACT_ALIASES = {"relu": lambda: nn.ReLU(inplace=True), "gelu": nn.GELU}
 
 
 def _choice(name: str, value, allowed) -> None:
@@ -37,15 +39,40 @@ def _flags(name: str, value: Sequence[bool]) -> tuple[bool, bool, bool]:
     return tuple(bool(v) for v in value)
 
 
+def norm_factory(norm: str | Callable) -> Callable[[int], nn.Module]:
+    """``bn``, ``ln`` (LayerNorm over channels, eps 1e-6), ``group`` (32 groups), any timm norm name
+    (``batchnorm2d``, ``groupnorm1``, ``rmsnorm2d``, ...) or a callable taking the channel count."""
+    if callable(norm):
+        return norm
+    try:
+        return NORM_ALIASES.get(norm) or get_norm_layer(norm)
+    except (KeyError, AssertionError, AttributeError):
+        raise ConfigError(f"unknown norm {norm!r}; use bn, ln, group, a timm norm name (batchnorm2d, groupnorm1, "
+                          f"rmsnorm2d, ...) or {{_target_: pkg.Class, _partial_: true}}") from None
+
+
+def act_factory(act: str | Callable) -> Callable[[], nn.Module]:
+    """``relu`` (in place), ``gelu``, any timm activation name (``silu``, ``mish``, ``hard_swish``, ...) or a
+    callable returning a module."""
+    if callable(act):
+        return act
+    try:
+        return ACT_ALIASES.get(act) or get_act_layer(act)
+    except (KeyError, AttributeError):
+        raise ConfigError(f"unknown act {act!r}; use relu, gelu, a timm activation name (silu, mish, hard_swish, "
+                          f"...) or {{_target_: pkg.Class, _partial_: true}}") from None
+
+
 def conv_norm_act(in_dim, out_dim, kernel_size=1, stride=1, groups=1, *, norm=None, act=None):
-    """Conv, then optional norm and activation. The conv has a bias unless a BatchNorm follows it."""
+    """Conv, then optional norm and activation factories. The conv has a bias unless a BatchNorm follows it."""
     padding = kernel_size // 2 if kernel_size % 2 else 0  # even kernels are patchify/downsampling convs
-    conv = nn.Conv2d(in_dim, out_dim, kernel_size, stride, padding, groups=groups, bias=norm != "bn")
-    layers = [conv]
-    if norm is not None:
-        layers.append(NORMS[norm](out_dim))
+    norm_layer = norm(out_dim) if norm is not None else None
+    batch_norm = isinstance(norm_layer, nn.modules.batchnorm._BatchNorm)
+    layers = [nn.Conv2d(in_dim, out_dim, kernel_size, stride, padding, groups=groups, bias=not batch_norm)]
+    if norm_layer is not None:
+        layers.append(norm_layer)
     if act is not None:
-        layers.append(ACTS[act]())
+        layers.append(act())
     return nn.Sequential(*layers)
 
 
@@ -75,10 +102,10 @@ class Block(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.shortcut = (conv_norm_act(in_dim, out_dim, 1, stride, norm=norm)
                          if stride != 1 or in_dim != out_dim else nn.Identity())
-        self.act = ACTS[act]() if act_after_add else nn.Identity()
+        self.act = act() if act_after_add else nn.Identity()
         # ConvNeXt-style blocks (spatial conv first, then pointwise convs, LayerNorm or no norm) run their
         # pointwise part as Linear layers on one channels-last view, as timm's ConvNeXt block does
-        self.channels_last_tail = spatial == 0 and norm == "ln"
+        self.channels_last_tail = spatial == 0 and norm is NORM_ALIASES["ln"]
         self.add_in_place = not block_acts[2]
 
     def forward(self, x):
@@ -117,12 +144,15 @@ class RoadmapNet(nn.Module):
 
     def __init__(self, depths: Sequence[int] = (3, 4, 6, 3), width: int = 64, stem: str = "resnet",
                  block: str = "bottleneck", expansion: int = 4, conv_groups: str = "dense",
-                 kernel_size: int = 3, act: str = "relu", norm: str = "bn",
+                 kernel_size: int = 3, act: str | Callable = "relu", norm: str | Callable = "bn",
                  block_norms: Sequence[bool] = (True, True, True),
                  block_acts: Sequence[bool] = (True, True, False), act_after_add: bool = True,
                  downsample: str = "in_block", head_norm: bool = False,
-                 layer_scale_init: float | None = None, drop_path_rate: float = 0.0,
+                 layer_scale_init: float | None = None, drop_path_rate: float = 0.0, init: str = "torchvision",
                  num_classes: int = 1000, in_chans: int = 3):
+        """Every argument is a roadmap knob (conf/model/roadmap.yaml documents each). ``layer_scale_init`` and
+        ``drop_path_rate`` are Table 5's model-side recipe rows; ``init`` is ``torchvision`` (kaiming-normal
+        fan-out convs, BN γ=1 β=0, PyTorch's default Linear) or ``convnext`` (trunc-normal .02, zero biases)."""
         super().__init__()
         depths = list(depths)
         if len(depths) != 4 or any(not isinstance(d, int) or d < 1 for d in depths):
@@ -138,9 +168,9 @@ class RoadmapNet(nn.Module):
         _choice("stem", stem, STEMS)
         _choice("block", block, BLOCKS)
         _choice("conv_groups", conv_groups, CONV_GROUPS)
-        _choice("act", act, tuple(ACTS))
-        _choice("norm", norm, tuple(NORMS))
         _choice("downsample", downsample, DOWNSAMPLES)
+        _choice("init", init, INITS)
+        act, norm = act_factory(act), norm_factory(norm)
         block_norms, block_acts = _flags("block_norms", block_norms), _flags("block_acts", block_acts)
 
         widths = [width * 2 ** i for i in range(4)]
@@ -161,7 +191,7 @@ class RoadmapNet(nn.Module):
             stage = nn.Module()
             separate = downsample == "separate" and i > 0
             # separate downsampling (Sec. 2.6): norm, then 2×2/2 conv between stages
-            stage.downsample = (nn.Sequential(NORMS[norm](in_dim), nn.Conv2d(in_dim, dim, 2, 2))
+            stage.downsample = (nn.Sequential(norm(in_dim), nn.Conv2d(in_dim, dim, 2, 2))
                                 if separate else nn.Identity())
             if separate:
                 in_dim = dim
@@ -176,17 +206,26 @@ class RoadmapNet(nn.Module):
             stage.blocks = nn.Sequential(*blocks)
             self.stages.append(stage)
 
-        self.head_norm = NORMS[norm](self.num_features) if head_norm else nn.Identity()
+        self.head_norm = norm(self.num_features) if head_norm else nn.Identity()
         self.fc = nn.Linear(self.num_features, num_classes)
-        self.apply(self._init_weights)
+        self.apply(self._convnext_init if init == "convnext" else self._torchvision_init)
 
     @staticmethod
-    def _init_weights(module):
+    def _convnext_init(module):
         """Official ConvNeXt init: trunc-normal(std .02) conv/linear weights, zero biases."""
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             trunc_normal_(module.weight, std=0.02)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
+
+    @staticmethod
+    def _torchvision_init(module):
+        """torchvision's ResNet init: kaiming-normal (fan-out, ReLU) convs, norms γ=1 β=0, Linear as PyTorch's."""
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
 
     def forward_features(self, x):
         x = self.stem(x)

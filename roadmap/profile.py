@@ -2,6 +2,7 @@
 
     python -m roadmap.profile [--regime r50|r200] [--format table|csv|markdown] [--img-size 224]
 
+Each step is built as it trains (its recipe's layer scale), with the paper's 1000-class head.
 GFLOPs = conv + linear multiply-accumulates for one image, counted by ``torch.utils.flop_counter``
 (FLOPs / 2), the paper's convention. Models are built on the meta device: no memory, no weights.
 """
@@ -14,7 +15,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from roadmap.errors import exit_on_config_error
-from roadmap.steps import REGIMES, build_model, list_steps
+from roadmap.steps import available_regimes, build_model, list_steps
 
 
 def count_gflops(model: torch.nn.Module, img_size: int = 224, in_chans: int = 3) -> float:
@@ -55,7 +56,7 @@ def render(df: pd.DataFrame, fmt: str) -> str:
 @exit_on_config_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m roadmap.profile", description=__doc__.splitlines()[0])
-    parser.add_argument("--regime", default="r50", choices=REGIMES)
+    parser.add_argument("--regime", default="r50", choices=available_regimes())
     parser.add_argument("--format", default="table", choices=("table", "csv", "markdown"))
     parser.add_argument("--img-size", type=int, default=224)
     args = parser.parse_args(argv)

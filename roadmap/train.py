@@ -29,6 +29,7 @@ from roadmap.data import RoadmapDataModule
 from roadmap.errors import ConfigError
 from roadmap.lit import RoadmapModule
 from roadmap.profile import count_gflops, count_params_m
+from roadmap.schema import validate
 from roadmap.steps import available_steps, instantiate_model
 
 RESULT_FILE = "metrics.json"
@@ -65,7 +66,7 @@ def step_name(cfg: DictConfig) -> str:
 def proxy_label(cfg: DictConfig) -> str | None:
     """A warning for every output when the run is not the paper's setting (ImageNet-1K, full recipe)."""
     if cfg.budget.get("proxy", True):
-        return (f"PROXY: {cfg.data.name} data at {cfg.data.img_size}px, {cfg.budget.epochs} epochs "
+        return (f"PROXY: {cfg.data.name} data at {cfg.data.img_size}px, {cfg.trainer.max_epochs} epochs "
                 f"({cfg.budget.name} budget) - not comparable to the paper's ImageNet-1K numbers")
     return None
 
@@ -108,7 +109,7 @@ def _result(cfg, step, run_dir, model, history, throughput, wall_s, status) -> d
     metric = "val/top1_ema" if cfg.recipe.ema.enabled else "val/top1"
     best = max(history, key=lambda row: row.get(metric, -1)) if history else {}
     with torch.device("meta"):  # the paper's count: the step's architecture with 1000 classes at 224²
-        paper_arch, trained_arch = instantiate_model(cfg.model), instantiate_model(cfg.model, num_classes=model.fc.out_features)
+        paper_arch, trained_arch = instantiate_model(cfg.model, num_classes=1000), instantiate_model(cfg.model)
     return {
         **_header(cfg, step, run_dir, status), "img_size": cfg.data.img_size,
         "final": {k: last.get(f"val/{k}") for k in ("top1", "top5", "top1_ema", "top5_ema")},
@@ -129,14 +130,13 @@ def _fit(cfg: DictConfig, step: str, run_dir: Path, history: History, throughput
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = RoadmapDataModule(cfg.data, cfg.recipe, cfg.budget.batch_size, cfg.budget.num_workers, cfg.seed)
     datamodule.setup()
-    num_classes = len(datamodule.train_set.classes)
-    model = instantiate_model(cfg.model, num_classes=num_classes, **cfg.recipe.model_knobs)
+    model = instantiate_model(cfg.model)
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,  # no monitor:
                                  enable_version_counter=False,  # keeps only the newest, overwritten in place
                                  every_n_epochs=1, every_n_train_steps=cfg.run.checkpoint_every_n_steps)
     trainer = build_trainer(cfg, run_dir, step, [history, throughput, checkpoint])
     effective_batch = cfg.budget.batch_size * trainer.world_size * trainer.accumulate_grad_batches
-    module = RoadmapModule(model, cfg.recipe, num_classes=num_classes, epochs=cfg.budget.epochs,
+    module = RoadmapModule(model, cfg.recipe, num_classes=cfg.data.num_classes, epochs=trainer.max_epochs,
                            effective_batch=effective_batch, seed=cfg.seed, channels_last=cfg.channels_last,
                            compile=cfg.compile)
     last_ckpt = run_dir / "checkpoints" / "last.ckpt"
@@ -149,9 +149,30 @@ def _fit(cfg: DictConfig, step: str, run_dir: Path, history: History, throughput
     return model, trainer
 
 
+def check_input_size(model_cfg: DictConfig, img_size: int) -> None:
+    """Refuse, before any data is loaded, an image size too small for the step (e.g. separate downsampling
+    at 28 px), naming the smallest size it accepts."""
+    with torch.device("meta"):
+        model = instantiate_model(model_cfg).eval()
+
+    def fits(size: int) -> bool:
+        try:
+            model(torch.empty(1, model_cfg.in_chans, size, size, device="meta"))
+            return True
+        except RuntimeError:
+            return False
+
+    if not fits(img_size):
+        smallest = next((s for s in range(img_size + 1, 4 * img_size + 512) if fits(s)), None)
+        raise ConfigError(f"this step needs images of at least {smallest} px, data.img_size is {img_size}: "
+                          f"set data.img_size={smallest} (or larger)")
+
+
 def train(cfg: DictConfig) -> dict:
     """Train, validate and record one step; returns the metrics.json payload."""
+    validate(cfg)
     step = step_name(cfg)
+    check_input_size(cfg.model, cfg.data.img_size)
     run_dir = Path(cfg.run.dir).resolve()
     previous = read_result(run_dir)
     if previous and previous.get("status") == "done" and not cfg.run.force:

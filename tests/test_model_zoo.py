@@ -13,7 +13,7 @@ import torchvision
 from roadmap import ConfigError, build_model, list_steps
 from roadmap.compat import load_reference_weights
 from roadmap.profile import count_gflops, count_params_m
-from roadmap.steps import CONF_DIR, compose_config
+from roadmap.steps import compose_config
 
 ALL_STEPS = [(regime, info.name) for regime in ("r50", "r200") for info in list_steps(regime)]
 
@@ -62,21 +62,19 @@ def _randomize(model):
     return model.eval()
 
 
-REFERENCES = [
-    ("torchvision-resnet50", lambda: torchvision.models.resnet50(), "modern_recipe", "r50", {}),
-    ("timm-resnet50", lambda: timm.create_model("resnet50"), "modern_recipe", "r50", {}),
-    ("timm-resnet200", lambda: timm.create_model("resnet200"), "modern_recipe", "r200", {}),
-    ("timm-convnext_tiny", lambda: timm.create_model("convnext_tiny"), "separate_downsampling", "r50",
-     {"layer_scale_init": 1e-6}),
-    ("timm-convnext_base", lambda: timm.create_model("convnext_base"), "separate_downsampling", "r200",
-     {"layer_scale_init": 1e-6}),
+REFERENCES = [  # the end points as the roadmap builds them (row 0: torchvision's ResNet; the last row: ConvNeXt)
+    ("torchvision-resnet50", lambda: torchvision.models.resnet50(), "original_recipe", "r50"),
+    ("timm-resnet50", lambda: timm.create_model("resnet50"), "original_recipe", "r50"),
+    ("timm-resnet200", lambda: timm.create_model("resnet200"), "original_recipe", "r200"),
+    ("timm-convnext_tiny", lambda: timm.create_model("convnext_tiny"), "separate_downsampling", "r50"),
+    ("timm-convnext_base", lambda: timm.create_model("convnext_base"), "separate_downsampling", "r200"),
 ]
 
 
-@pytest.mark.parametrize("make_ref,step,regime,overrides", [r[1:] for r in REFERENCES], ids=[r[0] for r in REFERENCES])
-def test_end_points_load_reference_weights(make_ref, step, regime, overrides):
+@pytest.mark.parametrize("make_ref,step,regime", [r[1:] for r in REFERENCES], ids=[r[0] for r in REFERENCES])
+def test_end_points_load_reference_weights(make_ref, step, regime):
     reference = _randomize(make_ref())
-    ours = build_model(step, regime, **overrides).eval()
+    ours = build_model(step, regime).eval()  # as the step trains: ConvNeXt's layer scale γ included
     assert count_params_m(ours) == count_params_m(reference)
     load_reference_weights(ours, reference.state_dict())
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
@@ -84,6 +82,36 @@ def test_end_points_load_reference_weights(make_ref, step, regime, overrides):
         expected, got = reference(x), ours(x)
     assert expected.abs().mean() > 1e-2  # the comparison is not between two near-zero outputs
     assert (got - expected).abs().max() < 1e-4
+
+
+def test_paper_convnext_is_timms_convnext_tiny():
+    """The last r50 step under the paper's budget: timm's convnext_tiny, γ = 1e-6, strict state-dict load."""
+    ours = build_model("separate_downsampling", overrides=["budget=paper"])
+    reference = timm.create_model("convnext_tiny")
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in reference.parameters())
+    assert all(torch.all(b.gamma == 1e-6) for stage in ours.stages for b in stage.blocks)
+    load_reference_weights(ours, reference.state_dict())  # strict: every key and shape
+
+
+def test_row_0_starts_as_torchvisions_resnet50():
+    """Kaiming-normal fan-out convs (std √(2/fan_out)), BN γ=1 β=0, PyTorch's default Linear: torchvision's init."""
+    torch.manual_seed(0)
+    ours, reference = build_model("original_recipe"), torchvision.models.resnet50()
+    mapped = dict(zip(ours.state_dict(), reference.state_dict()))  # same order, same shapes
+    theirs = reference.state_dict()
+    for ours_key, tensor in ours.state_dict().items():
+        ref = theirs[mapped[ours_key]]
+        assert tensor.shape == ref.shape, ours_key
+        if tensor.ndim == 4:
+            fan_out = tensor.shape[0] * tensor.shape[2] * tensor.shape[3]
+            assert tensor.std().item() == pytest.approx((2 / fan_out) ** 0.5, rel=0.1), ours_key
+            assert tensor.std().item() == pytest.approx(ref.std().item(), rel=0.1), ours_key
+        elif ours_key.endswith(("1.weight", "shortcut.1.weight")) and tensor.ndim == 1:
+            assert torch.all(tensor == 1), ours_key
+    fc_bound = 1 / ours.fc.in_features ** 0.5  # PyTorch's default Linear init: U(±1/√fan_in)
+    assert ours.fc.weight.abs().max() <= fc_bound and ours.fc.weight.std() > 0.5 * fc_bound / 3 ** 0.5
+    convnext_init = build_model("stage_ratio").stages[0].blocks[0].convs[0][0].weight
+    assert convnext_init.std().item() == pytest.approx(0.02, rel=0.15)  # from stage_ratio on: trunc-normal(.02)
 
 
 @pytest.mark.parametrize("regime,step", ALL_STEPS, ids=[f"{r}-{s}" for r, s in ALL_STEPS])
@@ -108,8 +136,9 @@ def test_layer_scale_and_drop_path_reach_the_blocks():
     ({"kernel_size": 0}, "kernel_size must be a positive odd integer"),
     ({"kernel_size": -3}, "kernel_size must be a positive odd integer"),
     ({"depths": [3, 3, 9]}, "depths must be 4 positive integers"),
-    ({"norm": "gn"}, "unknown norm 'gn'; allowed: bn, ln"),
-    ({"act": "swish"}, "unknown act 'swish'; allowed: relu, gelu"),
+    ({"norm": "gn"}, "unknown norm 'gn'; use bn, ln, group, a timm norm name"),
+    ({"act": "swishy"}, "unknown act 'swishy'; use relu, gelu, a timm activation name"),
+    ({"init": "xavier"}, "unknown init 'xavier'; allowed: torchvision, convnext"),
     ({"block_acts": [True]}, "block_acts needs one true/false per block conv"),
     ({"kernel": 7}, "unknown model knob(s) ['kernel']; known: depths"),
 ])
@@ -122,21 +151,10 @@ def test_bad_knobs_give_one_line(overrides, message):
 def test_unknown_step_and_regime():
     with pytest.raises(ConfigError, match=r"unknown step 'kernel_8'; valid steps: .*kernel_7"):
         build_model("kernel_8")
-    with pytest.raises(ConfigError, match=r"unknown regime 'r101'; choose one of: r50, r200"):
+    with pytest.raises(ConfigError, match=r"unknown regime 'r101'; choose one of: r200, r50 \(or add conf/regime/r101.yaml\)"):
         build_model("gelu", regime="r101")
     with pytest.raises(ConfigError, match=r"bad override"):
         compose_config("gelu", overrides=["model.no_such_knob=1"])
-
-
-def test_user_step_file_needs_no_python():
-    path = CONF_DIR / "step" / "zz_test_kernel_13.yaml"
-    path.write_text("# @package _global_\ndefaults: [kernel_7, _self_]\nmodel:\n  kernel_size: 13\n")
-    try:
-        model = build_model("zz_test_kernel_13")
-        assert model.stages[0].blocks[0].convs[0][0].kernel_size == (13, 13)
-        assert model.head_norm.__class__.__name__ == "Identity"  # inherits kernel_7, not later steps
-    finally:
-        path.unlink()
 
 
 def test_profile_cli_csv():

@@ -1,0 +1,166 @@
+"""The typed schema of a composed run config: every bad value fails at composition, in one line.
+
+Types are checked by merging the config into OmegaConf structured configs (the dataclasses below: keys
+they do not name pass through unchecked, so a data config may add its own); ranges and choices by
+:data:`RULES`. :func:`validate` raises :class:`~roadmap.errors.ConfigError` naming the key, the bad value
+and what it accepts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+from roadmap.errors import ConfigError
+
+
+@dataclass
+class Budget:
+    name: str = "?"
+    proxy: bool = True
+    epoch_scale: float = 1.0
+    batch_size: int = 1
+    num_workers: int = 0
+    accumulate_grad_batches: int = 1
+    limit_train_batches: float = 1.0
+    limit_val_batches: float = 1.0
+
+
+@dataclass
+class Optimizer:
+    name: str = "adamw"
+    betas: Optional[list[float]] = None
+    weight_decay: float = 0.0
+    momentum: Optional[float] = None
+    no_decay_1d: bool = True
+
+
+@dataclass
+class Ema:
+    enabled: bool = False
+    decay: float = 0.9999
+
+
+@dataclass
+class Recipe:
+    name: str = "?"
+    epochs: int = 1
+    warmup_epochs: float = 0.0
+    warmup_above_batch: int = 0
+    optimizer: Optimizer = field(default_factory=Optimizer)
+    base_lr: float = 1.0
+    base_batch: int = 1
+    lr_min: float = 0.0
+    schedule: str = "cosine"
+    step_every: Optional[int] = None
+    auto_augment: Optional[str] = None
+    color_jitter: float = 0.0
+    interpolation: str = "bicubic"
+    re_prob: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    label_smoothing: float = 0.0
+    grad_clip: Optional[float] = None
+    ema: Ema = field(default_factory=Ema)
+    layer_scale_init: Optional[float] = None
+    drop_path_rate: float = 0.0
+
+
+@dataclass
+class Data:
+    name: str = "?"
+    kind: str = "synthetic"
+    root: Optional[str] = None
+    img_size: int = 1
+    num_classes: int = 1
+    train_crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    crop_pct: float = 1.0
+    download: bool = False
+    verify_images: bool = False
+
+
+@dataclass
+class Run:
+    root: str = "outputs"
+    resume: bool = True
+    force: bool = False
+    checkpoint_every_n_steps: Optional[int] = None
+
+
+@dataclass
+class Schema:
+    seed: int = 0
+    compile: bool = False
+    channels_last: bool = False
+    budget: Budget = field(default_factory=Budget)
+    recipe: Recipe = field(default_factory=Recipe)
+    data: Data = field(default_factory=Data)
+    run: Run = field(default_factory=Run)
+    model: Any = None
+    trainer: Any = None
+
+
+RULES = [  # (key, check, what it must be)
+    ("seed", lambda v: v >= 0, "a non-negative integer"),
+    ("budget.epoch_scale", lambda v: v > 0, "> 0 (the fraction of each recipe's epochs to train)"),
+    ("budget.batch_size", lambda v: v >= 1, "a positive integer (per device)"),
+    ("budget.num_workers", lambda v: v >= 0, "a non-negative integer"),
+    ("budget.accumulate_grad_batches", lambda v: v >= 1, "a positive integer"),
+    ("budget.limit_train_batches", lambda v: v > 0, "> 0 (a fraction ≤ 1.0 or a number of batches)"),
+    ("budget.limit_val_batches", lambda v: v > 0, "> 0 (a fraction ≤ 1.0 or a number of batches)"),
+    ("recipe.epochs", lambda v: v >= 1, "a positive integer"),
+    ("recipe.warmup_epochs", lambda v: v >= 0, ">= 0"),
+    ("recipe.warmup_above_batch", lambda v: v >= 0, ">= 0 (0: always warm up)"),
+    ("recipe.base_lr", lambda v: v > 0, "> 0"),
+    ("recipe.base_batch", lambda v: v >= 1, "a positive integer"),
+    ("recipe.lr_min", lambda v: v >= 0, ">= 0"),
+    ("recipe.schedule", lambda v: v in ("cosine", "step"), "cosine or step"),
+    ("recipe.mixup", lambda v: v >= 0, ">= 0 (a Beta alpha; 0 = off)"),
+    ("recipe.cutmix", lambda v: v >= 0, ">= 0 (a Beta alpha; 0 = off)"),
+    ("recipe.label_smoothing", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("recipe.re_prob", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("recipe.ema.decay", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("recipe.drop_path_rate", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("recipe.layer_scale_init", lambda v: v is None or v > 0, "> 0 or null (no layer scale)"),
+    ("data.img_size", lambda v: v >= 1, "a positive integer"),
+    ("data.num_classes", lambda v: v >= 1, "a positive integer"),
+    ("data.train_crop_scale", lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1, "[min, max] with 0 < min <= max <= 1"),
+    ("data.crop_pct", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("run.checkpoint_every_n_steps", lambda v: v is None or v >= 1, "a positive integer or null"),
+]
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split("\n")[0].split())
+
+
+def _checked_part(cfg: DictConfig) -> dict:
+    """The values the schema checks, interpolations resolved (run.dir needs Hydra's runtime: not included)."""
+    part = {key: cfg.get(key) for key in ("seed", "compile", "channels_last")}
+    part.update({key: OmegaConf.to_container(cfg[key], resolve=True, throw_on_missing=True)
+                 for key in ("budget", "recipe", "data")})
+    part["run"] = {key: cfg.run.get(key) for key in Run.__dataclass_fields__}
+    return part
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError (one line) for the first value of ``cfg`` of the wrong type or out of range."""
+    schema = OmegaConf.structured(Schema)
+    for node in (schema, schema.budget, schema.recipe, schema.recipe.optimizer, schema.recipe.ema, schema.data, schema.run):
+        OmegaConf.set_struct(node, False)  # keys the schema does not name pass through unchecked
+    try:
+        checked = OmegaConf.merge(schema, _checked_part(cfg))
+    except MissingMandatoryValue as err:
+        raise ConfigError(f"{err.full_key} is not set: add {err.full_key}=... to the command line") from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{err.full_key or 'config'}={err.value}: {_one_line(err)}") from None
+    if checked.recipe.schedule == "step" and not (checked.recipe.step_every or 0) >= 1:
+        raise ConfigError(f"recipe.step_every={checked.recipe.step_every}: the step schedule needs a positive "
+                          f"number of epochs between ×0.1 decays")
+    for key, check, requirement in RULES:
+        value = OmegaConf.select(checked, key)
+        if not check(value):
+            shown = list(value) if OmegaConf.is_list(value) else value
+            raise ConfigError(f"{key}={shown}: must be {requirement}")

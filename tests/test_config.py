@@ -1,0 +1,243 @@
+"""The config architecture, by composition (no training unless said): each knob has one home and one merge
+point, the paper-scale runs are the paper's, regimes and steps are YAML files only, bad values fail in one line."""
+import subprocess
+import sys
+from unittest import mock
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+
+from analysis.roadmap import main as analysis_main
+from roadmap import ConfigError, build_model, list_steps
+from roadmap.explain import explain
+from roadmap.lit import RoadmapModule, scaled_lr, warmup_epochs
+from roadmap.steps import CONF_DIR, CONFIG_PATH_ENV, compose_config, instantiate_model
+from roadmap.train import train
+from tests.helpers import tiny_run_config
+
+REPO = Path(__file__).resolve().parent.parent
+R50_STEPS = [s.name for s in list_steps("r50")]
+BUDGETS = sorted(p.stem for p in (CONF_DIR / "budget").glob("*.yaml"))
+PRESETS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+TABLE_10_ORDER = ["original_recipe", "modern_recipe", "stage_ratio", "patchify_stem", "depthwise_conv",
+                  "increase_width", "inverted_bottleneck", "move_up_depthwise", "kernel_5", "kernel_7", "kernel_9",
+                  "kernel_11", "gelu", "fewer_activations", "fewer_norms", "bn_to_ln", "separate_downsampling"]
+
+
+def _raw(path: Path) -> dict:
+    return yaml.safe_load(path.read_text()) if path.exists() else {}
+
+
+def _expected_recipe(cfg) -> dict:
+    """The recipe file, then its specialisation for the budget (conf/recipe_budget/<recipe>_<budget>.yaml), only."""
+    expected = _raw(CONF_DIR / "recipe" / f"{cfg.recipe.name}.yaml")
+    expected.update(_raw(CONF_DIR / "recipe_budget" / f"{cfg.recipe.name}_{cfg.budget.name}.yaml").get("recipe", {}))
+    if expected["drop_path_rate"] == "${regime.drop_path_rate}":
+        expected["drop_path_rate"] = cfg.regime.drop_path_rate
+    return expected
+
+
+@pytest.mark.parametrize("choice", [f"budget={b}" for b in BUDGETS] + [f"+experiment={p}" for p in PRESETS])
+def test_every_step_has_one_merge_point_per_knob(choice):
+    for step in R50_STEPS:
+        cfg = compose_config(step, overrides=[choice, "data.root=/data"])
+        expected = _expected_recipe(cfg)
+        assert set(cfg.recipe) == set(expected), (step, choice)
+        for key, value in expected.items():
+            assert cfg.recipe[key] == value, (step, choice, key)
+        assert cfg.model.layer_scale_init == cfg.recipe.layer_scale_init  # the model reads the recipe's knobs
+        assert cfg.model.drop_path_rate == cfg.recipe.drop_path_rate
+        assert cfg.trainer.max_epochs == max(1, round(cfg.recipe.epochs * cfg.budget.epoch_scale))
+        data_file = _raw(CONF_DIR / "data" / f"{cfg.data.name}.yaml")
+        special = _raw(CONF_DIR / "recipe_budget" / f"{cfg.recipe.name}_{cfg.budget.name}.yaml").get("data", {})
+        assert list(cfg.data.train_crop_scale) == special.get("train_crop_scale", data_file["train_crop_scale"])
+        assert cfg.model.init == ("torchvision" if step in ("original_recipe", "modern_recipe") else "convnext")
+
+
+def _schedule(cfg, effective_batch=4096, steps_per_epoch=10):
+    """The optimizer and scheduler RoadmapModule builds for this config at the given effective batch."""
+    model = instantiate_model(cfg.model, num_classes=10)
+    module = RoadmapModule(model, cfg.recipe, num_classes=10, epochs=cfg.trainer.max_epochs,
+                           effective_batch=effective_batch)
+    module.trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False)
+    with mock.patch.object(L.Trainer, "estimated_stepping_batches", new_callable=mock.PropertyMock,
+                           return_value=cfg.trainer.max_epochs * steps_per_epoch):
+        out = module.configure_optimizers()
+    return out["optimizer"], out["lr_scheduler"]["scheduler"]
+
+
+@pytest.mark.parametrize("paper", [["budget=paper"], ["+experiment=paper_in1k", "data.root=/data/imagenet"]])
+def test_row_0_is_torchvisions_recipe_at_paper_scale(paper):
+    cfg = compose_config("original_recipe", overrides=paper)
+    assert cfg.trainer.max_epochs == 90
+    assert warmup_epochs(cfg.recipe, 4096) == 5 and warmup_epochs(cfg.recipe, 256) == 0  # Goyal et al. above 256
+    assert scaled_lr(cfg.recipe, 4096) == pytest.approx(1.6)
+    opt, sched = _schedule(cfg)
+    assert type(opt).__name__ == "SGD" and opt.defaults["nesterov"] is False and opt.defaults["momentum"] == 0.9
+    assert {g["weight_decay"] for g in opt.param_groups} == {1e-4}
+    assert sched.warmup_t == 5 * 10 and sched.decay_t == 30 * 10 and sched.decay_rate == 0.1
+    assert cfg.model.init == "torchvision" and cfg.model.layer_scale_init is None and cfg.model.drop_path_rate == 0
+    assert (cfg.recipe.mixup, cfg.recipe.cutmix, cfg.recipe.auto_augment, cfg.recipe.re_prob) == (0, 0, None, 0)
+
+
+@pytest.mark.parametrize("regime,drop_path", [("r50", 0.1), ("r200", 0.5)])
+def test_convnext_is_table_5_at_paper_scale(regime, drop_path):
+    cfg = compose_config("separate_downsampling", regime, ["+experiment=paper_in1k", "data.root=/data/imagenet"])
+    assert cfg.trainer.max_epochs == 300
+    assert cfg.budget.batch_size * cfg.trainer.devices * cfg.trainer.num_nodes == 4096
+    opt, sched = _schedule(cfg)
+    assert type(opt).__name__ == "AdamW" and opt.defaults["lr"] == pytest.approx(4e-3)
+    assert sched.warmup_t == 20 * 10 and type(sched).__name__ == "CosineLRScheduler"
+    r = cfg.recipe
+    assert (r.auto_augment, r.mixup, r.cutmix, r.re_prob, r.label_smoothing) == ("rand-m9-mstd0.5-inc1", 0.8, 1.0, 0.25, 0.1)
+    assert list(cfg.data.train_crop_scale) == [0.08, 1.0] and cfg.data.crop_pct == 0.875
+    assert cfg.model.layer_scale_init == 1e-6 and cfg.model.drop_path_rate == drop_path and not r.ema.enabled
+
+
+def test_proxy_budget_changes_only_table_5():
+    original = compose_config("original_recipe")  # default budget: cpu_proxy
+    assert dict(original.recipe) == _raw(CONF_DIR / "recipe" / "resnet_original.yaml") | {
+        "optimizer": original.recipe.optimizer, "ema": original.recipe.ema}
+    assert list(original.data.train_crop_scale) == [0.35, 1.0] and original.trainer.max_epochs == 2  # 90 / 60
+    modern = compose_config("modern_recipe")
+    assert (modern.recipe.base_batch, modern.recipe.mixup, modern.model.layer_scale_init) == (1024, 0.0, 0.1)
+    assert list(modern.data.train_crop_scale) == [1.0, 1.0] and modern.trainer.max_epochs == 5
+
+
+def test_slurm_checkpoints_mid_epoch():
+    for overrides in (["trainer=slurm"], ["+experiment=paper_in1k", "data.root=/data"]):
+        cfg = compose_config("gelu", overrides=overrides, as_run=True)
+        assert cfg.run.checkpoint_every_n_steps == 500 and cfg.channels_last is True
+    assert compose_config("gelu").run.checkpoint_every_n_steps is None
+
+
+def test_step_parents_follow_the_roadmap():
+    for regime in ("r50", "r200"):
+        steps = list_steps(regime)
+        assert [s.name for s in steps] == TABLE_10_ORDER
+        adopted = [s for s in steps if s.adopted]
+        assert adopted[0].parent is None
+        assert all(b.parent == a.name for a, b in zip(adopted, adopted[1:]))  # each adopted step on the previous
+        order = [s.name for s in steps]
+        for branch in (s for s in steps if not s.adopted):  # branches hang off an adopted step, after it
+            parent = next(s for s in steps if s.name == branch.parent)
+            assert parent.adopted and order.index(parent.name) < order.index(branch.name)
+    assert [s.name for s in list_steps("r50") if not s.adopted] == ["kernel_5", "kernel_9", "kernel_11"]
+    assert list_steps("r200")[2].change == "stage ratio [3, 24, 36, 3] → [3, 3, 27, 3], stage-1 width 84"
+
+
+TINY_REGIME = """# A small roadmap with no paper numbers: ResNet-26-ish bottlenecks to a narrow ConvNeXt
+name: tiny
+resnet: ResNet-26
+convnext: ConvNeXt-tiny-ish
+resnet_depths: [2, 2, 2, 2]
+stage_ratio: {depths: [1, 1, 3, 1], width: 16}
+wide_width: 24
+drop_path_rate: 0.05
+"""
+
+
+@pytest.fixture
+def user_conf(tmp_path, monkeypatch):
+    """A config folder of the user's own on $ROADMAP_CONFIG_PATH (regime/ and step/)."""
+    folder = tmp_path / "myconf"
+    (folder / "regime").mkdir(parents=True)
+    (folder / "step").mkdir()
+    monkeypatch.setenv(CONFIG_PATH_ENV, str(folder))
+    return folder
+
+
+def test_new_regime_is_one_yaml_file(user_conf, tmp_path):
+    (user_conf / "regime" / "tiny.yaml").write_text(TINY_REGIME)
+    steps = list_steps("tiny")
+    assert [s.name for s in steps] == TABLE_10_ORDER and steps[0].change == "ResNet-26, original torchvision recipe"
+    assert all(s.paper_top1 is None and s.paper_gflops is None for s in steps)
+    profile = subprocess.run([sys.executable, "-m", "roadmap.profile", "--regime", "tiny", "--format", "csv"],
+                             cwd=REPO, capture_output=True, text=True)
+    assert profile.returncode == 0, profile.stderr[-2000:]
+    lines = profile.stdout.strip().splitlines()
+    assert len(lines) == 1 + len(TABLE_10_ORDER) and lines[-1].startswith("separate_downsampling,")
+    assert lines[-1].endswith(",,")  # blank paper GFLOPs and top-1
+    result = train(tiny_run_config("separate_downsampling", tmp_path / "out", regime="tiny"))
+    assert result["status"] == "done" and result["regime"] == "tiny"
+    analysis_main([str(tmp_path / "out"), "--regime", "tiny"])
+    table = (tmp_path / "out" / "synthetic-smoke" / "tiny" / "roadmap.csv").read_text().splitlines()
+    assert len(table) == 1 + len(TABLE_10_ORDER)
+    assert (tmp_path / "out" / "synthetic-smoke" / "tiny" / "roadmap.png").stat().st_size > 0
+
+
+def test_custom_step_from_a_yaml_file_alone(user_conf, tmp_path):
+    (user_conf / "step" / "silu_groupnorm.yaml").write_text(
+        "# @package _global_\n# My step: SiLU and GroupNorm on top of kernel_7.\ndefaults: [kernel_7, _self_]\n"
+        "lineage:\n  silu_groupnorm: {change: \"SiLU + GroupNorm\"}\nmodel:\n  act: silu\n  norm: group\n")
+    info = next(s for s in list_steps("r50") if s.name == "silu_groupnorm")
+    assert info.parent == "kernel_7" and info.change == "SiLU + GroupNorm" and info.paper_top1 is None
+    model = build_model("silu_groupnorm")
+    kinds = {type(m).__name__ for m in model.modules()}
+    assert {"SiLU", "GroupNorm"} <= kinds and not {"ReLU", "BatchNorm2d"} & kinds
+    result = train(tiny_run_config("silu_groupnorm", tmp_path / "out"))
+    assert result["status"] == "done" and result["final"]["top1"] is not None
+
+
+@pytest.mark.parametrize("args,message", [
+    (["+step=gelu", "seed=abc"], "error: seed=abc: Value 'abc' of type 'str' could not be converted to Integer"),
+    (["+step=gelu", "budget.batch_size=0"], "error: budget.batch_size=0: must be a positive integer"),
+    (["+step=gelu", "recipe.epochs=-1"], "error: recipe.epochs=-1: must be a positive integer"),
+    (["+step=gelu", "budget.epoch_scale=-1"], "error: budget.epoch_scale=-1.0: must be > 0"),
+    (["+step=separate_downsampling", "data=fashion_mnist", "data.root=/nowhere", "data.img_size=28"],
+     "error: this step needs images of at least 32 px, data.img_size is 28: set data.img_size=32"),
+    (["+step=gelu", "data=cifar10"], "error: data.root is not set: add data.root=... to the command line"),
+])
+def test_bad_values_fail_at_start_in_one_line(args, message, tmp_path):
+    proc = subprocess.run([sys.executable, "run.py", *args, "logger=csv", f"run.root={tmp_path}"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and message in proc.stderr
+    assert not list(tmp_path.rglob("metrics.json")) and not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_an_unknown_key_is_refused_by_hydra(tmp_path):
+    proc = subprocess.run([sys.executable, "run.py", "+step=gelu", "budget.epochs=-1", f"run.root={tmp_path}"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode != 0 and "Could not override 'budget.epochs'" in proc.stderr
+    assert "Traceback" not in proc.stderr and not list(tmp_path.rglob("metrics.json"))
+
+
+def test_bad_values_through_the_python_api():
+    with pytest.raises(ConfigError, match=r"^recipe.label_smoothing=1.5: must be in \[0, 1\)$"):
+        compose_config("gelu", overrides=["recipe.label_smoothing=1.5"])
+    with pytest.raises(ConfigError, match=r"^data.train_crop_scale=\[0.9, 0.1\]: must be \[min, max\]"):
+        compose_config("gelu", overrides=["data.train_crop_scale=[0.9,0.1]"])
+
+
+def test_explain_marks_what_differs_from_the_paper_and_who_set_it():
+    paper = explain(["+experiment=paper_in1k", "+step=original_recipe", "data.root=/data/imagenet"])
+    rows = paper.splitlines()
+    assert any(r.startswith("  epochs") and " 90 " in r for r in rows)
+    assert any(r.startswith("  optimizer") and "no Nesterov" in r for r in rows)
+    assert any(r.startswith("  warm-up") and "5 epochs" in r for r in rows)
+    assert not [r for r in rows[3:] if r.startswith("*")]  # the paper's run differs from itself nowhere
+    proxy = explain(["+step=inverted_bottleneck", "recipe.re_prob=0.5"]).splitlines()
+    marked = {r[2:18].strip(): proxy[i + 1] for i, r in enumerate(proxy) if r.startswith("* ") and i > 2}
+    assert "conf/recipe_budget/convnext_cpu_proxy.yaml" in marked["mixup / cutmix"]
+    assert "conf/recipe_budget/convnext_cpu_proxy.yaml" in marked["layer scale"]  # through model's interpolation
+    assert "conf/budget/cpu_proxy.yaml" in marked["epochs"]
+    assert "command line (recipe.re_prob=0.5)" in marked["random erasing"]
+    assert "drop path" not in marked and "optimizer" not in marked
+
+
+def test_saved_config_is_the_model_that_trained(tmp_path):
+    cfg = tiny_run_config("separate_downsampling", tmp_path, overrides=["budget=paper", "budget.batch_size=8",
+                          "budget.epoch_scale=0.001", "budget.num_workers=0", "budget.limit_train_batches=1",
+                          "budget.limit_val_batches=1"])
+    train(cfg)
+    saved = yaml.safe_load((tmp_path / "synthetic-paper" / "r50" / "separate_downsampling" / "seed0" / "config.yaml").read_text())
+    assert saved["model"]["layer_scale_init"] == 1e-6 and saved["model"]["drop_path_rate"] == 0.1
+    assert saved["model"]["num_classes"] == 8
+    ckpt = torch.load(tmp_path / "synthetic-paper" / "r50" / "separate_downsampling" / "seed0" / "checkpoints" / "last.ckpt",
+                      map_location="cpu", weights_only=False)
+    rebuilt = instantiate_model(saved["model"])
+    rebuilt.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()})
