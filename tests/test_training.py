@@ -292,7 +292,7 @@ def test_synthetic_dataset_returns_pil_images():
 
 @pytest.mark.parametrize("experiment", ["paper_in1k", "gpu_proxy_imagenette", "cpu_proxy"])
 def test_experiment_presets_compose(experiment):
-    cfg = compose_config("gelu", overrides=[f"+experiment={experiment}"], as_run=True)
+    cfg = compose_config("gelu", overrides=[f"+experiment={experiment}", "data.root=/data"], as_run=True)
     if experiment == "paper_in1k":
         assert cfg.trainer.max_epochs == 300 and cfg.recipe.ema.enabled is False
         assert cfg.budget.batch_size * cfg.trainer.devices * cfg.trainer.num_nodes == 4096
