@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from roadmap.record import atomic_path  # noqa: E402
+
 
 def roadmap_chart(table: pd.DataFrame, out_dir: Path, title: str, reference) -> list[Path]:
     """Bars = our top-1 (± std over seeds), GFLOPs on each bar, branches hatched, paper top-1 as a marker,
@@ -40,8 +42,7 @@ def roadmap_chart(table: pd.DataFrame, out_dir: Path, title: str, reference) -> 
     fig.tight_layout()
     paths = [out_dir / "roadmap.png", out_dir / "roadmap.svg"]
     for path in paths:
-        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-        fig.savefig(tmp, dpi=130)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=130)
     plt.close(fig)
     return paths

@@ -15,6 +15,7 @@ import nbformat
 from nbclient import NotebookClient
 
 from analysis.roadmap import groups, load_runs
+from roadmap.record import atomic_path
 from roadmap.steps import available_regimes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,9 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     group = args.group or _first_group(args.outputs, args.regime)
     nb = run_notebook(args.outputs, args.regime, group)
     target = args.outputs / group / args.regime / "roadmap.ipynb"
-    tmp = target.with_name(".roadmap.tmp.ipynb")
-    nbformat.write(nb, tmp)
-    tmp.replace(target)
+    with atomic_path(target) as tmp:
+        nbformat.write(nb, tmp)
     print(f"executed notebook: {target}")
 
 

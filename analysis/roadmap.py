@@ -2,18 +2,19 @@
 
     python -m analysis.roadmap OUTPUTS_DIR [--group synthetic-cpu_proxy] [--regime r50]
 
-Runs are grouped by ``<data>-<budget>`` (the first folder level under OUTPUTS_DIR) and regime; each
-group gets its own table, so runs with other data or budgets never mix. Files are written next to the
+Runs are grouped by ``<data>-<budget>[+overrides]`` (the first folder level under OUTPUTS_DIR, see
+roadmap.record) and regime; each group gets its own table, so runs with other data, budgets or configs
+never mix and are never averaged as seeds. Files are written next to the
 runs: ``OUTPUTS_DIR/<group>/<regime>/roadmap.{csv,md,tex,png,svg}``.
 """
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
 
+from roadmap import record
 from roadmap.errors import ConfigError, exit_on_config_error
 from roadmap.steps import available_regimes, list_steps, regime_table
 
@@ -22,27 +23,16 @@ COLUMNS = ["step", "change", "adopted", "gflops", "params_m", "images_per_s", "t
 
 
 def load_runs(root: Path) -> pd.DataFrame:
-    """One row per run directory (``<group>/<regime>/<step>/seed<k>``) with its metrics.json, or why not."""
+    """One row per run folder (roadmap.record's layout) with its record, or why there is none."""
     rows = []
-    for seed_dir in sorted(Path(root).glob("*/*/*/seed*")):
-        if not seed_dir.is_dir():
-            continue
-        group, regime, step = seed_dir.parts[-4:-1]
-        row = {"group": group, "regime": regime, "step": step, "seed": seed_dir.name.removeprefix("seed"),
-               "run_dir": str(seed_dir)}
-        path = seed_dir / "metrics.json"
-        try:
-            result = json.loads(path.read_text())
-            final = result.get("final") or {}
-            row.update(status=result.get("status", "unknown"), error=result.get("error"), top1=final.get("top1"),
-                       top5=final.get("top5"), top1_ema=final.get("top1_ema"), gflops=result.get("gflops_224"),
-                       params_m=result.get("params_m"), images_per_s=result.get("train_images_per_s"),
-                       proxy=result.get("proxy"))
-        except FileNotFoundError:
-            row.update(status="missing", error="no metrics.json (never started or killed before writing it)")
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            row.update(status="corrupt", error=f"unreadable metrics.json ({err}); re-run the step to rewrite it")
-        rows.append(row)
+    for key, run_dir in record.find_runs(root):
+        result = record.load(run_dir)
+        final = result.get("final") or {}
+        rows.append({"group": key.group, "regime": key.regime, "step": key.step, "seed": key.seed,
+                     "run_dir": str(run_dir), "status": result.get("status", "unknown"), "error": result.get("error"),
+                     "top1": final.get("top1"), "top5": final.get("top5"), "top1_ema": final.get("top1_ema"),
+                     "gflops": result.get("gflops_224"), "params_m": result.get("params_m"),
+                     "images_per_s": result.get("train_images_per_s"), "proxy": result.get("proxy")})
     return pd.DataFrame(rows)
 
 
@@ -99,9 +89,7 @@ def write_outputs(table: pd.DataFrame, out_dir: Path, title: str) -> list[Path]:
                            ("md", lambda: f"{title}\n\n{table.to_markdown(index=False)}\n"),
                            ("tex", lambda: table.drop(columns=["error"]).to_latex(index=False, na_rep="--", float_format="%.2f"))):
         path = out_dir / f"roadmap.{suffix}"
-        tmp = path.with_suffix(f".{suffix}.tmp")
-        tmp.write_text(render())
-        tmp.replace(path)
+        record.write_text(path, render())
         written.append(path)
     return written + roadmap_chart(table, out_dir, title, regime_table(out_dir.name).get("reference"))
 

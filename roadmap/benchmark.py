@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import os
 import statistics
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from torch import nn
 from roadmap.data import RoadmapDataModule
 from roadmap.errors import ConfigError, exit_on_config_error
 from roadmap.profile import count_gflops, count_params_m, render
+from roadmap.record import atomic_path
 from roadmap.steps import available_regimes, compose_config, instantiate_model, list_steps, regime_table
 
 COLUMNS = ["model", "step", "gflops", "params_m", "infer_img_s", "train_img_s", "train_peak_mib",
@@ -238,13 +238,6 @@ def run_benchmark(regime: str = "r50", steps: list[str] | None = None, device: s
     return pd.DataFrame(rows).reindex(columns=COLUMNS)
 
 
-def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-
-
 @exit_on_config_error
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(prog="python -m roadmap.benchmark", description=__doc__.splitlines()[0])
@@ -273,7 +266,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                        not args.no_reference, args.data_batches, args.overrides)
     print(render(df.round(3), args.format))
     if args.csv:
-        write_csv_atomic(df, args.csv)
+        with atomic_path(args.csv) as tmp:
+            df.to_csv(tmp, index=False)
         print(f"wrote {args.csv}")
     return df
 

@@ -1,6 +1,7 @@
 """Lightning callbacks of a roadmap run: training throughput and the per-epoch validation history."""
 from __future__ import annotations
 
+import signal
 import time
 
 import lightning as L
@@ -51,3 +52,47 @@ class History(L.Callback):
 
     def load_state_dict(self, state_dict):
         self.epochs = list(state_dict["epochs"])
+
+
+class Preempted(Exception):
+    """The run stopped on a preemption/timeout signal after saving a resumable checkpoint."""
+
+
+class Preemption(L.Callback):
+    """On SLURM's preemption/timeout signal, save ``last.ckpt`` at the next optimizer-step boundary (an
+    exact resume point), report it (``on_preempt``: the run record says ``preempted``), then hand the
+    signal to whoever owned it before: submitit's handler requeues the job and exits. Without one the
+    run raises :class:`Preempted`. submitit owns the requeue (see conf/trainer/slurm.yaml); this owns the
+    checkpoint. ``signals`` are names such as ``SIGUSR2`` (submitit's) or ``SIGTERM``."""
+
+    def __init__(self, checkpoint_path, on_preempt, signals=("SIGUSR2",)):
+        self.checkpoint_path, self.on_preempt = checkpoint_path, on_preempt
+        self.signals = [getattr(signal, name) for name in signals]
+        self.requested, self.preempted, self.previous = None, False, {}
+
+    def _request(self, signum, frame) -> None:
+        self.requested = signum
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        for sig in self.signals:
+            self.previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._request)
+
+    def teardown(self, trainer, pl_module, stage) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.fit_loop.epoch_loop._should_accumulate():  # mid-accumulation: gradients would be lost
+            return
+        if not trainer.strategy.reduce_boolean_decision(self.requested is not None, all=False):
+            return
+        trainer.save_checkpoint(self.checkpoint_path)
+        self.preempted = True
+        if trainer.is_global_zero:
+            self.on_preempt()
+        previous = self.previous.get(self.requested)
+        if callable(previous):
+            previous(self.requested, None)  # submitit: requeue this job, then sys.exit
+        raise Preempted(f"signal {signal.Signals(self.requested or self.signals[0]).name}: saved "
+                        f"{self.checkpoint_path}; the same command resumes from it")

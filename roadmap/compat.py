@@ -67,3 +67,14 @@ def convert_reference_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[st
 def load_reference_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
     """Load a reference state dict into a RoadmapNet strictly: every key must match in name and shape."""
     model.load_state_dict(convert_reference_state_dict(state_dict), strict=True)
+
+
+def to_reference_state_dict(state_dict: dict[str, torch.Tensor], reference: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """RoadmapNet weights renamed (and 1×1 conv → Linear) for ``reference`` (timm/torchvision ResNet, timm
+    ConvNeXt), ready for its ``load_state_dict(strict=True)``."""
+    theirs = reference.state_dict()
+    rules = RESNET_KEYS if "conv1.weight" in theirs else CONVNEXT_KEYS
+    try:
+        return {key: state_dict[_map_key(key, rules)].reshape(value.shape) for key, value in theirs.items()}
+    except (KeyError, RuntimeError) as err:
+        raise ConfigError(f"these weights are not {type(reference).__name__}'s architecture ({err})") from None

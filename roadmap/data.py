@@ -9,6 +9,7 @@ must learn spatial structure.
 """
 from __future__ import annotations
 
+import random
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -150,23 +151,47 @@ def torchvision_dataset(name: str, root: Path, train: bool, transform, download:
                           f"point data.root at it or set data.download=true") from None
 
 
+class SeededSamples(Dataset):
+    """A training set whose every sample is augmented from RNGs seeded by (seed, epoch, index): the same
+    image gets the same crop, RandAugment and erasing whichever worker loads it, and whatever ran before."""
+
+    def __init__(self, dataset, seed: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+        self.classes = dataset.classes
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        sample_seed = ((self.seed * 100_003 + self.epoch) * 1_000_003 + index) % 2**32
+        random.seed(sample_seed)
+        np.random.seed(sample_seed)
+        torch.manual_seed(sample_seed)
+        return self.dataset[index]
+
+
 class EpochSeededSampler(DistributedSampler):
-    """DistributedSampler (also for one process) whose ``set_epoch`` reseeds the loader's generator too,
-    so each epoch's order and worker seeds depend only on (seed, epoch): a resumed run replays exactly.
+    """DistributedSampler (also for one process) whose order depends only on (seed, epoch), and which
+    resumes mid-epoch: in the epoch a checkpoint was saved in, it skips the batches already trained on
+    (``len`` stays the epoch's, so Lightning's restored batch counter ends the epoch where it should).
 
     The epoch comes from ``current_epoch()``, not from ``set_epoch``'s argument: after a resume Lightning
     builds the first epoch's iterator before it advances its epoch counters, and passes
     ``epoch_progress.current.processed``, which then lags by one (the data module supplies the epoch).
     """
 
-    def __init__(self, dataset, generator: torch.Generator, current_epoch, **kwargs):
+    def __init__(self, dataset: SeededSamples, batch_size: int, current_epoch, batches_to_skip, **kwargs):
         super().__init__(dataset, **kwargs)
-        self.generator, self.current_epoch = generator, current_epoch
+        self.batch_size, self.current_epoch, self.batches_to_skip = batch_size, current_epoch, batches_to_skip
 
     def set_epoch(self, epoch: int | None = None) -> None:
         epoch = self.current_epoch()
         super().set_epoch(epoch)
-        self.generator.manual_seed(self.seed * 100_003 + epoch)
+        self.dataset.epoch = epoch
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        return iter(indices[self.batches_to_skip(self.epoch) * self.batch_size:])
 
 
 class RoadmapDataModule(L.LightningDataModule):
@@ -176,7 +201,7 @@ class RoadmapDataModule(L.LightningDataModule):
         super().__init__()
         self.data, self.recipe = data, recipe
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
-        self.resume_epoch = 0
+        self.resume_epoch, self.resume_batch = 0, 0
         if self.recipe.mixup > 0 or self.recipe.cutmix > 0:
             if batch_size % 2:
                 raise ConfigError(f"mixup/cutmix need an even batch size, got budget.batch_size={batch_size}")
@@ -219,21 +244,25 @@ class RoadmapDataModule(L.LightningDataModule):
                           persistent_workers=False, pin_memory=torch.cuda.is_available(), **kwargs)
 
     def state_dict(self) -> dict:
-        """Saved in each checkpoint: the epoch a resume starts with (the next one once the last batch ran)."""
-        at_epoch_end = self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
-        return {"resume_epoch": self.trainer.current_epoch + int(at_epoch_end)}
+        """Saved in each checkpoint: the epoch a resume starts in (the next one once the last batch ran) and
+        the batches of it already trained on (a mid-epoch checkpoint: preemption, ``checkpoint_every_n_steps``)."""
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress
+        at_epoch_end = progress.is_last_batch
+        return {"resume_epoch": self.trainer.current_epoch + int(at_epoch_end),
+                "resume_batch": 0 if at_epoch_end else progress.current.processed}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.resume_epoch = state_dict["resume_epoch"]
+        self.resume_epoch, self.resume_batch = state_dict["resume_epoch"], state_dict.get("resume_batch", 0)
 
     def train_dataloader(self):
-        generator = torch.Generator()
         trainer = self.trainer
-        sampler = EpochSeededSampler(self.train_set, generator, lambda: max(trainer.current_epoch, self.resume_epoch),
+        sampler = EpochSeededSampler(SeededSamples(self.train_set, self.seed), self.batch_size,
+                                     lambda: max(trainer.current_epoch, self.resume_epoch),
+                                     lambda epoch: self.resume_batch if epoch == self.resume_epoch else 0,
                                      num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=True,
                                      seed=self.seed, drop_last=True)
         sampler.set_epoch()
-        return self._loader(self.train_set, sampler=sampler, generator=generator, drop_last=True)
+        return self._loader(sampler.dataset, sampler=sampler, drop_last=True)
 
     def val_dataloader(self):
         trainer = self.trainer

@@ -43,6 +43,7 @@ class RoadmapModule(L.LightningModule):
         else:
             self.train_loss = nn.CrossEntropyLoss()
         self.ema = ModelEmaV3(model, decay=recipe.ema.decay).requires_grad_(False) if recipe.ema.enabled else None
+        self.ema_step = 0
         self.topk = (1, min(5, num_classes))
 
     def configure_model(self) -> None:
@@ -55,12 +56,10 @@ class RoadmapModule(L.LightningModule):
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
-        if batch_idx > 0:
-            return
-        # At each epoch's first batch (also right after a resume, where Lightning skips the epoch-start
-        # hooks), reseed: mixup and drop path depend on (seed, epoch, rank) only, and worker-side
-        # augmentation on the loader's generator (EpochSeededSampler), so a resumed run replays exactly.
-        seed = (self.seed * 1_000 + self.current_epoch) * 1_000 + self.global_rank
+        # Mixup and drop path draw from RNGs reseeded by (seed, epoch, batch, rank) before every batch, and
+        # each sample's augmentation by (seed, epoch, index) (roadmap.data.SeededSamples): a run resumed from
+        # any checkpoint, mid-epoch included, replays exactly what the uninterrupted run does.
+        seed = ((self.seed * 1_000 + self.current_epoch) * 1_000_003 + batch_idx) * 1_000 + self.global_rank
         random.seed(seed)
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
@@ -74,9 +73,15 @@ class RoadmapModule(L.LightningModule):
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
         return loss
 
+    def on_train_start(self) -> None:
+        self.ema_step = self.global_step  # a resumed run continues from its restored step
+
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        if self.ema is not None:
+        # the EMA follows optimizer steps, not micro-batches (timm train.py, ConvNeXt engine.py): under
+        # gradient accumulation global_step moves once per accumulate_grad_batches batches
+        if self.ema is not None and self.global_step != self.ema_step:
             self.ema.update(self.model, step=self.global_step)
+            self.ema_step = self.global_step
 
     def _log_accuracy(self, logits, y, suffix: str) -> None:
         top = logits.topk(self.topk[1], dim=1).indices

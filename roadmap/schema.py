@@ -86,6 +86,7 @@ class Run:
     root: str = "outputs"
     resume: bool = True
     force: bool = False
+    export_weights: bool = True
     checkpoint_every_n_steps: Optional[int] = None
 
 

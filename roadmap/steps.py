@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from roadmap.errors import ConfigError
+from roadmap.record import run_variant
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 CONFIG_PATH_ENV = "ROADMAP_CONFIG_PATH"
@@ -42,6 +43,7 @@ def scaled_epochs(epochs: int, scale: float) -> int:
 
 OmegaConf.register_new_resolver("roadmap_searchpath", lambda: [f"file://{d}" for d in config_dirs()[1:]], replace=True)
 OmegaConf.register_new_resolver("scaled_epochs", scaled_epochs, replace=True)
+OmegaConf.register_new_resolver("run_variant", run_variant, replace=True)
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,7 @@ def build_model(step: str, regime: str = "r50", overrides: list[str] | tuple = (
     >>> build_model("separate_downsampling", overrides=["budget=paper"])   # timm's convnext_tiny, γ = 1e-6
     """
     cfg = compose_config(step, regime, overrides)
-    unknown = sorted(set(knobs) - set(model_knobs(cfg)))
+    unknown = sorted(set(knobs) - set(model_knobs(cfg)) - {"init_from"})
     if unknown:
         raise ConfigError(f"unknown model knob(s) {unknown}; known: {', '.join(model_knobs(cfg))}")
     if bare:
@@ -182,11 +184,21 @@ def build_model(step: str, regime: str = "r50", overrides: list[str] | tuple = (
     return instantiate_model(cfg.model, **{"num_classes": 1000, **knobs})
 
 
-def instantiate_model(model_cfg: DictConfig, **overrides):
-    """``hydra.utils.instantiate`` that surfaces the builder's ConfigError instead of Hydra's wrapper."""
+def instantiate_model(model_cfg: DictConfig | dict, **overrides):
+    """``hydra.utils.instantiate`` of the builder (its ConfigError surfaced instead of Hydra's wrapper), then
+    the weights of ``init_from`` when set (:func:`roadmap.weights.init_from`; not on the meta device)."""
+    from roadmap.weights import init_from
+
+    if isinstance(model_cfg, DictConfig):
+        model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
+    model_cfg = {**model_cfg, **overrides}
+    source = model_cfg.pop("init_from", None)
     try:
-        return instantiate(model_cfg, **overrides)
+        model = instantiate(model_cfg)
     except InstantiationException as err:
         if isinstance(err.__cause__, ConfigError):
             raise err.__cause__ from None
         raise
+    if source and next(model.parameters()).device.type != "meta":
+        init_from(model, str(source))
+    return model

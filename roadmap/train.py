@@ -1,17 +1,16 @@
 """Train one roadmap step from a composed config (run.py's job), with results that last.
 
-A run directory ``<run.root>/<data>-<budget>/<regime>/<step>/seed<k>/`` holds ``config.yaml`` (resolved),
-``checkpoints/last.ckpt``, ``metrics.csv`` (per-step/epoch log), ``wandb/`` (offline) and
-``metrics.json`` (written atomically: status running → done | failed). A finished run is not retrained
-(``run.force=true`` retrains); an unfinished one resumes from ``last.ckpt`` (``run.resume=false`` restarts).
+The run folder and ``metrics.json`` are :mod:`roadmap.record`'s. A finished run is not retrained
+(``run.force=true`` retrains); an unfinished or preempted one resumes from ``last.ckpt`` (``run.resume=false``
+restarts); a folder whose saved config is another run's is refused. At the end the final, best and EMA
+weights are exported as plain state dicts under ``weights/``.
 """
 from __future__ import annotations
 
-import json
-import os
 import platform
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import lightning as L
@@ -20,32 +19,17 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from roadmap.callbacks import History, Throughput
+from roadmap import record, weights
+from roadmap.callbacks import History, Preemption, Throughput
 from roadmap.data import RoadmapDataModule
 from roadmap.errors import ConfigError
 from roadmap.lit import RoadmapModule
 from roadmap.profile import count_gflops, count_params_m
 from roadmap.schema import validate
 from roadmap.steps import available_steps, instantiate_model
-
-RESULT_FILE = "metrics.json"
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False))
-    os.replace(tmp, path)
-
-
-def read_result(run_dir: Path) -> dict | None:
-    try:
-        return json.loads((Path(run_dir) / RESULT_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 def _git_commit() -> str | None:
@@ -71,16 +55,29 @@ def proxy_label(cfg: DictConfig) -> str | None:
     return None
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, step: str, callbacks: list) -> L.Trainer:
-    loggers = [CSVLogger(save_dir=str(run_dir), name="csv")]  # csv/version_<n>/metrics.csv, one per attempt
-    if cfg.logger.wandb.enabled:
-        (run_dir / "wandb").mkdir(parents=True, exist_ok=True)
-        loggers.append(WandbLogger(project=cfg.logger.wandb.project, entity=cfg.logger.wandb.entity,
-                                   mode=cfg.logger.wandb.mode, save_dir=str(run_dir), group=cfg.run.group,
-                                   name=f"{cfg.regime.name}/{step}/seed{cfg.seed}", id=cfg.logger.wandb.get("id"),
-                                   tags=[cfg.regime.name, step, cfg.data.name, cfg.budget.name]))
+def metric_name(cfg: DictConfig) -> str:
+    """The table's metric: EMA top-1 when the EMA is on, else top-1."""
+    return "val/top1_ema" if cfg.recipe.ema.enabled else "val/top1"
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
+    """Every ``cfg.logger`` node; one with an ``id`` key (wandb) keeps the id stored in the run folder."""
+    loggers = []
+    for node in cfg.logger.values():
+        extra = {}
+        if "id" in node and node.id is None:
+            id_file = run_dir / "wandb_id"
+            if not id_file.exists():
+                record.write_text(id_file, uuid.uuid4().hex[:12])
+            extra["id"] = id_file.read_text().strip()
+            (run_dir / "wandb").mkdir(parents=True, exist_ok=True)
+        loggers.append(instantiate(node, **extra))
+    return loggers
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list) -> L.Trainer:
     extra = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
-    return instantiate(cfg.trainer, callbacks=[*callbacks, *extra], logger=loggers,
+    return instantiate(cfg.trainer, callbacks=[*callbacks, *extra], logger=build_loggers(cfg, run_dir),
                        default_root_dir=str(run_dir), enable_checkpointing=True, use_distributed_sampler=False)
 
 
@@ -101,20 +98,22 @@ def summary(result: dict) -> str:
 def _header(cfg: DictConfig, step: str, run_dir: Path, status: str, error: str | None = None) -> dict:
     """The fields every metrics.json has, whatever the run's status."""
     return {"status": status, "error": error, "step": step, "regime": cfg.regime.name, "seed": cfg.seed,
-            "data": cfg.data.name, "budget": cfg.budget.name, "proxy": proxy_label(cfg), "run_dir": str(run_dir)}
+            "data": cfg.data.name, "budget": cfg.budget.name, "group": cfg.run.group,
+            "proxy": proxy_label(cfg), "run_dir": str(run_dir)}
 
 
-def _result(cfg, step, run_dir, model, history, throughput, wall_s, status) -> dict:
+def _result(cfg, step, run_dir, model, history, throughput, wall_s, status, exported) -> dict:
     last = history[-1] if history else {}
-    metric = "val/top1_ema" if cfg.recipe.ema.enabled else "val/top1"
+    metric = metric_name(cfg)
     best = max(history, key=lambda row: row.get(metric, -1)) if history else {}
     with torch.device("meta"):  # the paper's count: the step's architecture with 1000 classes at 224²
         paper_arch, trained_arch = instantiate_model(cfg.model, num_classes=1000), instantiate_model(cfg.model)
     return {
         **_header(cfg, step, run_dir, status), "img_size": cfg.data.img_size,
         "final": {k: last.get(f"val/{k}") for k in ("top1", "top5", "top1_ema", "top5_ema")},
-        "best": {"top1": best.get(metric), "epoch": best.get("epoch")},
+        "best": {"top1": best.get(metric), "epoch": best.get("epoch"), "metric": metric},
         "epochs": last.get("epoch", 0), "history": history,
+        "checkpoints": {"last": "checkpoints/last.ckpt", "best": "checkpoints/best.ckpt"}, "weights": exported,
         "gflops_224": round(count_gflops(paper_arch, 224), 4),
         "gflops_run": round(count_gflops(trained_arch, cfg.data.img_size), 5),
         "params_m": round(count_params_m(model), 4), "train_images_per_s": throughput,
@@ -125,28 +124,44 @@ def _result(cfg, step, run_dir, model, history, throughput, wall_s, status) -> d
     }
 
 
-def _fit(cfg: DictConfig, step: str, run_dir: Path, history: History, throughput: Throughput):
+def export_weights(module: RoadmapModule, run_dir: Path) -> dict[str, str]:
+    """weights/{final,best,ema}.safetensors: plain RoadmapNet state dicts (best from best.ckpt)."""
+    model = getattr(module.model, "_orig_mod", module.model)  # torch.compile's wrapper
+    out = {"final": weights.export(model.state_dict(), run_dir / "weights" / "final.safetensors")}
+    best = run_dir / "checkpoints" / "best.ckpt"
+    if best.exists():
+        which = "ema" if module.ema is not None else "model"
+        out["best"] = weights.export(weights.read_state_dict(best, which), run_dir / "weights" / "best.safetensors")
+    if module.ema is not None:
+        out["ema"] = weights.export(module.ema.module.state_dict(), run_dir / "weights" / "ema.safetensors")
+    return {k: str(v.relative_to(run_dir)) for k, v in out.items()}
+
+
+def _fit(cfg: DictConfig, run_dir: Path, callbacks: list):
     """Build data, model, module and trainer from the config and fit (resuming from last.ckpt if any)."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = RoadmapDataModule(cfg.data, cfg.recipe, cfg.budget.batch_size, cfg.budget.num_workers, cfg.seed)
     datamodule.setup()
     model = instantiate_model(cfg.model)
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,  # no monitor:
-                                 enable_version_counter=False,  # keeps only the newest, overwritten in place
-                                 every_n_epochs=1, every_n_train_steps=cfg.run.checkpoint_every_n_steps)
-    trainer = build_trainer(cfg, run_dir, step, [history, throughput, checkpoint])
+    checkpoints = run_dir / "checkpoints"
+    last = ModelCheckpoint(dirpath=checkpoints, filename="last", save_top_k=1,  # no monitor: the newest only,
+                           enable_version_counter=False,  # overwritten in place
+                           every_n_epochs=1, every_n_train_steps=cfg.run.checkpoint_every_n_steps)
+    best = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=metric_name(cfg), mode="max", save_top_k=1,
+                           save_weights_only=True, enable_version_counter=False, every_n_epochs=1)
+    trainer = build_trainer(cfg, run_dir, [*callbacks, last, best])
     effective_batch = cfg.budget.batch_size * trainer.world_size * trainer.accumulate_grad_batches
     module = RoadmapModule(model, cfg.recipe, num_classes=cfg.data.num_classes, epochs=trainer.max_epochs,
                            effective_batch=effective_batch, seed=cfg.seed, channels_last=cfg.channels_last,
                            compile=cfg.compile)
-    last_ckpt = run_dir / "checkpoints" / "last.ckpt"
+    for logger in trainer.loggers:  # the resolved run config reaches every logger (wandb: filterable)
+        logger.log_hyperparams(record.resolved(cfg))
+    last_ckpt = checkpoints / "last.ckpt"
     resume = last_ckpt if cfg.run.resume and last_ckpt.exists() and not cfg.run.force else None
     if resume:
         print(f"resuming from {resume}")
-    if trainer.is_global_zero:
-        write_json_atomic(run_dir / RESULT_FILE, _header(cfg, step, run_dir, "running"))
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
-    return model, trainer
+    return module, trainer
 
 
 def check_input_size(model_cfg: DictConfig, img_size: int) -> None:
@@ -168,37 +183,63 @@ def check_input_size(model_cfg: DictConfig, img_size: int) -> None:
                           f"set data.img_size={smallest} (or larger)")
 
 
+def check_identity(cfg: DictConfig, run_dir: Path) -> None:
+    """Refuse to reuse a run folder whose saved config computes something else (run.force=true overwrites)."""
+    saved = record.read_config(run_dir)
+    if saved is None or cfg.run.force:
+        return
+    differences = record.identity_differences(record.identity(saved), record.identity(cfg))
+    if differences:
+        shown = "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4 else "")
+        raise ConfigError(f"{run_dir} holds a run of another config ({shown}): run.force=true overwrites it, "
+                          f"or change run.root")
+
+
 def train(cfg: DictConfig) -> dict:
-    """Train, validate and record one step; returns the metrics.json payload."""
+    """Train, validate and record one step (or evaluate a checkpoint: mode=eval); returns the record."""
     validate(cfg)
     step = step_name(cfg)
     check_input_size(cfg.model, cfg.data.img_size)
+    if cfg.mode == "eval":
+        from roadmap.evaluate import evaluate
+
+        return evaluate(cfg)
     run_dir = Path(cfg.run.dir).resolve()
-    previous = read_result(run_dir)
+    check_identity(cfg, run_dir)
+    previous = record.read_record(run_dir)
     if previous and previous.get("status") == "done" and not cfg.run.force:
         print(f"already done, not retraining (run.force=true retrains)\n{summary(previous)}")
         return previous
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml({k: v for k, v in cfg.items() if k != "hydra"}, resolve=True))
+    record.write_text(run_dir / record.CONFIG_FILE, OmegaConf.to_yaml(record.resolved(cfg)))
 
     started = time.time()
     history, throughput = History(), Throughput()
+    preemption = Preemption(run_dir / "checkpoints" / "last.ckpt", lambda: record.write_record(run_dir, {
+        **_header(cfg, step, run_dir, "preempted", "preempted: the requeued job resumes from checkpoints/last.ckpt"),
+        "history": history.epochs, "wall_s": round(time.time() - started, 1)}))
+    if rank_zero_only.rank == 0:
+        record.write_record(run_dir, _header(cfg, step, run_dir, "running"))
     try:
-        model, trainer = _fit(cfg, step, run_dir, history, throughput)
+        module, trainer = _fit(cfg, run_dir, [history, throughput, preemption])
     except BaseException as err:  # recorded, then re-raised: a sweep shows the step as failed with its error
-        message = str(err).strip().splitlines()[-1] if str(err).strip() else ""
-        if rank_zero_only.rank == 0:
-            write_json_atomic(run_dir / RESULT_FILE, {
+        # after a preemption the record already says so; submitit's handler ends the job with SystemExit
+        if not preemption.preempted and rank_zero_only.rank == 0:
+            message = str(err).strip().splitlines()[-1] if str(err).strip() else ""
+            record.write_record(run_dir, {
                 **_header(cfg, step, run_dir, "failed", f"{type(err).__name__}: {message}"),
                 "history": history.epochs, "wall_s": round(time.time() - started, 1)})
         raise
     finally:
-        if cfg.logger.wandb.enabled:
+        if "wandb" in cfg.logger:
             import wandb
+
             wandb.finish()
-    result = _result(cfg, step, run_dir, model, history.epochs, throughput.images_per_s,
-                     time.time() - started, "done")
-    if trainer.is_global_zero:
-        write_json_atomic(run_dir / RESULT_FILE, result)
-        print(summary(result))
+    if not trainer.is_global_zero:
+        return {}
+    exported = export_weights(module, run_dir) if cfg.run.export_weights else {}
+    result = _result(cfg, step, run_dir, module.model, history.epochs, throughput.images_per_s,
+                     time.time() - started, "done", exported)
+    record.write_record(run_dir, result)
+    print(summary(result))
     return result

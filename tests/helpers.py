@@ -6,8 +6,9 @@ import lightning as L
 
 from roadmap.steps import compose_config
 
-TINY = ["budget=smoke", "logger=csv", "trainer.enable_progress_bar=false"]
+TINY = ["budget=smoke", "logger=csv", "trainer.enable_progress_bar=false", "run.export_weights=false"]
 TINY_SYNTHETIC = ["data.train_size=32", "data.val_size=16"]
+TINY_VARIANT = "+".join(o.replace("=", "@") for o in TINY_SYNTHETIC)  # what these overrides add to the run's group folder
 
 
 def tiny_run_config(step, tmp_path, regime="r50", overrides=()):
@@ -26,6 +27,19 @@ class KillAfterSteps(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step >= self.steps:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class SignalAtStep(L.Callback):
+    """Send this process ``signal`` (SLURM's preemption warning, as submitit asks for it) once, right after
+    optimizer step ``step``; a run resumed past that step is not signalled again (a requeue's rerun)."""
+
+    def __init__(self, step: int, name: str = "SIGUSR2"):
+        self.step, self.signum, self.sent = step, getattr(signal, name), False
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.signum)
 
 
 class RecordLR(L.Callback):

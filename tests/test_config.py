@@ -164,9 +164,10 @@ def test_new_regime_is_one_yaml_file(user_conf, tmp_path):
     result = train(tiny_run_config("separate_downsampling", tmp_path / "out", regime="tiny"))
     assert result["status"] == "done" and result["regime"] == "tiny"
     analysis_main([str(tmp_path / "out"), "--regime", "tiny"])
-    table = (tmp_path / "out" / "synthetic-smoke" / "tiny" / "roadmap.csv").read_text().splitlines()
+    out_dir = Path(result["run_dir"]).parents[2] / "tiny"
+    table = (out_dir / "roadmap.csv").read_text().splitlines()
     assert len(table) == 1 + len(TABLE_10_ORDER)
-    assert (tmp_path / "out" / "synthetic-smoke" / "tiny" / "roadmap.png").stat().st_size > 0
+    assert (out_dir / "roadmap.png").stat().st_size > 0
 
 
 def test_custom_step_from_a_yaml_file_alone(user_conf, tmp_path):

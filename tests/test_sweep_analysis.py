@@ -18,13 +18,14 @@ from roadmap.sweep import sweep_size
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS = [s.name for s in list_steps("r50")]
+GROUP = "synthetic-smoke+data.train_size@16+data.val_size@8"  # the data sizes are part of the runs' identity
 
 
 def sweep(root):
     cmd = [sys.executable, "run.py", "-m", f"+step={','.join(STEPS)}", "regime=r50", "seed=0",
            "budget=smoke", "logger=csv", "data.train_size=16", "data.val_size=8", f"run.root={root}",
            "trainer.enable_progress_bar=false",
-           "+callbacks.fail._target_=tests.helpers.FailOnStep", "+callbacks.fail.step=kernel_9"]
+           "run.export_weights=false", "+callbacks.fail._target_=tests.helpers.FailOnStep", "+callbacks.fail.step=kernel_9"]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
 
 
@@ -40,7 +41,7 @@ def swept(tmp_path_factory):
 def test_sweep_table_in_roadmap_order_with_measured_gflops(swept):
     root, proc = swept
     assert f"[1/{len(STEPS)}] r50/original_recipe" in proc.stdout and "ETA" in proc.stdout
-    table = roadmap_table(load_runs(root).query("group == 'synthetic-smoke'"), "r50")
+    table = roadmap_table(load_runs(root).query("group == @GROUP"), "r50")
     assert table.step.tolist() == STEPS
     expected = profile_table("r50").set_index("step").gflops
     done = table[table.status == "done"]
@@ -61,7 +62,7 @@ def test_failed_step_is_recorded_with_its_error(swept):
 def test_analysis_cli_writes_table_and_chart(swept, capsys):
     root, _ = swept
     analysis_main([str(root)])
-    out_dir = root / "synthetic-smoke" / "r50"
+    out_dir = root / GROUP / "r50"
     for suffix in ("csv", "md", "tex", "png", "svg"):
         assert (out_dir / f"roadmap.{suffix}").stat().st_size > 0
     printed = capsys.readouterr().out
@@ -72,7 +73,7 @@ def test_analysis_cli_writes_table_and_chart(swept, capsys):
 def test_rerun_trains_nothing_and_reproduces_the_table(swept):
     root, _ = swept
     before = roadmap_table(load_runs(root), "r50")
-    stamps = {p: p.stat().st_mtime for p in root.glob("synthetic-smoke/r50/*/seed0/metrics.json")
+    stamps = {p: p.stat().st_mtime for p in root.glob(f"{GROUP}/r50/*/seed0/metrics.json")
               if json.loads(p.read_text())["status"] == "done"}
     proc = sweep(root)
     assert proc.returncode == 0
@@ -116,7 +117,7 @@ def test_notebook_command_rejects_a_missing_outputs_folder(tmp_path):
 def test_groups_never_mix(swept, tmp_path):
     root, _ = swept
     runs = load_runs(root)
-    assert set(runs.group) == {"synthetic-smoke"}
+    assert set(runs.group) == {GROUP}
     with pytest.raises(SystemExit):
         analysis_main([str(root), "--group", "cifar10-paper"])
 
@@ -133,5 +134,5 @@ def test_notebook_runs_top_to_bottom(swept):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code")  # stripped in git
     notebook_main([str(root), "--regime", "r50"])
-    executed = nbformat.read(root / "synthetic-smoke" / "r50" / "roadmap.ipynb", as_version=4)
+    executed = nbformat.read(root / GROUP / "r50" / "roadmap.ipynb", as_version=4)
     assert any(o.get("output_type") == "display_data" for c in executed.cells for o in c.get("outputs", []))

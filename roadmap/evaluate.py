@@ -1,0 +1,72 @@
+"""Evaluate weights without training: ``python run.py +step=X mode=eval ckpt=PATH [data=... data.root=...]``.
+
+Top-1/top-5 of the raw weights (and of the EMA weights when the checkpoint has them) on the data config's
+validation split with its eval transform (ImageNet: resize to 224/0.875, centre crop 224, as the paper).
+The result is appended to ``evaluations`` in the record of the run the checkpoint belongs to
+(``<run>/checkpoints/*.ckpt`` or ``<run>/weights/*.safetensors``), else written beside it as ``<ckpt>.eval.json``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import lightning as L
+from omegaconf import DictConfig
+
+from roadmap import record, weights
+from roadmap.data import RoadmapDataModule
+from roadmap.errors import ConfigError
+from roadmap.lit import RoadmapModule
+from roadmap.steps import instantiate_model
+
+
+def _has_ema(path: Path) -> bool:
+    try:
+        weights.read_state_dict(path, "ema")
+        return True
+    except ConfigError:
+        return False
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    if not cfg.ckpt:
+        raise ConfigError("mode=eval needs the weights to evaluate: ckpt=<run>/checkpoints/best.ckpt (or a .safetensors)")
+    ckpt = Path(cfg.ckpt).expanduser().resolve()
+    state = weights.read_state_dict(ckpt, "model")
+    if "fc.weight" in state and state["fc.weight"].shape[0] != cfg.data.num_classes:
+        raise ConfigError(f"{ckpt.name} has {state['fc.weight'].shape[0]} classes, data {cfg.data.name} has "
+                          f"{cfg.data.num_classes}: evaluate on data with the same classes")
+    ema = ckpt.suffix == ".ckpt" and _has_ema(ckpt)
+    model = instantiate_model(cfg.model, init_from=None)
+    weights.load_into(model, state, str(ckpt))
+    recipe = cfg.recipe.copy()
+    recipe.ema.enabled = ema
+    module = RoadmapModule(model, recipe, num_classes=cfg.data.num_classes, epochs=1, effective_batch=1,
+                           channels_last=cfg.channels_last)
+    if ema:
+        weights.load_into(module.ema.module, weights.read_state_dict(ckpt, "ema"), f"{ckpt} (EMA)")
+    data = RoadmapDataModule(cfg.data, cfg.recipe, cfg.budget.batch_size, cfg.budget.num_workers, cfg.seed)
+    loader = data._loader(data.build_split(train=False))
+    trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    metrics = trainer.validate(module, dataloaders=loader, verbose=False)[0]
+    result = {"ckpt": str(ckpt), "data": cfg.data.name, "img_size": cfg.data.img_size,
+              "crop_pct": cfg.data.crop_pct, "images": len(loader.dataset),
+              **{k: round(float(metrics[f"val/{k}"]), 4) for k in ("top1", "top5", "top1_ema", "top5_ema")
+                 if f"val/{k}" in metrics},
+              "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    run_dir = ckpt.parent.parent
+    existing = record.read_record(run_dir) if ckpt.parent.name in ("checkpoints", "weights") else None
+    if existing is not None:
+        existing["evaluations"] = [*existing.get("evaluations", []), result]
+        record.write_record(run_dir, existing)
+        where = run_dir / record.RESULT_FILE
+    else:
+        where = ckpt.with_name(f"{ckpt.name}.eval.json")
+        record.write_text(where, json.dumps(result, indent=2))
+    ema_text = f" | EMA top-1 {result['top1_ema']:.2f} top-5 {result['top5_ema']:.2f}" if ema else ""
+    print(f"== eval {ckpt.name} on {cfg.data.name} ({result['images']} images, {cfg.data.img_size} px): "
+          f"top-1 {result['top1']:.2f} top-5 {result['top5']:.2f}{ema_text} ==\nrecorded in {where}")
+    return result
+

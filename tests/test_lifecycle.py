@@ -1,0 +1,227 @@
+"""A run's lifecycle: its identity (folder) is its config, exact resume after a hard kill or a preemption,
+real failures recorded, wandb continuity, EMA on optimizer steps, checkpoints and exported weights,
+evaluation without training and starting from weights."""
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from analysis.roadmap import load_runs, roadmap_table
+from roadmap import ConfigError, build_model, record, weights
+from roadmap.callbacks import Preempted
+from roadmap.compat import to_reference_state_dict
+from roadmap.data import RoadmapDataModule
+from roadmap.lit import RoadmapModule
+from roadmap.steps import compose_config, instantiate_model
+from roadmap.train import train
+from tests.helpers import tiny_run_config
+
+REPO = Path(__file__).resolve().parent.parent
+RESUMABLE = [sys.executable, "run.py", "+step=separate_downsampling", "budget=smoke", "logger=csv",
+             "budget.epoch_scale=0.01", "budget.limit_train_batches=4", "budget.limit_val_batches=2",
+             "budget.num_workers=1", "data.train_size=64", "data.val_size=16", "run.export_weights=false",
+             "trainer.enable_progress_bar=false"]  # 3 epochs × 4 batches
+
+
+def _run(root, *extra):
+    return subprocess.run([*RESUMABLE, f"run.root={root}", *extra], cwd=REPO, capture_output=True, text=True)
+
+
+def _run_dir(root) -> Path:
+    (run_dir,) = Path(root).glob("*/r50/separate_downsampling/seed0")
+    return run_dir
+
+
+def _final_weights(run_dir):
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("uninterrupted")
+    proc = _run(root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return _run_dir(root)
+
+
+def _assert_same_run(resumed: Path, uninterrupted: Path):
+    a, b = record.read_record(uninterrupted), record.read_record(resumed)
+    assert b["status"] == "done" and b["epochs"] == a["epochs"] == 3
+    assert b["history"] == a["history"]
+    wa, wb = _final_weights(uninterrupted), _final_weights(resumed)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)  # bit-identical
+
+
+def test_resume_after_hard_kill_matches_uninterrupted_run(uninterrupted, tmp_path):
+    killed = _run(tmp_path, "+callbacks.kill._target_=tests.helpers.KillAfterSteps", "+callbacks.kill.steps=6")
+    assert killed.returncode == -9  # SIGKILL in epoch 2, after epoch 1's last.ckpt
+    assert record.read_record(_run_dir(tmp_path))["status"] == "running"
+    resumed = _run(tmp_path)
+    assert resumed.returncode == 0 and "resuming from" in resumed.stdout, resumed.stderr[-2000:]
+    _assert_same_run(_run_dir(tmp_path), uninterrupted)
+
+
+def test_preemption_checkpoints_mid_epoch_and_the_requeue_resumes_exactly(uninterrupted, tmp_path):
+    """SLURM's warning signal (SIGUSR2, as submitit asks for it) at optimizer step 6, the middle of epoch 2:
+    the run saves last.ckpt there, says `preempted` and exits 3; the same command (the requeued job)
+    resumes mid-epoch and ends with the uninterrupted run's weights."""
+    signalled = ["+callbacks.preempt._target_=tests.helpers.SignalAtStep", "+callbacks.preempt.step=6"]
+    first = _run(tmp_path, *signalled)
+    assert first.returncode == 3, first.stderr[-2000:]
+    assert "preempted: signal SIGUSR2" in first.stderr and "Traceback" not in first.stderr
+    run_dir = _run_dir(tmp_path)
+    preempted = record.read_record(run_dir)
+    assert preempted["status"] == "preempted" and len(preempted["history"]) == 1
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["global_step"] == 7  # the first optimizer-step boundary after the signal: batch 3 of epoch 2
+    requeued = _run(tmp_path, *signalled)
+    assert requeued.returncode == 0 and "resuming from" in requeued.stdout, requeued.stderr[-2000:]
+    _assert_same_run(run_dir, uninterrupted)
+
+
+def test_preemption_hands_the_signal_on_and_wandb_continues_its_run(tmp_path, monkeypatch):
+    """In-process: a handler installed before the run (submitit's requeue) is called after the checkpoint;
+    the resumed run logs to the same wandb run (offline), whose config is the run's."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    calls = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: calls.append(signum))
+    overrides = ["logger=default", "budget.limit_train_batches=4", "budget.limit_val_batches=1"]
+    try:
+        with pytest.raises(Preempted):
+            train(tiny_run_config("gelu", tmp_path, overrides=[
+                *overrides, "+callbacks.preempt._target_=tests.helpers.SignalAtStep", "+callbacks.preempt.step=1"]))
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert calls == [signal.SIGUSR2]
+    (run_dir,) = tmp_path.glob("*/r50/gelu/seed0")
+    assert record.read_record(run_dir)["status"] == "preempted"
+    run_id = (run_dir / "wandb_id").read_text().strip()
+    result = train(tiny_run_config("gelu", tmp_path, overrides=overrides))
+    assert result["status"] == "done" and (run_dir / "wandb_id").read_text().strip() == run_id
+    runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(r.name.endswith(f"-{run_id}") for r in runs)  # one wandb run, two attempts
+    logged = (runs[-1] / f"run-{run_id}.wandb").read_bytes()  # wandb's offline log: the config items as JSON
+    assert all(key in logged for key in (b"base_lr", b"layer_scale_init", b"epoch_scale", b"lineage"))
+    assert f"{Path(result['run_dir']).parts[-4]}/r50".encode() in logged  # the wandb group: the sweep
+
+
+def test_real_failure_is_recorded_as_failed(tmp_path):
+    cfg = tiny_run_config("gelu", tmp_path, overrides=["+callbacks.fail._target_=tests.helpers.FailOnStep",
+                                                       "+callbacks.fail.step=gelu"])
+    with pytest.raises(RuntimeError, match="forced failure"):
+        train(cfg)
+    (run_dir,) = tmp_path.glob("*/r50/gelu/seed0")
+    failed = record.read_record(run_dir)
+    assert failed["status"] == "failed" and failed["error"] == "RuntimeError: forced failure of gelu"
+
+
+def test_overrides_get_their_own_run_and_a_changed_config_is_refused(tmp_path):
+    base = train(tiny_run_config("gelu", tmp_path))
+    tuned = train(tiny_run_config("gelu", tmp_path, overrides=["recipe.base_lr=0.5", "model.kernel_size=9"]))
+    assert base["status"] == tuned["status"] == "done" and base["run_dir"] != tuned["run_dir"]
+    assert Path(tuned["run_dir"]).parts[-4].endswith("+data.train_size@32+data.val_size@16+model.kernel_size@9"
+                                                     "+recipe.base_lr@0.5")
+    groups = load_runs(tmp_path).groupby("group")
+    assert len(groups) == 2  # two groups, each with one seed: never averaged together
+    assert all(roadmap_table(runs, "r50").set_index("step").loc["gelu", "n_seeds"] == 1 for _, runs in groups)
+    with pytest.raises(ConfigError) as refused:  # the first run's folder asked for with another config
+        train(tiny_run_config("gelu", tmp_path, overrides=[f"run.dir={base['run_dir']}", "recipe.base_lr=0.5"]))
+    message = str(refused.value)
+    assert "\n" not in message and "holds a run of another config (recipe.base_lr: 0.004 → 0.5)" in message
+    forced = train(tiny_run_config("gelu", tmp_path, overrides=[f"run.dir={base['run_dir']}", "recipe.base_lr=0.5",
+                                                                "run.force=true"]))
+    assert forced["status"] == "done"
+
+
+def test_ema_follows_optimizer_steps_under_accumulation(tmp_path):
+    cfg = compose_config("separate_downsampling", overrides=["budget=smoke", "recipe.ema.enabled=true",
+                                                             "data.train_size=64"])
+    module = RoadmapModule(instantiate_model(cfg.model, num_classes=8), cfg.recipe, num_classes=8, epochs=1,
+                           effective_batch=32)
+    steps = []
+    update = module.ema.update
+    module.ema.update = lambda model, step=None: (steps.append(step), update(model, step=step))
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=8, limit_val_batches=0,
+                        accumulate_grad_batches=4, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, use_distributed_sampler=False, default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=RoadmapDataModule(cfg.data, cfg.recipe, 8, 0, seed=0))
+    assert trainer.global_step == 2 and steps == [1, 2]  # 8 micro-batches, 2 optimizer steps, 2 EMA updates
+
+
+def _image_folder(root: Path, classes: int) -> Path:
+    for split in ("train", "val"):
+        for c in range(classes):
+            (root / split / f"class{c}").mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (40, 40), (30 * c, 7 * i, 90)).save(root / split / f"class{c}" / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """ConvNeXt-T (the end step) trained for a few batches with EMA on and weights exported."""
+    root = tmp_path_factory.mktemp("trained")
+    result = train(tiny_run_config("separate_downsampling", root, overrides=[
+        "run.export_weights=true", "recipe.ema.enabled=true", "recipe.ema.decay=0.5", "budget.limit_val_batches=2"]))
+    return result, Path(result["run_dir"])
+
+
+def test_checkpoints_and_exported_weights(trained):
+    result, run_dir = trained
+    assert result["checkpoints"] == {"last": "checkpoints/last.ckpt", "best": "checkpoints/best.ckpt"}
+    assert set(result["weights"]) == {"final", "best", "ema"} and result["best"]["metric"] == "val/top1_ema"
+    ema = weights.read_state_dict(run_dir / "weights" / "ema.safetensors")
+    assert all(torch.equal(ema[k], v) for k, v in weights.read_state_dict(run_dir / "checkpoints" / "last.ckpt", "ema").items())
+    model = build_model("separate_downsampling", num_classes=8)
+    model.load_state_dict(weights.read_state_dict(run_dir / "weights" / "final.safetensors"))  # strict
+    reference = timm.create_model("convnext_tiny", num_classes=8)
+    reference.load_state_dict(to_reference_state_dict(ema, reference))  # and into timm's model, strictly
+    x = torch.randn(2, 3, 32, 32)
+    model.load_state_dict(ema)
+    assert torch.allclose(model.eval()(x), reference.eval()(x), atol=1e-5)
+
+
+def test_eval_mode_reproduces_the_recorded_top1_and_runs_on_other_data(trained, tmp_path):
+    result, run_dir = trained
+    evaluated = train(tiny_run_config("separate_downsampling", tmp_path, overrides=[
+        "mode=eval", f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}", "budget.limit_val_batches=2"]))
+    assert evaluated["top1"] == pytest.approx(result["final"]["top1"], abs=1e-3)
+    assert evaluated["top1_ema"] == pytest.approx(result["final"]["top1_ema"], abs=1e-3)
+    assert record.read_record(run_dir)["evaluations"][-1]["top1"] == evaluated["top1"]
+    other = _image_folder(tmp_path / "folder", classes=8)  # another data set with the same 8 classes
+    on_other = train(tiny_run_config("separate_downsampling", tmp_path, overrides=[
+        "mode=eval", f"ckpt={run_dir / 'weights' / 'best.safetensors'}", "data=imagefolder", f"data.root={other}",
+        "data.num_classes=8", "data.img_size=32"]))
+    assert on_other["images"] == 16 and 0 <= on_other["top1"] <= 100 and "top1_ema" not in on_other
+
+
+def test_init_from_a_checkpoint_and_from_timm(trained, tmp_path):
+    _, run_dir = trained
+    started = build_model("separate_downsampling", num_classes=10, init_from=str(run_dir / "checkpoints" / "last.ckpt"))
+    trained_sd = weights.read_state_dict(run_dir / "checkpoints" / "last.ckpt")
+    own = started.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in trained_sd.items() if not k.startswith("fc."))
+    assert own["fc.weight"].shape[0] == 10  # a new head for 10 classes: fine-tuning
+    reference = timm.create_model("convnext_tiny")
+    torch.save(reference.state_dict(), tmp_path / "convnext_tiny.pth")
+    model = build_model("separate_downsampling", overrides=[f"model.init_from=timm:{tmp_path / 'convnext_tiny.pth'}"])
+    x = torch.randn(1, 3, 64, 64)
+    assert torch.allclose(model.eval()(x), reference.eval()(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("step,source,message", [
+    ("separate_downsampling", "/no/such/weights.pth", "no weights file /no/such/weights.pth"),
+    ("gelu", "timm:/unused.pth", "no timm model has this step's architecture"),
+    ("original_recipe", "TRAINED", "do not fit this step (missing: ['"),
+])
+def test_weights_that_are_missing_or_do_not_fit_are_one_line(step, source, message, trained):
+    source = source.replace("TRAINED", str(trained[1] / "weights" / "final.safetensors"))
+    with pytest.raises(ConfigError) as err:
+        build_model(step, num_classes=8, init_from=source)
+    assert message in str(err.value) and "\n" not in str(err.value)
