@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.agreement import agreement, delta_verdicts
 from roadmap import record
 from roadmap.errors import ConfigError, exit_on_config_error
 from roadmap.steps import available_regimes, list_steps, regime_table
 
-COLUMNS = ["step", "change", "adopted", "gflops", "params_m", "images_per_s", "top1_mean", "top1_std", "n_seeds",
-           "delta_top1", "paper_top1", "paper_gflops", "status", "error"]
+COLUMNS = ["step", "change", "adopted", "parent", "gflops", "params_m", "images_per_s", "top1_mean", "top1_std",
+           "n_seeds", "delta_top1", "delta_verdict", "paper_top1", "paper_delta", "paper_gflops", "status", "error"]
 
 
 def load_runs(root: Path) -> pd.DataFrame:
@@ -32,7 +33,10 @@ def load_runs(root: Path) -> pd.DataFrame:
                      "run_dir": str(run_dir), "status": result.get("status", "unknown"), "error": result.get("error"),
                      "top1": final.get("top1"), "top5": final.get("top5"), "top1_ema": final.get("top1_ema"),
                      "gflops": result.get("gflops_224"), "params_m": result.get("params_m"),
-                     "images_per_s": result.get("train_images_per_s"), "proxy": result.get("proxy")})
+                     "images_per_s": result.get("train_images_per_s"), "proxy": result.get("proxy"),
+                     "img_size": result.get("img_size"), "wall_s": result.get("wall_s"),
+                     "device": (result.get("hardware") or {}).get("device"),
+                     "devices": (result.get("hardware") or {}).get("devices", 1)})
     return pd.DataFrame(rows)
 
 
@@ -53,20 +57,24 @@ def roadmap_table(runs: pd.DataFrame, regime: str) -> pd.DataFrame:
         done = mine[mine.status == "done"] if not mine.empty else mine
         top1 = done.top1.astype(float) if not done.empty else pd.Series(dtype=float)
         errors = mine.error.dropna().unique().tolist() if not mine.empty else []
-        row = {"step": info.name, "change": info.change, "adopted": info.adopted,
+        row = {"step": info.name, "change": info.change, "adopted": info.adopted, "parent": info.parent,
                "gflops": done.gflops.iloc[0] if not done.empty else None,
                "params_m": done.params_m.iloc[0] if not done.empty else None,
                "images_per_s": round(done.images_per_s.astype(float).mean(), 1) if not done.empty and done.images_per_s.notna().any() else None,
                "top1_mean": round(top1.mean(), 2) if len(top1) else None,
                "top1_std": round(top1.std(), 2) if len(top1) > 1 else None,  # sample std; none for one seed
-               "n_seeds": len(top1), "delta_top1": None, "paper_top1": info.paper_top1,
+               "n_seeds": len(top1), "delta_top1": None, "paper_top1": info.paper_top1, "paper_delta": None,
                "paper_gflops": info.paper_gflops, "status": _status(mine.status if not mine.empty else pd.Series(dtype=str)),
                "error": "; ".join(errors) or None}
         parent = rows.get(info.parent)
         if row["top1_mean"] is not None and parent is not None and parent["top1_mean"] is not None:
             row["delta_top1"] = round(row["top1_mean"] - parent["top1_mean"], 2)
+        if info.paper_top1 is not None and parent is not None and parent["paper_top1"] is not None:
+            row["paper_delta"] = round(info.paper_top1 - parent["paper_top1"], 2)
         rows[info.name] = row
-    return pd.DataFrame(list(rows.values()), columns=COLUMNS)
+    table = pd.DataFrame(list(rows.values()), columns=COLUMNS)
+    table["delta_verdict"] = delta_verdicts(table)
+    return table
 
 
 def groups(runs: pd.DataFrame) -> list[tuple[str, str]]:
@@ -79,19 +87,47 @@ def describe(runs: pd.DataFrame, group: str) -> str:
     return proxies[0] if len(proxies) else f"{group}: data and budget as named"
 
 
-def write_outputs(table: pd.DataFrame, out_dir: Path, title: str) -> list[Path]:
-    """CSV, Markdown and LaTeX tables plus the PNG/SVG chart, each written via a temporary file."""
+def throughput_source(table: pd.DataFrame, runs: pd.DataFrame, outputs: Path, regime: str) -> str:
+    """Fill ``images_per_s`` from ``make bench``'s ``OUTPUTS/benchmark/<regime>.csv`` when it was measured on
+    the runs' hardware (224², the paper's setting); otherwise it stays the runs' own training speed. Returns
+    the label saying which."""
+    devices = runs.device.dropna().unique()
+    bench_file = outputs / "benchmark" / f"{regime}.csv"
+    if bench_file.exists() and len(devices) == 1:
+        bench = pd.read_csv(bench_file)
+        mine = bench[(bench.model == "roadmap") & (bench.get("device") == devices[0])].set_index("step")
+        if not mine.empty:
+            table["images_per_s"] = table.step.map(mine.train_img_s.round(1))
+            return f"images/s: training at {int(mine.img_size.iloc[0])}² from make bench on {devices[0]}"
+    sizes = sorted({int(s) for s in runs.img_size.dropna()})
+    where = devices[0] if len(devices) == 1 else "mixed hardware" if len(devices) else "unknown hardware"
+    return (f"images/s: the runs' training speed at {'/'.join(map(str, sizes)) or '?'}² on {where} "
+            f"(no make bench output for it)")
+
+
+def caption(title: str, agreement_text: str, notes: list[str]) -> str:
+    return f"{title}. {agreement_text[0].upper()}{agreement_text[1:]}." + "".join(f" {n}." for n in notes)
+
+
+def write_outputs(table: pd.DataFrame, out_dir: Path, title: str, notes: list[str] = ()) -> list[Path]:
+    """CSV, Markdown and LaTeX tables (with the agreement with the paper as footer/caption), the agreement
+    as its own CSV, and the PNG/SVG chart; every file written atomically."""
     from analysis.chart import roadmap_chart
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    measured = agreement(table)
+    text = caption(title, measured.summary(), list(notes))
     written = []
-    for suffix, render in (("csv", lambda: table.to_csv(index=False)),
-                           ("md", lambda: f"{title}\n\n{table.to_markdown(index=False)}\n"),
-                           ("tex", lambda: table.drop(columns=["error"]).to_latex(index=False, na_rep="--", float_format="%.2f"))):
-        path = out_dir / f"roadmap.{suffix}"
+    for name, render in (
+            ("roadmap.csv", lambda: table.to_csv(index=False)),
+            ("roadmap_agreement.csv", lambda: pd.DataFrame([measured.as_row()]).to_csv(index=False)),
+            ("roadmap.md", lambda: f"{title}\n\n{table.drop(columns=['error']).to_markdown(index=False)}\n\n{text}\n"),
+            ("roadmap.tex", lambda: table.drop(columns=["error", "change"]).to_latex(
+                index=False, na_rep="--", float_format="%.2f", caption=text.replace("%", r"\%"), label="tab:roadmap"))):
+        path = out_dir / name
         record.write_text(path, render())
         written.append(path)
-    return written + roadmap_chart(table, out_dir, title, regime_table(out_dir.name).get("reference"))
+    return written + roadmap_chart(table, out_dir, title, regime_table(out_dir.name).get("reference"), measured)
 
 
 @exit_on_config_error
@@ -113,8 +149,10 @@ def main(argv: list[str] | None = None) -> None:
         subset = runs[(runs.group == group) & (runs.regime == regime)]
         title = f"{regime} roadmap, {describe(runs, group)}"
         table = roadmap_table(subset, regime)
-        files = write_outputs(table, args.outputs / group / regime, title)
-        print(f"## {title}\n{table.drop(columns=['error']).to_string(index=False)}")
+        notes = [throughput_source(table, subset, args.outputs, regime)]
+        files = write_outputs(table, args.outputs / group / regime, title, notes)
+        print(f"## {title}\n{table.drop(columns=['error', 'change']).to_string(index=False)}")
+        print(caption("", agreement(table).summary(), notes)[2:])
         for _, row in table[table.status != "done"].iterrows():
             print(f"  {row.step}: {row.status}" + (f" ({row.error})" if row.error else ""))
         print("written: " + ", ".join(str(f) for f in files) + "\n")

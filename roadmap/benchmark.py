@@ -36,11 +36,11 @@ from torch import nn
 from roadmap.data import RoadmapDataModule
 from roadmap.errors import ConfigError, exit_on_config_error
 from roadmap.profile import count_gflops, count_params_m, render
-from roadmap.record import atomic_path
+from roadmap.record import atomic_path, device_name
 from roadmap.steps import available_regimes, compose_config, instantiate_model, list_steps, regime_table
 
 COLUMNS = ["model", "step", "gflops", "params_m", "infer_img_s", "train_img_s", "train_peak_mib",
-           "timm_model", "infer_ratio", "train_ratio"]
+           "timm_model", "infer_ratio", "train_ratio", "img_size", "device"]
 
 
 class Timer:
@@ -235,7 +235,7 @@ def run_benchmark(regime: str = "r50", steps: list[str] | None = None, device: s
             cfg.data.train_size = data_batches * batch_size
         rows.append({"model": f"data pipeline ({cfg.data.name}, recipe {cfg.recipe.name}, per worker)",
                      "infer_img_s": float("nan"), "train_img_s": data_pipeline_img_s(cfg, batch_size, data_batches)})
-    return pd.DataFrame(rows).reindex(columns=COLUMNS)
+    return pd.DataFrame(rows).assign(img_size=img_size, device=device_name(device)).reindex(columns=COLUMNS)
 
 
 @exit_on_config_error

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,6 +81,23 @@ def identity_differences(saved: dict, requested: dict) -> list[str]:
     keys = sorted(set(saved) | set(requested))
     return [f"{k}: {saved.get(k, '(absent)')} → {requested.get(k, '(absent)')}" for k in keys
             if saved.get(k) != requested.get(k)]
+
+
+def device_name(device) -> str:
+    """A device as a run record and the benchmark name it, so their numbers can be matched: the GPU's model
+    name, or the CPU's with its core count."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.machine()
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model} ({os.cpu_count()} cores)"
 
 
 @contextmanager

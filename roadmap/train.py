@@ -102,7 +102,7 @@ def _header(cfg: DictConfig, step: str, run_dir: Path, status: str, error: str |
             "proxy": proxy_label(cfg), "run_dir": str(run_dir)}
 
 
-def _result(cfg, step, run_dir, model, history, throughput, wall_s, status, exported) -> dict:
+def _result(cfg, step, run_dir, trainer, model, history, throughput, wall_s, status, exported) -> dict:
     last = history[-1] if history else {}
     metric = metric_name(cfg)
     best = max(history, key=lambda row: row.get(metric, -1)) if history else {}
@@ -118,6 +118,7 @@ def _result(cfg, step, run_dir, model, history, throughput, wall_s, status, expo
         "gflops_run": round(count_gflops(trained_arch, cfg.data.img_size), 5),
         "params_m": round(count_params_m(model), 4), "train_images_per_s": throughput,
         "wall_s": round(wall_s, 1),
+        "hardware": {"device": record.device_name(trainer.strategy.root_device), "devices": trainer.world_size},
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
                      "lightning": L.__version__},
         "git_commit": _git_commit(),
@@ -238,7 +239,7 @@ def train(cfg: DictConfig) -> dict:
     if not trainer.is_global_zero:
         return {}
     exported = export_weights(module, run_dir) if cfg.run.export_weights else {}
-    result = _result(cfg, step, run_dir, module.model, history.epochs, throughput.images_per_s,
+    result = _result(cfg, step, run_dir, trainer, module.model, history.epochs, throughput.images_per_s,
                      time.time() - started, "done", exported)
     record.write_record(run_dir, result)
     print(summary(result))

@@ -234,11 +234,10 @@ def test_saved_config_is_the_model_that_trained(tmp_path):
     cfg = tiny_run_config("separate_downsampling", tmp_path, overrides=["budget=paper", "budget.batch_size=8",
                           "budget.epoch_scale=0.001", "budget.num_workers=0", "budget.limit_train_batches=1",
                           "budget.limit_val_batches=1"])
-    train(cfg)
-    saved = yaml.safe_load((tmp_path / "synthetic-paper" / "r50" / "separate_downsampling" / "seed0" / "config.yaml").read_text())
+    run_dir = Path(train(cfg)["run_dir"])
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["model"]["layer_scale_init"] == 1e-6 and saved["model"]["drop_path_rate"] == 0.1
     assert saved["model"]["num_classes"] == 8
-    ckpt = torch.load(tmp_path / "synthetic-paper" / "r50" / "separate_downsampling" / "seed0" / "checkpoints" / "last.ckpt",
-                      map_location="cpu", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     rebuilt = instantiate_model(saved["model"])
     rebuilt.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()})
