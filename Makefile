@@ -32,10 +32,12 @@ bench: install  ## throughput of every step beside timm's references: make bench
 roadmap: install  ## every step of REGIME for SEEDS (e.g. SEEDS=0,1,2), then the table and chart
 	$(PY) run.py -m "+step=$$($(PY) -m roadmap.sweep $(REGIME))" regime=$(REGIME) seed=$(SEEDS) run.root=$(OUTPUTS) $(ARGS)
 	$(PY) -m analysis.roadmap $(OUTPUTS) --regime $(REGIME)
+	$(PY) -m analysis.compare $(OUTPUTS) --regime $(REGIME)
 	$(PY) -m analysis.notebook $(OUTPUTS) --regime $(REGIME)
 
-analysis: install  ## rebuild tables and charts of every run under OUTPUTS
+analysis: install  ## rebuild tables and charts of every run under OUTPUTS, and compare its proxies
 	$(PY) -m analysis.roadmap $(OUTPUTS)
+	$(PY) -m analysis.compare $(OUTPUTS) --regime $(REGIME)
 
 notebook: install  ## execute notebooks/roadmap.ipynb on OUTPUTS; the executed copy lands beside the table
 	$(PY) -m analysis.notebook $(OUTPUTS) --regime $(REGIME)

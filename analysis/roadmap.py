@@ -84,7 +84,9 @@ def groups(runs: pd.DataFrame) -> list[tuple[str, str]]:
 def describe(runs: pd.DataFrame, group: str) -> str:
     """What data and budget a group's table shows, with the proxy label when it is not the paper's setting."""
     proxies = runs[(runs.group == group)].get("proxy", pd.Series(dtype=object)).dropna().unique()
-    return proxies[0] if len(proxies) else f"{group}: data and budget as named"
+    label = proxies[0] if len(proxies) else f"{group}: data and budget as named"
+    variant = group.partition("+")[2]
+    return f"{label} | overrides: {variant.replace('+', ', ').replace('@', '=')}" if variant else label
 
 
 def throughput_source(table: pd.DataFrame, runs: pd.DataFrame, outputs: Path, regime: str) -> str:
