@@ -202,7 +202,7 @@ def run_benchmark(regime: str = "r50", steps: list[str] | None = None, device: s
     if unknown:
         raise ConfigError(f"unknown step(s) {unknown} for regime {regime}; valid: {', '.join(order)}")
     bench = ModelBench(Timer(device, warmup, repeats), batch_size, img_size, channels_last, compile)
-    log(f"benchmark: regime {regime}, device {device}, batch {batch_size}, {img_size}px, "
+    log(f"benchmark: regime {regime}, device {device} ({device_name(device)}), batch {batch_size}, {img_size}px, "
         f"{'bf16 autocast' if device.type == 'cuda' else 'float32'}, channels_last={channels_last}, "
         f"compile={compile}, torch threads {torch.get_num_threads()}, median of {repeats} after {warmup} warm-up")
     rows = []
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     df = run_benchmark(args.regime, args.steps.split(",") if args.steps else None, args.device, args.batch_size,
                        args.img_size, args.channels_last, args.compile, args.warmup, args.repeats,
                        not args.no_reference, args.data_batches, args.overrides)
-    print(render(df.round(3), args.format))
+    print(render(df.drop(columns=["img_size", "device"]).round(3), args.format))  # both in the log line above
     if args.csv:
         with atomic_path(args.csv) as tmp:
             df.to_csv(tmp, index=False)
