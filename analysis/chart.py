@@ -34,12 +34,18 @@ def roadmap_chart(table: pd.DataFrame, out_dir: Path, title: str, reference, agr
     ours = table.top1_mean.astype(float)
     paper = table.paper_top1.astype(float)
     several = (table.n_seeds > 1).any()
-    low, high = _limits(pd.concat([ours, ours + table.top1_std.fillna(0)]).dropna()) if ours.notna().any() else (0, 100)
+    # the axis fits our steps; one far below the rest (e.g. row 0 at chance under a short proxy) is drawn off
+    # the axis, its value printed beside it, so it does not flatten every other difference
+    q1, q3 = ours.quantile(0.25), ours.quantile(0.75)
+    off_axis = ours < q1 - 3 * max(q3 - q1, 2.0)
+    fitted = ours[~off_axis]
+    low, high = _limits(pd.concat([fitted, fitted + table.top1_std[~off_axis].fillna(0)]).dropna()) \
+        if fitted.notna().any() else (0, 100)
     shared = paper.notna().any() and ours.notna().any() and (
         max(high, paper.max()) - min(low, paper.min()) <= 1.5 * max(high - low, paper.max() - paper.min()))
     if shared:
         low, high = min(low, paper.min() - 1), max(high, paper.max() + 1)
-    bars = ax.barh(ys, ours.fillna(low) - low, left=low, height=0.7, edgecolor="#34495e",
+    bars = ax.barh(ys, (ours.fillna(low) - low).clip(lower=0), left=low, height=0.7, edgecolor="#34495e",
                    color=[OURS if a else "#9dbbe0" for a in table.adopted],
                    xerr=table.top1_std.astype(float).fillna(0) if several else None,
                    error_kw={"ecolor": "#34495e", "capsize": 3},
@@ -47,6 +53,8 @@ def roadmap_chart(table: pd.DataFrame, out_dir: Path, title: str, reference, agr
     for bar, adopted in zip(bars, table.adopted):
         if not adopted:
             bar.set_hatch("//")
+    ax.scatter([low] * int(off_axis.sum()), ys[off_axis.to_numpy()], marker="<", s=60, color=OURS, zorder=4,
+               clip_on=False, label="ours, below the axis (value at right)" if off_axis.any() else None)
     for y, row in zip(ys, table.itertuples()):
         gflops = f"{row.gflops:.2f} G" if pd.notna(row.gflops) else "no result"
         if row.status == "done" and pd.notna(row.top1_mean):
