@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from roadmap.compat import convert_reference_state_dict
 from roadmap.errors import ConfigError
+from roadmap.record import atomic_path
 
 HEAD_KEYS = ("fc.weight", "fc.bias")
 TIMM_REFERENCES = ("resnet50", "resnet101", "resnet152", "resnet200", "convnext_tiny", "convnext_small",
@@ -46,10 +47,8 @@ def read_state_dict(path: str | Path, which: str = "model") -> dict[str, torch.T
 
 def export(state_dict: dict[str, torch.Tensor], path: Path) -> Path:
     """Save a plain state dict as safetensors (atomically: a temporary file, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, str(tmp))
     return path
 
 
