@@ -34,6 +34,7 @@ from timm.data import Mixup
 from torch import nn
 
 from roadmap.data import RoadmapDataModule
+from roadmap.depthwise import IMPLS, set_depthwise_impl
 from roadmap.errors import ConfigError, exit_on_config_error
 from roadmap.profile import count_gflops, count_params_m, render
 from roadmap.record import atomic_path, device_name
@@ -187,7 +188,8 @@ def _model_row(name: str, step: str | None, model: nn.Module, img_size: int) -> 
 def run_benchmark(regime: str = "r50", steps: list[str] | None = None, device: str = "auto",
                   batch_size: int | None = None, img_size: int = 224, channels_last: bool | None = None,
                   compile: bool = False, warmup: int = 2, repeats: int = 5, references: bool = True,
-                  data_batches: int = 4, overrides: list[str] = (), log=print) -> pd.DataFrame:
+                  data_batches: int = 4, overrides: list[str] = (), depthwise: str = "auto",
+                  log=print) -> pd.DataFrame:
     """One table: a row per step (in roadmap order), a row per timm reference, a data-pipeline row."""
     device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                           "cpu" if device == "auto" else device)
@@ -204,12 +206,13 @@ def run_benchmark(regime: str = "r50", steps: list[str] | None = None, device: s
     bench = ModelBench(Timer(device, warmup, repeats), batch_size, img_size, channels_last, compile)
     log(f"benchmark: regime {regime}, device {device} ({device_name(device)}), batch {batch_size}, {img_size}px, "
         f"{'bf16 autocast' if device.type == 'cuda' else 'float32'}, channels_last={channels_last}, "
-        f"compile={compile}, torch threads {torch.get_num_threads()}, median of {repeats} after {warmup} warm-up")
+        f"compile={compile}, depthwise={depthwise}, torch threads {torch.get_num_threads()}, median of {repeats} after {warmup} warm-up")
     rows = []
     for step in sorted(steps, key=order.index):
         cfg = compose_config(step, regime, list(overrides))
         torch.manual_seed(0)
         model = instantiate_model(cfg.model, num_classes=1000)  # as it trains, with the paper's 1000-class head
+        set_depthwise_impl(model, depthwise)
         row = _model_row("roadmap", step, model, img_size)
         reference = (table.get("timm_references") or {}).get(step) if references else None
         if reference:  # the same architecture in timm, timed in alternation with ours
@@ -249,6 +252,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                         help="default: on for CUDA, off on CPU")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model (warm-up compiles)")
+    parser.add_argument("--depthwise", default="auto", choices=IMPLS,
+                        help="depthwise conv path (roadmap/depthwise.py); auto measures each on first use")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-reference", action="store_true", help="skip the timm reference models")
@@ -263,7 +268,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         raise ConfigError("--compile needs --warmup >= 1 (the first call compiles)")
     df = run_benchmark(args.regime, args.steps.split(",") if args.steps else None, args.device, args.batch_size,
                        args.img_size, args.channels_last, args.compile, args.warmup, args.repeats,
-                       not args.no_reference, args.data_batches, args.overrides)
+                       not args.no_reference, args.data_batches, args.overrides, args.depthwise)
     print(render(df.drop(columns=["img_size", "device"]).round(3), args.format))  # both in the log line above
     if args.csv:
         with atomic_path(args.csv) as tmp:

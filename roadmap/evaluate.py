@@ -43,7 +43,7 @@ def evaluate(cfg: DictConfig) -> dict:
     recipe = cfg.recipe.copy()
     recipe.ema.enabled = ema
     module = RoadmapModule(model, recipe, num_classes=cfg.data.num_classes, epochs=1, effective_batch=1,
-                           channels_last=cfg.channels_last)
+                           channels_last=cfg.channels_last, depthwise=cfg.depthwise)
     if ema:
         weights.load_into(module.ema.module, weights.read_state_dict(ckpt, "ema"), f"{ckpt} (EMA)")
     data = RoadmapDataModule(cfg.data, cfg.recipe, cfg.budget.batch_size, cfg.budget.num_workers, cfg.seed)

@@ -84,8 +84,8 @@ def _rows(cfg: DictConfig) -> list[tuple[str, str, list[str]]]:
         ("layer scale", _g(cfg.model.layer_scale_init) if cfg.model.layer_scale_init else "off", ["model.layer_scale_init"]),
         ("drop path", _g(cfg.model.drop_path_rate), ["model.drop_path_rate"]),
         ("init", cfg.model.init, ["model.init"]),
-        ("precision", f"{t.precision}, channels_last={cfg.channels_last}, compile={cfg.compile}",
-         ["trainer.precision", "channels_last", "compile"]),
+        ("precision", f"{t.precision}, channels_last={cfg.channels_last}, compile={cfg.compile}, "
+                      f"depthwise={cfg.depthwise}", ["trainer.precision", "channels_last", "compile", "depthwise"]),
         ("checkpoints", "every epoch" + (f" and every {cfg.run.checkpoint_every_n_steps} steps"
                                           if cfg.run.checkpoint_every_n_steps else ""), ["run.checkpoint_every_n_steps"]),
     ]

@@ -14,6 +14,8 @@ from timm.scheduler import CosineLRScheduler, StepLRScheduler
 from timm.utils import ModelEmaV3
 from torch import nn
 
+from roadmap.depthwise import set_depthwise_impl
+
 
 def scaled_lr(recipe, effective_batch: int) -> float:
     """Linear lr scaling rule: base_lr × effective batch / base batch (Table 5: 4e-3 at 4096)."""
@@ -28,11 +30,12 @@ def warmup_epochs(recipe, effective_batch: int) -> float:
 
 class RoadmapModule(L.LightningModule):
     def __init__(self, model: nn.Module, recipe, num_classes: int, epochs: int, effective_batch: int,
-                 seed: int = 0, channels_last: bool = False, compile: bool = False):
+                 seed: int = 0, channels_last: bool = False, compile: bool = False, depthwise: str = "auto"):
         super().__init__()
         self.model, self.recipe, self.num_classes = model, recipe, num_classes
         self.epochs, self.effective_batch, self.seed = epochs, effective_batch, seed
         self.channels_last, self.compile = channels_last, compile
+        set_depthwise_impl(model, depthwise)
         self.mixup = (Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix, prob=1.0, switch_prob=0.5,
                             mode="batch", label_smoothing=recipe.label_smoothing, num_classes=num_classes)
                       if recipe.mixup > 0 or recipe.cutmix > 0 else None)

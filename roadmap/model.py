@@ -16,6 +16,7 @@ import torch
 from timm.layers import DropPath, GroupNorm, LayerNorm2d, get_act_layer, get_norm_layer, trunc_normal_
 from torch import nn
 
+from roadmap.depthwise import DepthwiseConv2d
 from roadmap.errors import ConfigError
 
 BLOCKS = ("bottleneck", "inverted", "inverted_dw_first")
@@ -68,7 +69,11 @@ def conv_norm_act(in_dim, out_dim, kernel_size=1, stride=1, groups=1, *, norm=No
     padding = kernel_size // 2 if kernel_size % 2 else 0  # even kernels are patchify/downsampling convs
     norm_layer = norm(out_dim) if norm is not None else None
     batch_norm = isinstance(norm_layer, nn.modules.batchnorm._BatchNorm)
-    layers = [nn.Conv2d(in_dim, out_dim, kernel_size, stride, padding, groups=groups, bias=not batch_norm)]
+    if groups > 1 and groups == in_dim == out_dim and kernel_size % 2:  # depthwise: fastest measured path
+        conv = DepthwiseConv2d(in_dim, kernel_size, stride, bias=not batch_norm)
+    else:
+        conv = nn.Conv2d(in_dim, out_dim, kernel_size, stride, padding, groups=groups, bias=not batch_norm)
+    layers = [conv]
     if norm_layer is not None:
         layers.append(norm_layer)
     if act is not None:

@@ -34,7 +34,7 @@ STATUSES = ("running", "done", "failed", "preempted")
 # Config keys that do not change what a run computes: never in a run's folder name or identity
 NOT_IDENTITY = ("step", "seed", "regime", "data", "budget", "experiment", "trainer", "logger", "run", "callbacks",
                 "mode", "ckpt",
-                "hydra", "compile", "channels_last", "lineage", "data.root", "data.download", "data.verify_images",
+                "hydra", "compile", "channels_last", "depthwise", "lineage", "data.root", "data.download", "data.verify_images",
                 "budget.num_workers", "budget.name", "budget.proxy", "recipe.name")
 _MAX_VARIANT = 100
 

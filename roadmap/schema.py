@@ -13,6 +13,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from roadmap.depthwise import IMPLS
 from roadmap.errors import ConfigError
 
 
@@ -95,6 +96,7 @@ class Schema:
     seed: int = 0
     compile: bool = False
     channels_last: bool = False
+    depthwise: str = "auto"
     budget: Budget = field(default_factory=Budget)
     recipe: Recipe = field(default_factory=Recipe)
     data: Data = field(default_factory=Data)
@@ -105,6 +107,7 @@ class Schema:
 
 RULES = [  # (key, check, what it must be)
     ("seed", lambda v: v >= 0, "a non-negative integer"),
+    ("depthwise", lambda v: v in IMPLS, f"one of {', '.join(IMPLS)} (roadmap/depthwise.py)"),
     ("budget.epoch_scale", lambda v: v > 0, "> 0 (the fraction of each recipe's epochs to train)"),
     ("budget.batch_size", lambda v: v >= 1, "a positive integer (per device)"),
     ("budget.num_workers", lambda v: v >= 0, "a non-negative integer"),
@@ -139,7 +142,7 @@ def _one_line(err: Exception) -> str:
 
 def _checked_part(cfg: DictConfig) -> dict:
     """The values the schema checks, interpolations resolved (run.dir needs Hydra's runtime: not included)."""
-    part = {key: cfg.get(key) for key in ("seed", "compile", "channels_last")}
+    part = {key: cfg.get(key) for key in ("seed", "compile", "channels_last", "depthwise")}
     part.update({key: OmegaConf.to_container(cfg[key], resolve=True, throw_on_missing=True)
                  for key in ("budget", "recipe", "data")})
     part["run"] = {key: cfg.run.get(key) for key in Run.__dataclass_fields__}

@@ -154,7 +154,7 @@ def _fit(cfg: DictConfig, run_dir: Path, callbacks: list):
     effective_batch = cfg.budget.batch_size * trainer.world_size * trainer.accumulate_grad_batches
     module = RoadmapModule(model, cfg.recipe, num_classes=cfg.data.num_classes, epochs=trainer.max_epochs,
                            effective_batch=effective_batch, seed=cfg.seed, channels_last=cfg.channels_last,
-                           compile=cfg.compile)
+                           compile=cfg.compile, depthwise=cfg.depthwise)
     for logger in trainer.loggers:  # the resolved run config reaches every logger (wandb: filterable)
         logger.log_hyperparams(record.resolved(cfg))
     last_ckpt = checkpoints / "last.ckpt"

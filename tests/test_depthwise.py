@@ -1,0 +1,163 @@
+"""Every depthwise path gives nn.Conv2d's outputs and gradients; auto picks only correct paths and keeps them."""
+from __future__ import annotations
+
+import importlib
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from roadmap import depthwise
+from roadmap.depthwise import DepthwiseConv2d, depthwise_conv
+
+KERNELS = (3, 5, 7, 9, 11)
+
+
+@pytest.fixture(autouse=True)
+def autotune_cache(tmp_path, monkeypatch):
+    """Each test measures into its own cache file."""
+    monkeypatch.setenv("ROADMAP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(depthwise, "AUTOTUNER", depthwise.Autotuner())
+    return tmp_path / "cache" / "depthwise.json"
+
+
+def _case(k: int, stride: int, size: int, channels_last: bool, dtype=torch.float64):
+    """A DepthwiseConv2d, the nn.Conv2d with its weights, and an input (odd or even ``size``)."""
+    gen = torch.Generator().manual_seed(k * 100 + stride * 10 + size)
+    ours = DepthwiseConv2d(6, k, stride).to(dtype)
+    reference = nn.Conv2d(6, 6, k, stride, k // 2, groups=6).to(dtype)
+    with torch.no_grad():
+        ours.weight.copy_(torch.randn(ours.weight.shape, generator=gen, dtype=dtype))
+        ours.bias.copy_(torch.randn(6, generator=gen, dtype=dtype))
+    reference.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 6, size, size + 1, generator=gen, dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return ours, reference, x
+
+
+def _outputs_and_grads(module: nn.Module, x: torch.Tensor):
+    x = x.detach().clone().requires_grad_(True)
+    module.zero_grad(set_to_none=True)
+    y = module(x)
+    upstream = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).reshape(y.shape)
+    (y * upstream).sum().backward()
+    return y, x.grad, module.weight.grad, module.bias.grad
+
+
+@pytest.mark.parametrize("k", KERNELS)
+@pytest.mark.parametrize("stride", (1, 2))
+@pytest.mark.parametrize("impl", ("native", "switch", "fft", "auto"))
+def test_paths_match_conv2d(k, stride, impl):
+    for size in (7, 8):
+        for channels_last in (False, True):
+            ours, reference, x = _case(k, stride, size, channels_last)
+            ours.impl = impl
+            got, want = _outputs_and_grads(ours, x), _outputs_and_grads(reference, x)
+            for name, a, b in zip(("output", "input grad", "weight grad", "bias grad"), got, want):
+                assert a.shape == b.shape, (name, size, channels_last)
+                torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=f"{impl} {name} k={k} s={stride} "
+                                                                        f"size={size} cl={channels_last}")
+            assert got[0].is_contiguous(memory_format=torch.channels_last if channels_last else
+                                        torch.contiguous_format)
+
+
+def test_float32_paths_within_tolerance():
+    """float32 (the CPU training dtype): the FFT weight gradient agrees to float32 rounding."""
+    for k in (7, 11):
+        ours, reference, x = _case(k, 1, 12, False, torch.float32)
+        ours.impl = "fft"
+        for a, b in zip(_outputs_and_grads(ours, x), _outputs_and_grads(reference, x)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_auto_picks_only_correct_paths_and_keeps_the_choice(autotune_cache, monkeypatch):
+    """A path that is fastest but wrong is measured as wrong and never chosen; the choice, with every path's
+    time and error, is stored and reused by a fresh process (a new Autotuner) without measuring again."""
+    real = depthwise._candidates
+
+    def with_a_wrong_path(op, device, impl="auto"):
+        table = real(op, device, impl)
+        table["wrong"] = lambda *args: table["native"](*args) * 1.01  # instant would win a race; wrong anyway
+        return table
+
+    monkeypatch.setattr(depthwise, "_candidates", with_a_wrong_path)
+    ours, reference, x = _case(9, 1, 8, False, torch.float32)
+    for a, b in zip(_outputs_and_grads(ours, x), _outputs_and_grads(reference, x)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    saved = json.loads(autotune_cache.read_text())
+    assert {key.split("|")[0] for key in saved} == {"forward", "grad_input", "grad_weight"}
+    for entry in saved.values():
+        assert entry["path"] != "wrong" and "wrong" not in entry["ms"]
+        assert entry["max_abs_error"]["wrong"] > entry["tolerance"]
+    grad_weight = next(e for key, e in saved.items() if key.startswith("grad_weight"))
+    assert set(grad_weight["ms"]) == {"native", "switch", "fft"}
+
+    fresh = depthwise.Autotuner()
+    monkeypatch.setattr(depthwise, "AUTOTUNER", fresh)
+    monkeypatch.setattr(depthwise, "_median_seconds", lambda *a: pytest.fail("measured again"))
+    _outputs_and_grads(ours, x)
+    assert {k: v["path"] for k, v in fresh.choices.items()} == {k: v["path"] for k, v in saved.items()}
+
+
+def test_custom_op_registration_and_compile():
+    """Fake (meta) kernel, autograd and schema pass torch.library.opcheck; torch.compile keeps the op whole."""
+    x = torch.randn(2, 4, 9, 8, requires_grad=True)
+    w = torch.randn(4, 1, 5, 5, requires_grad=True)
+    b = torch.randn(4, requires_grad=True)
+    torch.library.opcheck(depthwise_conv, (x, w, b, 2, 2, "auto"))
+    module = DepthwiseConv2d(4, 5)
+    compiled = torch.compile(module, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x.detach()), module(x.detach()))
+
+
+def test_unknown_impl_is_one_line():
+    with pytest.raises(depthwise.ConfigError, match="unknown depthwise implementation 'cudnn'; allowed: auto"):
+        DepthwiseConv2d(4, 3).impl = "cudnn"
+
+
+@pytest.fixture
+def triton_kernels():
+    """roadmap.triton_depthwise on the GPU, or interpreted on CPU tensors (tests/conftest.py), on ``device``."""
+    triton = pytest.importorskip("triton")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and not triton.knobs.runtime.interpret:
+        pytest.skip("no GPU and Triton not in interpreter mode (TRITON_INTERPRET=1 before triton's import)")
+    return importlib.import_module("roadmap.triton_depthwise"), torch.device(device)
+
+
+@pytest.mark.parametrize("k", KERNELS)
+def test_triton_kernels_match_conv2d(triton_kernels, k):
+    """Forward, input and weight gradients of the Triton kernels equal PyTorch's, for stride 1 and 2 on a 5×6
+    input (odd and even sizes) in channels_last, the layout they serve, and in NCHW (read through strides) for
+    the smallest kernel. On CPU the interpreter runs them: seconds per case, a minute in all."""
+    kernels, device = triton_kernels
+    layouts = (True, False) if k == KERNELS[0] else (True,)
+    for stride in (1, 2):
+        for channels_last in layouts:
+            _, reference, x = _case(k, stride, 5, channels_last, torch.float32)
+            reference, x = reference.to(device), x.to(device)
+            w, b = reference.weight.detach(), reference.bias.detach()
+            want_y = reference(x).detach()
+            g = torch.randn(want_y.shape).to(device).contiguous(memory_format=torch.channels_last if channels_last
+                                                                else torch.contiguous_format)
+            want_dx, want_dw = depthwise._backward(g, x, w, stride, k // 2, [True, True, False])[:2]
+            where = f"k={k} s={stride} cl={channels_last}"
+            y = kernels.forward(x, w, b, stride, k // 2)
+            torch.testing.assert_close(y, want_y, rtol=1e-5, atol=1e-5, msg=where)
+            assert y.stride() == want_y.stride(), where
+            torch.testing.assert_close(kernels.grad_input(g, x, w, stride, k // 2), want_dx,
+                                       rtol=1e-5, atol=1e-5, msg=where)
+            torch.testing.assert_close(kernels.grad_weight(g, x, w, stride, k // 2), want_dw,
+                                       rtol=1e-4, atol=1e-4, msg=where)
+
+
+def test_triton_path_through_the_module(triton_kernels):
+    """``impl=triton`` runs the kernels behind DepthwiseConv2d's autograd."""
+    _, device = triton_kernels
+    ours, reference, x = _case(7, 2, 6, True, torch.float32)
+    ours.impl = "triton"
+    ours, reference, x = ours.to(device), reference.to(device), x.to(device)
+    for a, b in zip(_outputs_and_grads(ours, x), _outputs_and_grads(reference, x)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
