@@ -238,7 +238,35 @@ def run_benchmark(regime: str = "r50", steps: list[str] | None = None, device: s
             cfg.data.train_size = data_batches * batch_size
         rows.append({"model": f"data pipeline ({cfg.data.name}, recipe {cfg.recipe.name}, per worker)",
                      "infer_img_s": float("nan"), "train_img_s": data_pipeline_img_s(cfg, batch_size, data_batches)})
-    return pd.DataFrame(rows).assign(img_size=img_size, device=device_name(device)).reindex(columns=COLUMNS)
+    df = pd.DataFrame(rows).assign(img_size=img_size, device=device_name(device)).reindex(columns=COLUMNS)
+    df.attrs["batch_size"] = batch_size
+    return df
+
+
+IMAGENET_TRAIN, IMAGENET_VAL = 1_281_167, 50_000
+
+
+def sweep_cost(df: pd.DataFrame, regime: str, budget: str = "paper", train_images: int = IMAGENET_TRAIN,
+               val_images: int = IMAGENET_VAL, overrides: list[str] = ()) -> tuple[pd.DataFrame, str]:
+    """Each step's device-hours at ``budget`` from its measured images/s — its recipe's epochs at that budget ×
+    (``train_images`` / training img/s + ``val_images`` / inference img/s) — as columns ``epochs`` and
+    ``sweep_h``, and one line with the roadmap's total (the steps in ``df``; all of them by default)."""
+    df = df.copy()
+    steps = df[df.model == "roadmap"]
+    for index, row in steps.iterrows():
+        epochs = compose_config(row.step, regime, [f"budget={budget}", *overrides]).trainer.max_epochs
+        seconds = epochs * (train_images / row.train_img_s + val_images / row.infer_img_s)
+        df.loc[index, ["epochs", "sweep_h"]] = epochs, seconds / 3600
+    steps = df[df.model == "roadmap"]
+    total, epochs = steps.sweep_h.sum(), steps.epochs.astype(int)
+    priciest = steps.nlargest(3, "sweep_h")
+    device, batch = df.device.iloc[0], df.attrs.get("batch_size", "?")
+    line = (f"sweep cost at budget {budget}: {len(steps)} {regime} steps × 1 seed = {total:,.0f} device-hours on "
+            f"{device} ({total / 24:,.1f} device-days; epochs {epochs.min()}–{epochs.max()} × {train_images:,} "
+            f"train + {val_images:,} val images, at the measured img/s of batch {batch}); priciest: "
+            + ", ".join(f"{r.step} {r.sweep_h:,.0f} h" for r in priciest.itertuples())
+            + ". An estimate: data loading, EMA, checkpoints and start-up not included.")
+    return df, line
 
 
 @exit_on_config_error
@@ -258,6 +286,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-reference", action="store_true", help="skip the timm reference models")
     parser.add_argument("--data-batches", type=int, default=4, help="batches timed for the data pipeline (0: skip)")
+    parser.add_argument("--summary", metavar="BUDGET", nargs="?", const="paper",
+                        help="add each step's device-hours at this budget (default paper: 300 epochs, 90 for row 0) "
+                             "and the whole roadmap's in one line")
+    parser.add_argument("--train-images", type=int, default=IMAGENET_TRAIN, help="--summary: images per epoch")
+    parser.add_argument("--val-images", type=int, default=IMAGENET_VAL, help="--summary: validation images")
     parser.add_argument("--csv", type=Path, help="also write the table here (atomically)")
     parser.add_argument("--format", default="table", choices=("table", "csv", "markdown"))
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the data pipeline, e.g. data=cifar10 data.root=...")
@@ -269,7 +302,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     df = run_benchmark(args.regime, args.steps.split(",") if args.steps else None, args.device, args.batch_size,
                        args.img_size, args.channels_last, args.compile, args.warmup, args.repeats,
                        not args.no_reference, args.data_batches, args.overrides, args.depthwise)
+    summary = None
+    if args.summary:
+        df, summary = sweep_cost(df, args.regime, args.summary, args.train_images, args.val_images, args.overrides)
     print(render(df.drop(columns=["img_size", "device"]).round(3), args.format))  # both in the log line above
+    if summary:
+        print(summary)
     if args.csv:
         with atomic_path(args.csv) as tmp:
             df.to_csv(tmp, index=False)

@@ -34,7 +34,7 @@ STATUSES = ("running", "done", "failed", "preempted")
 # Config keys that do not change what a run computes: never in a run's folder name or identity
 NOT_IDENTITY = ("step", "seed", "regime", "data", "budget", "experiment", "trainer", "logger", "run", "callbacks",
                 "mode", "ckpt",
-                "hydra", "compile", "channels_last", "depthwise", "lineage", "data.root", "data.download", "data.verify_images",
+                "hydra", "compile", "compile_cache", "channels_last", "depthwise", "lineage", "data.root", "data.download", "data.verify_images",
                 "budget.num_workers", "budget.name", "budget.proxy", "recipe.name")
 _MAX_VARIANT = 100
 
@@ -106,7 +106,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")  # one per process: writers may race
     try:
         yield tmp
         os.replace(tmp, path)

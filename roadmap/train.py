@@ -7,6 +7,7 @@ weights are exported as plain state dicts under ``weights/``.
 """
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import time
@@ -116,7 +117,8 @@ def _result(cfg, step, run_dir, trainer, model, history, throughput, wall_s, sta
         "checkpoints": {"last": "checkpoints/last.ckpt", "best": "checkpoints/best.ckpt"}, "weights": exported,
         "gflops_224": round(count_gflops(paper_arch, 224), 4),
         "gflops_run": round(count_gflops(trained_arch, cfg.data.img_size), 5),
-        "params_m": round(count_params_m(model), 4), "train_images_per_s": throughput,
+        "params_m": round(count_params_m(model), 4), "train_images_per_s": throughput.images_per_s,
+        "warmup_batches_s": round(throughput.warmup_seconds, 2),  # the first 2 batches: compile, autotuning
         "wall_s": round(wall_s, 1),
         "hardware": {"device": record.device_name(trainer.strategy.root_device), "devices": trainer.world_size},
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
@@ -214,6 +216,9 @@ def train(cfg: DictConfig) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     record.write_text(run_dir / record.CONFIG_FILE, OmegaConf.to_yaml(record.resolved(cfg)))
 
+    if cfg.compile:  # Inductor's and Triton's caches where a sweep's steps, seeds and requeued jobs share them
+        for variable, folder in (("TORCHINDUCTOR_CACHE_DIR", "inductor"), ("TRITON_CACHE_DIR", "triton")):
+            os.environ.setdefault(variable, str(Path(cfg.compile_cache).resolve() / folder))
     started = time.time()
     history, throughput = History(), Throughput()
     preemption = Preemption(run_dir / "checkpoints" / "last.ckpt", lambda: record.write_record(run_dir, {
@@ -239,7 +244,7 @@ def train(cfg: DictConfig) -> dict:
     if not trainer.is_global_zero:
         return {}
     exported = export_weights(module, run_dir) if cfg.run.export_weights else {}
-    result = _result(cfg, step, run_dir, trainer, module.model, history.epochs, throughput.images_per_s,
+    result = _result(cfg, step, run_dir, trainer, module.model, history.epochs, throughput,
                      time.time() - started, "done", exported)
     record.write_record(run_dir, result)
     print(summary(result))

@@ -10,7 +10,7 @@ from roadmap.benchmark import main
 def test_benchmark_runs_steps_references_and_data_pipeline(tmp_path, capsys):
     csv = tmp_path / "bench.csv"
     df = main(["--img-size", "32", "--batch-size", "2", "--warmup", "1", "--repeats", "1", "--data-batches", "2",
-               "--steps", "separate_downsampling,original_recipe", "--csv", str(csv)])
+               "--steps", "separate_downsampling,original_recipe", "--csv", str(csv), "--summary"])
     printed = capsys.readouterr().out
     assert "timm convnext_tiny" in printed and f"wrote {csv}" in printed
     assert df.equals(pd.read_csv(csv).astype(df.dtypes.to_dict()))
@@ -23,6 +23,12 @@ def test_benchmark_runs_steps_references_and_data_pipeline(tmp_path, capsys):
         assert all(v > 0 and math.isfinite(v) for v in steps[column])
     data_row = df[df.model.str.startswith("data pipeline")]
     assert len(data_row) == 1 and data_row.train_img_s.iloc[0] > 0
+    # --summary: each step's recipe length at the paper budget × ImageNet-1K at the measured images/s
+    assert steps.epochs.tolist() == [90, 300]
+    expected = steps.epochs * (1_281_167 / steps.train_img_s + 50_000 / steps.infer_img_s) / 3600
+    assert steps.sweep_h.tolist() == pytest.approx(expected.tolist())
+    line = next(line for line in printed.splitlines() if line.startswith("sweep cost at budget paper: 2 r50 steps"))
+    assert f"{steps.sweep_h.sum():,.0f} device-hours" in line and "epochs 90–300" in line
 
 
 def test_benchmark_rejects_an_unknown_step(capsys):
