@@ -320,7 +320,12 @@ class DepthwiseConv2d(nn.Conv2d):
     def forward(self, x: Tensor) -> Tensor:
         if self.impl == "native" or x.device.type == "meta":
             return super().forward(x)
-        return depthwise_conv(x, self.weight, self.bias, self.stride[0], self.padding[0], self.impl)
+        weight, bias = self.weight, self.bias
+        if torch.is_autocast_enabled(x.device.type):  # autocast's rule for convolutions: all in its lower precision
+            dtype = torch.get_autocast_dtype(x.device.type)
+            x, weight = x.to(dtype), weight.to(dtype)
+            bias = bias.to(dtype) if bias is not None else None
+        return depthwise_conv(x, weight, bias, self.stride[0], self.padding[0], self.impl)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, impl={self.impl}"

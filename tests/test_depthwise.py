@@ -112,6 +112,16 @@ def test_custom_op_registration_and_compile():
     torch.testing.assert_close(compiled(x.detach()), module(x.detach()))
 
 
+def test_autocast_follows_conv2d():
+    """Under autocast the op computes in the autocast dtype, as nn.Conv2d does (bf16 on GPU in training)."""
+    ours, reference, x = _case(7, 1, 8, False, torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, want = _outputs_and_grads(ours, x.bfloat16()), _outputs_and_grads(reference, x.bfloat16())
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)
+
+
 def test_unknown_impl_is_one_line():
     with pytest.raises(depthwise.ConfigError, match="unknown depthwise implementation 'cudnn'; allowed: auto"):
         DepthwiseConv2d(4, 3).impl = "cudnn"
