@@ -21,23 +21,15 @@ from roadmap.lit import RoadmapModule
 from roadmap.steps import instantiate_model
 
 
-def _has_ema(path: Path) -> bool:
-    try:
-        weights.read_state_dict(path, "ema")
-        return True
-    except ConfigError:
-        return False
-
-
 def evaluate(cfg: DictConfig) -> dict:
     if not cfg.ckpt:
         raise ConfigError("mode=eval needs the weights to evaluate: ckpt=<run>/checkpoints/best.ckpt (or a .safetensors)")
     ckpt = Path(cfg.ckpt).expanduser().resolve()
-    state = weights.read_state_dict(ckpt, "model")
+    state, ema_state = weights.read_model_and_ema(ckpt)
     if "fc.weight" in state and state["fc.weight"].shape[0] != cfg.data.num_classes:
         raise ConfigError(f"{ckpt.name} has {state['fc.weight'].shape[0]} classes, data {cfg.data.name} has "
                           f"{cfg.data.num_classes}: evaluate on data with the same classes")
-    ema = ckpt.suffix == ".ckpt" and _has_ema(ckpt)
+    ema = ema_state is not None
     model = instantiate_model(cfg.model, init_from=None)
     weights.load_into(model, state, str(ckpt))
     recipe = cfg.recipe.copy()
@@ -45,7 +37,7 @@ def evaluate(cfg: DictConfig) -> dict:
     module = RoadmapModule(model, recipe, num_classes=cfg.data.num_classes, epochs=1, effective_batch=1,
                            channels_last=cfg.channels_last, depthwise=cfg.depthwise)
     if ema:
-        weights.load_into(module.ema.module, weights.read_state_dict(ckpt, "ema"), f"{ckpt} (EMA)")
+        weights.load_into(module.ema.module, ema_state, f"{ckpt} (EMA)")
     data = RoadmapDataModule(cfg.data, cfg.recipe, cfg.budget.batch_size, cfg.budget.num_workers, cfg.seed)
     loader = data._loader(data.build_split(train=False))
     trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision, logger=False,

@@ -24,25 +24,45 @@ TIMM_REFERENCES = ("resnet50", "resnet101", "resnet152", "resnet200", "convnext_
                    "convnext_base", "convnext_large")
 
 
-def read_state_dict(path: str | Path, which: str = "model") -> dict[str, torch.Tensor]:
-    """RoadmapNet weights from a Lightning ``.ckpt`` (``which`` = ``model`` or ``ema``), a ``.safetensors``
-    export or a ``.pth``/``.pt`` state dict."""
+def _read(path: str | Path):
+    """The file's content: a state dict (``.safetensors``, ``.pth``/``.pt``) or a Lightning checkpoint."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"no weights file {path}: point it at a run's checkpoints/*.ckpt or weights/*.safetensors")
     try:
         if path.suffix == ".safetensors":
             return load_file(str(path))
-        blob = torch.load(path, map_location="cpu", weights_only=path.suffix != ".ckpt")
+        return torch.load(path, map_location="cpu", weights_only=path.suffix != ".ckpt")
     except Exception as err:  # torch/safetensors raise many types for a bad file
         raise ConfigError(f"cannot read weights from {path}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
+
+
+def _select(blob, which: str, path) -> dict[str, torch.Tensor]:
     if "state_dict" in blob and isinstance(blob["state_dict"], dict):
         prefix = {"model": "model.", "ema": "ema.module."}[which]
         found = {k.removeprefix(prefix): v for k, v in blob["state_dict"].items() if k.startswith(prefix)}
         if not found:
             raise ConfigError(f"{path} holds no {which} weights" + (" (EMA was off in that run)" if which == "ema" else ""))
         return found
+    if which == "ema":
+        raise ConfigError(f"{path} holds no ema weights (only a run's .ckpt has them)")
     return blob.get("model", blob)
+
+
+def read_state_dict(path: str | Path, which: str = "model") -> dict[str, torch.Tensor]:
+    """RoadmapNet weights from a Lightning ``.ckpt`` (``which`` = ``model`` or ``ema``), a ``.safetensors``
+    export or a ``.pth``/``.pt`` state dict."""
+    return _select(_read(path), which, path)
+
+
+def read_model_and_ema(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    """The model's weights and the EMA's (``None`` when the file has none), reading the file once."""
+    blob = _read(path)
+    try:
+        ema = _select(blob, "ema", path)
+    except ConfigError:
+        ema = None
+    return _select(blob, "model", path), ema
 
 
 def export(state_dict: dict[str, torch.Tensor], path: Path) -> Path:
