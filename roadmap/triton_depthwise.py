@@ -3,7 +3,8 @@ gradient, weight gradient — one of the paths ``roadmap.depthwise`` measures on
 
 Each program owns a tile of one output row: ``BLOCK_W`` positions × ``BLOCK_C`` channels, channels being the
 contiguous axis in channels_last, so every load is coalesced there (other layouts work through strides, at
-their cost). Accumulation is in float32. The weight gradient sums over the batch and rows in ``split``
+their cost). Triton's autotuner picks the tile per shape among :data:`TILES` (the tile does not change the
+result: every output sums its taps in the same order). Accumulation is in float32. The weight gradient sums over the batch and rows in ``split``
 partial sums (one program per channel block × kernel row × split), added up in PyTorch.
 With ``TRITON_INTERPRET=1`` set before this module is imported the kernels run on CPU tensors (tests).
 """
@@ -14,10 +15,14 @@ import triton.language as tl
 from torch import Tensor
 import torch
 
-BLOCK_W, BLOCK_C, NUM_WARPS = 8, 64, 4
-WEIGHT_BLOCK_W, WEIGHT_BLOCK_C = 8, 32
+TILES = [triton.Config({"BLOCK_W": w, "BLOCK_C": c}, num_warps=warps)
+         for w, c, warps in ((8, 64, 4), (4, 128, 4), (16, 32, 4), (8, 128, 8), (16, 64, 8))]
+if triton.knobs.runtime.interpret:  # CPU tests: one tile, nothing to time
+    TILES = TILES[:1]
+WEIGHT_BLOCK_W, WEIGHT_BLOCK_C, NUM_WARPS = 8, 32, 4
 
 
+@triton.autotune(configs=TILES, key=["C", "W", "WO", "K", "STRIDE"], cache_results=True)
 @triton.jit
 def _forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, C, H, W, HO, WO,
                     sxn, sxc, sxh, sxw, syn, syc, syh, syw,
@@ -45,6 +50,7 @@ def _forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, C, H, W, HO, WO,
              acc.to(y_ptr.dtype.element_ty), mask=out_mask)
 
 
+@triton.autotune(configs=TILES, key=["C", "W", "WO", "K", "STRIDE"], cache_results=True)
 @triton.jit
 def _grad_input_kernel(g_ptr, w_ptr, dx_ptr, C, H, W, HO, WO,
                        sgn, sgc, sgh, sgw, sdn, sdc, sdh, sdw,
@@ -118,10 +124,9 @@ def forward(x: Tensor, w: Tensor, b: Tensor | None, stride: int, padding: int) -
     k = w.shape[-1]
     ho, wo = _out_size(h, k, stride, padding), _out_size(wd, k, stride, padding)
     y = _empty_like_layout((n, c, ho, wo), x)
-    grid = (n * ho, triton.cdiv(wo, BLOCK_W), triton.cdiv(c, BLOCK_C))
+    grid = lambda meta: (n * ho, triton.cdiv(wo, meta["BLOCK_W"]), triton.cdiv(c, meta["BLOCK_C"]))
     _forward_kernel[grid](x, w.reshape(c, k * k).contiguous(), b if b is not None else x, y, c, h, wd, ho, wo,
-                          *x.stride(), *y.stride(), STRIDE=stride, PAD=padding, K=k, HAS_BIAS=b is not None,
-                          BLOCK_W=BLOCK_W, BLOCK_C=BLOCK_C, num_warps=NUM_WARPS)
+                          *x.stride(), *y.stride(), STRIDE=stride, PAD=padding, K=k, HAS_BIAS=b is not None)
     return y
 
 
@@ -129,10 +134,9 @@ def grad_input(g: Tensor, x: Tensor, w: Tensor, stride: int, padding: int) -> Te
     n, c, h, wd = x.shape
     k = w.shape[-1]
     dx = _empty_like_layout(x.shape, x)
-    grid = (n * h, triton.cdiv(wd, BLOCK_W), triton.cdiv(c, BLOCK_C))
+    grid = lambda meta: (n * h, triton.cdiv(wd, meta["BLOCK_W"]), triton.cdiv(c, meta["BLOCK_C"]))
     _grad_input_kernel[grid](g, w.reshape(c, k * k).contiguous(), dx, c, h, wd, g.shape[2], g.shape[3],
-                             *g.stride(), *dx.stride(), STRIDE=stride, PAD=padding, K=k,
-                             BLOCK_W=BLOCK_W, BLOCK_C=BLOCK_C, num_warps=NUM_WARPS)
+                             *g.stride(), *dx.stride(), STRIDE=stride, PAD=padding, K=k)
     return dx
 
 
