@@ -248,7 +248,7 @@ def depthwise_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: in
 def _(x, weight, bias, stride, padding, impl):
     n, c, h, w = x.shape
     size = [(d + 2 * padding - weight.shape[-1]) // stride + 1 for d in (h, w)]
-    return x.new_empty((n, c, *size)).contiguous(memory_format=_format(x))
+    return torch.empty((n, c, *size), dtype=x.dtype, device=x.device, memory_format=_format(x))
 
 
 @torch.library.custom_op("roadmap::depthwise_conv_grad_input", mutates_args=())
@@ -260,7 +260,7 @@ def depthwise_conv_grad_input(grad: Tensor, x: Tensor, weight: Tensor, stride: i
 
 @depthwise_conv_grad_input.register_fake
 def _(grad, x, weight, stride, padding, impl):
-    return torch.empty_like(x)
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_format(x))
 
 
 @torch.library.custom_op("roadmap::depthwise_conv_grad_weight", mutates_args=())

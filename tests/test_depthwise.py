@@ -107,6 +107,8 @@ def test_custom_op_registration_and_compile():
     w = torch.randn(4, 1, 5, 5, requires_grad=True)
     b = torch.randn(4, requires_grad=True)
     torch.library.opcheck(depthwise_conv, (x, w, b, 2, 2, "auto"))
+    x_cl = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    torch.library.opcheck(depthwise_conv, (x_cl, w, None, 1, 2, "auto"))  # output layout as the fake kernel says
     module = DepthwiseConv2d(4, 5)
     compiled = torch.compile(module, backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(x.detach()), module(x.detach()))
