@@ -178,7 +178,8 @@ class Autotuner:
         except OSError:  # read-only home: the choice lives for this process only
             pass
 
-    def choose(self, op: str, key: str, candidates: dict[str, Callable], args: tuple) -> str:
+    def choose(self, key: str, candidates: dict[str, Callable], args: tuple) -> str:
+        """The stored choice for ``key``, or measure every candidate on ``args`` and store the fastest correct."""
         choices = self._load()
         if key in choices and choices[key]["path"] in candidates:
             return choices[key]["path"]
@@ -232,7 +233,7 @@ def _run(op: str, impl: str, args: tuple, stride: int, padding: int) -> Tensor:
     key = "|".join([op, _device_name(str(x.device)), str(x.dtype).removeprefix("torch."),
                     "/".join(_layout(a) for a in args if isinstance(a, Tensor) and a.dim() == 4 and a is not w),
                     "x".join(map(str, x.shape)), f"k{w.shape[-1]}", f"s{stride}", f"p{padding}"])
-    return candidates[AUTOTUNER.choose(op, key, candidates, args)](*args)
+    return candidates[AUTOTUNER.choose(key, candidates, args)](*args)
 
 
 # ---------------------------------------------------------------------------------------- custom ops
