@@ -198,6 +198,17 @@ def check_identity(cfg: DictConfig, run_dir: Path) -> None:
                           f"or change run.root")
 
 
+def use_compile_cache(root: Path) -> None:
+    """Inductor's and Triton's caches under ``root``, where a sweep's seeds and requeued jobs find them, unless the
+    user set their own (torch writes its default into TORCHINDUCTOR_CACHE_DIR on first use: that one is moved)."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR", default_cache_dir()) in (default_cache_dir(),
+                                                                          os.path.abspath(default_cache_dir())):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(root.resolve() / "inductor")
+    os.environ.setdefault("TRITON_CACHE_DIR", str(root.resolve() / "triton"))
+
+
 def train(cfg: DictConfig) -> dict:
     """Train, validate and record one step (or evaluate a checkpoint: mode=eval); returns the record."""
     validate(cfg)
@@ -216,9 +227,8 @@ def train(cfg: DictConfig) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     record.write_text(run_dir / record.CONFIG_FILE, OmegaConf.to_yaml(record.resolved(cfg)))
 
-    if cfg.compile:  # Inductor's and Triton's caches where a sweep's steps, seeds and requeued jobs share them
-        for variable, folder in (("TORCHINDUCTOR_CACHE_DIR", "inductor"), ("TRITON_CACHE_DIR", "triton")):
-            os.environ.setdefault(variable, str(Path(cfg.compile_cache).resolve() / folder))
+    if cfg.compile:
+        use_compile_cache(Path(cfg.compile_cache))
     started = time.time()
     history, throughput = History(), Throughput()
     preemption = Preemption(run_dir / "checkpoints" / "last.ckpt", lambda: record.write_record(run_dir, {

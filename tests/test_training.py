@@ -2,6 +2,7 @@
 results on disk, and real-data loaders with one-line errors (a run's lifecycle: tests/test_lifecycle.py)."""
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -291,3 +292,24 @@ def test_paper_preset_runs_a_few_batches_on_cpu(preset, hardware, tmp_path):
         "budget.epoch_scale=0.001", *(["budget.accumulate_grad_batches=2"] if preset.endswith("1gpu") else [])])
     result = train(cfg)
     assert result["status"] == "done" and result["data"] == "imagefolder"
+
+
+@pytest.mark.parametrize("preset, expected", [
+    (None, "{root}/inductor"),                         # unset
+    ("torch-default", "{root}/inductor"),              # torch wrote its own default on first use: moved
+    ("/users/own/cache", "/users/own/cache"),          # the user's choice: kept
+])
+def test_compile_cache_goes_where_a_sweep_shares_it(preset, expected, tmp_path, monkeypatch):
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    from roadmap.train import use_compile_cache
+
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    if preset is None:
+        monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    else:
+        monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR",
+                           str(Path(default_cache_dir()).absolute()) if preset == "torch-default" else preset)
+    use_compile_cache(tmp_path / "cache")
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == expected.format(root=tmp_path.resolve() / "cache")
+    assert os.environ["TRITON_CACHE_DIR"] == str(tmp_path.resolve() / "cache" / "triton")
