@@ -41,7 +41,7 @@ from roadmap.record import atomic_path, device_name
 from roadmap.steps import available_regimes, compose_config, instantiate_model, list_steps, regime_table
 
 COLUMNS = ["model", "step", "gflops", "params_m", "infer_img_s", "train_img_s", "train_peak_mib",
-           "timm_model", "infer_ratio", "train_ratio", "img_size", "device"]
+           "timm_model", "infer_ratio", "train_ratio", "img_size", "batch_size", "device"]
 
 
 class Timer:
@@ -238,9 +238,8 @@ def run_benchmark(regime: str = "r50", steps: list[str] | None = None, device: s
             cfg.data.train_size = data_batches * batch_size
         rows.append({"model": f"data pipeline ({cfg.data.name}, recipe {cfg.recipe.name}, per worker)",
                      "infer_img_s": float("nan"), "train_img_s": data_pipeline_img_s(cfg, batch_size, data_batches)})
-    df = pd.DataFrame(rows).assign(img_size=img_size, device=device_name(device)).reindex(columns=COLUMNS)
-    df.attrs["batch_size"] = batch_size
-    return df
+    return (pd.DataFrame(rows).assign(img_size=img_size, batch_size=batch_size, device=device_name(device))
+            .reindex(columns=COLUMNS))
 
 
 IMAGENET_TRAIN, IMAGENET_VAL = 1_281_167, 50_000
@@ -252,15 +251,14 @@ def sweep_cost(df: pd.DataFrame, regime: str, budget: str = "paper", train_image
     (``train_images`` / training img/s + ``val_images`` / inference img/s) — as columns ``epochs`` and
     ``sweep_h``, and one line with the roadmap's total (the steps in ``df``; all of them by default)."""
     df = df.copy()
-    steps = df[df.model == "roadmap"]
-    for index, row in steps.iterrows():
-        epochs = compose_config(row.step, regime, [f"budget={budget}", *overrides]).trainer.max_epochs
-        seconds = epochs * (train_images / row.train_img_s + val_images / row.infer_img_s)
-        df.loc[index, ["epochs", "sweep_h"]] = epochs, seconds / 3600
-    steps = df[df.model == "roadmap"]
+    ours = df.model == "roadmap"
+    df.loc[ours, "epochs"] = [compose_config(step, regime, [f"budget={budget}", *overrides]).trainer.max_epochs
+                              for step in df.step[ours]]
+    df["sweep_h"] = df.epochs * (train_images / df.train_img_s + val_images / df.infer_img_s) / 3600
+    steps = df[ours]
     total, epochs = steps.sweep_h.sum(), steps.epochs.astype(int)
     priciest = steps.nlargest(3, "sweep_h")
-    device, batch = df.device.iloc[0], df.attrs.get("batch_size", "?")
+    device, batch = df.device.iloc[0], df.batch_size.iloc[0]
     line = (f"sweep cost at budget {budget}: {len(steps)} {regime} steps × 1 seed = {total:,.0f} device-hours on "
             f"{device} ({total / 24:,.1f} device-days; epochs {epochs.min()}–{epochs.max()} × {train_images:,} "
             f"train + {val_images:,} val images, at the measured img/s of batch {batch}); priciest: "
@@ -305,7 +303,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     summary = None
     if args.summary:
         df, summary = sweep_cost(df, args.regime, args.summary, args.train_images, args.val_images, args.overrides)
-    print(render(df.drop(columns=["img_size", "device"]).round(3), args.format))  # both in the log line above
+    print(render(df.drop(columns=["img_size", "batch_size", "device"]).round(3), args.format))  # in the log line
     if summary:
         print(summary)
     if args.csv:

@@ -51,8 +51,13 @@ def _layout(t: Tensor) -> str:
     return "cl" if t.is_contiguous(memory_format=torch.channels_last) else "strided"
 
 
-def _format(t: Tensor) -> torch.memory_format:
+def memory_format_of(t: Tensor) -> torch.memory_format:
+    """channels_last for a channels-last tensor, else contiguous: the layout every path returns."""
     return torch.channels_last if _layout(t) == "cl" else torch.contiguous_format
+
+
+def out_size(size: int, kernel_size: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel_size) // stride + 1
 
 
 def _other(t: Tensor) -> Tensor:
@@ -70,7 +75,8 @@ def _forward_native(x, w, b, stride, padding):
 
 
 def _forward_switch(x, w, b, stride, padding):
-    return F.conv2d(_other(x), _other(w), b, stride, padding, 1, w.shape[0]).contiguous(memory_format=_format(x))
+    out = F.conv2d(_other(x), _other(w), b, stride, padding, 1, w.shape[0])
+    return out.contiguous(memory_format=memory_format_of(x))
 
 
 def _grad_input_native(g, x, w, stride, padding):
@@ -79,7 +85,7 @@ def _grad_input_native(g, x, w, stride, padding):
 
 def _grad_input_switch(g, x, w, stride, padding):
     out = _backward(_other(g), _other(x), _other(w), stride, padding, [True, False, False])[0]
-    return out.contiguous(memory_format=_format(x))
+    return out.contiguous(memory_format=memory_format_of(x))
 
 
 def _grad_weight_native(g, x, w, stride, padding):
@@ -191,7 +197,7 @@ class Autotuner:
         times, errors = {}, {}
         for name, fn in candidates.items():
             try:
-                out = fn(*args)
+                out = reference if name == "native" else fn(*args)
                 errors[name] = (out.float() - reference.float()).abs().max().item()
                 if errors[name] > tol:
                     continue
@@ -223,13 +229,14 @@ def _median_seconds(fn: Callable, args: tuple, repeats: int) -> float:
 AUTOTUNER = Autotuner()
 
 
-def _run(op: str, impl: str, args: tuple, stride: int, padding: int) -> Tensor:
-    """Run ``op`` on the path ``impl`` names, or on the measured fastest one for ``auto``."""
+def _run(op: str, impl: str, args: tuple) -> Tensor:
+    """Run ``op`` on ``args`` (tensors, then stride and padding) on the path ``impl`` names, or on the measured
+    fastest one for ``auto``."""
     candidates = _candidates(op, args[0].device, impl)
     if impl != "auto":
         return candidates.get(impl, candidates["native"])(*args)
-    x = args[1] if op != "forward" else args[0]
-    w = args[2] if op != "forward" else args[1]
+    x, w = args[:2] if op == "forward" else args[1:3]
+    stride, padding = args[-2:]
     key = "|".join([op, _device_name(str(x.device)), str(x.dtype).removeprefix("torch."),
                     "/".join(_layout(a) for a in args if isinstance(a, Tensor) and a.dim() == 4 and a is not w),
                     "x".join(map(str, x.shape)), f"k{w.shape[-1]}", f"s{stride}", f"p{padding}"])
@@ -241,33 +248,32 @@ def _run(op: str, impl: str, args: tuple, stride: int, padding: int) -> Tensor:
 def depthwise_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: int, padding: int,
                    impl: str) -> Tensor:
     """Depthwise conv2d (``groups = channels``, square kernel, no dilation) on the path ``impl`` picks."""
-    out = _run("forward", impl, (x, weight, bias, stride, padding), stride, padding)
-    return out.contiguous(memory_format=_format(x))
+    out = _run("forward", impl, (x, weight, bias, stride, padding))
+    return out.contiguous(memory_format=memory_format_of(x))
 
 
 @depthwise_conv.register_fake
 def _(x, weight, bias, stride, padding, impl):
-    n, c, h, w = x.shape
-    size = [(d + 2 * padding - weight.shape[-1]) // stride + 1 for d in (h, w)]
-    return torch.empty((n, c, *size), dtype=x.dtype, device=x.device, memory_format=_format(x))
+    size = [out_size(d, weight.shape[-1], stride, padding) for d in x.shape[2:]]
+    return torch.empty((*x.shape[:2], *size), dtype=x.dtype, device=x.device, memory_format=memory_format_of(x))
 
 
 @torch.library.custom_op("roadmap::depthwise_conv_grad_input", mutates_args=())
 def depthwise_conv_grad_input(grad: Tensor, x: Tensor, weight: Tensor, stride: int, padding: int,
                               impl: str) -> Tensor:
-    out = _run("grad_input", impl, (grad, x, weight, stride, padding), stride, padding)
-    return out.contiguous(memory_format=_format(x))
+    out = _run("grad_input", impl, (grad, x, weight, stride, padding))
+    return out.contiguous(memory_format=memory_format_of(x))
 
 
 @depthwise_conv_grad_input.register_fake
 def _(grad, x, weight, stride, padding, impl):
-    return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_format(x))
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x))
 
 
 @torch.library.custom_op("roadmap::depthwise_conv_grad_weight", mutates_args=())
 def depthwise_conv_grad_weight(grad: Tensor, x: Tensor, weight: Tensor, stride: int, padding: int,
                                impl: str) -> Tensor:
-    out = _run("grad_weight", impl, (grad, x, weight, stride, padding), stride, padding)
+    out = _run("grad_weight", impl, (grad, x, weight, stride, padding))
     return torch.empty_like(weight).copy_(out)
 
 
