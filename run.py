@@ -1,8 +1,9 @@
 """Train one roadmap step: python run.py +step=inverted_bottleneck [regime=r200] [data=...] [budget=...].
 
-In a multirun (-m, e.g. ``make roadmap``) a failing step is recorded as failed in its metrics.json and
-the sweep goes on with the next step; a single run exits non-zero (2: bad input, 3: preempted after
-saving a checkpoint that the same command resumes from). ``mode=eval ckpt=PATH`` evaluates weights.
+Exit codes: 0 done; 1 failed; 2 bad input (one line, before anything is recorded as running); 3 stopped by a
+signal after saving a checkpoint (preempted or cancelled: the same command resumes). In a multirun (-m, e.g.
+``make roadmap``) every step runs whatever the others do, and the sweep ends with one line per step and the
+worst of these codes (roadmap.sweep.SweepReport). ``mode=eval ckpt=PATH`` evaluates weights.
 """
 import sys
 
@@ -11,30 +12,33 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from roadmap.callbacks import Preempted
+from roadmap.callbacks import Stopped
 from roadmap.errors import ConfigError
+from roadmap.sweep import EXIT, write_outcome
 from roadmap.train import train
-
-PREEMPTED_EXIT = 3  # the run saved checkpoints/last.ckpt and is marked preempted: rerun (requeue) to resume
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        train(cfg)
+        result = train(cfg)
+        status, error = result.get("status", "done"), None
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
-        if not sweeping:
-            sys.exit(2)
-    except Preempted as err:
-        print(f"preempted: {err}", file=sys.stderr)
-        if not sweeping:
-            sys.exit(PREEMPTED_EXIT)
+        status, error = "refused", str(err)
+    except Stopped as err:
+        print(f"{err.status}: {err}", file=sys.stderr)
+        status, error = err.status, str(err)
     except Exception as err:  # noqa: BLE001 - recorded in metrics.json by train(); the sweep goes on
         if not sweeping:
             raise
         print(f"step failed, sweep continues: {type(err).__name__}: {err}", file=sys.stderr)
+        status, error = "failed", f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
+    if sweeping:
+        write_outcome(cfg, status, error)
+    elif EXIT.get(status, 1):
+        sys.exit(EXIT.get(status, 1))
 
 
 if __name__ == "__main__":

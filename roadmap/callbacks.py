@@ -1,7 +1,9 @@
 """Lightning callbacks of a roadmap run: training throughput and the per-epoch validation history."""
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import time
 
 import lightning as L
@@ -57,24 +59,49 @@ class History(L.Callback):
         self.epochs = list(state_dict["epochs"])
 
 
-class Preempted(Exception):
-    """The run stopped on a preemption/timeout signal after saving a resumable checkpoint."""
+class Stopped(Exception):
+    """The run stopped on a signal after saving a resumable checkpoint; ``status`` says why: ``preempted``
+    (a time-limit warning or a preemption: requeued) or ``cancelled`` (scancel, kill: rerun to resume)."""
+
+    def __init__(self, message: str, status: str):
+        super().__init__(message)
+        self.status = status
+
+
+def stop_reason(signum: int) -> str:
+    """``preempted`` or ``cancelled`` for a stop signal. USR1/USR2 are the warnings a scheduler sends before a
+    time limit (submitit asks for USR2). SLURM sends SIGTERM both to a preempted job, which stays RUNNING
+    through its grace time, and to a cancelled one, which is already ending: ``scontrol`` tells them apart.
+    Outside SLURM a SIGTERM is a plain stop."""
+    if signum != signal.SIGTERM:
+        return "preempted"
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return "cancelled"
+    try:
+        out = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "cancelled"
+    return "preempted" if "JobState=RUNNING" in out.split() else "cancelled"
 
 
 class Preemption(L.Callback):
-    """On SLURM's preemption/timeout signal, save ``last.ckpt`` at the next optimizer-step boundary (an
-    exact resume point), report it (``on_preempt``: the run record says ``preempted``), then hand the
-    signal to whoever owned it before: submitit's handler requeues the job and exits. Without one the
-    run raises :class:`Preempted`. submitit owns the requeue (see conf/trainer/slurm.yaml); this owns the
-    checkpoint. ``signals`` are names such as ``SIGUSR2`` (submitit's) or ``SIGTERM``."""
+    """On a stop signal (``SIGUSR2``: submitit's time-limit or preemption warning; ``SIGTERM``: SLURM's
+    preemption or ``scancel``), save ``last.ckpt`` at the next optimizer-step boundary (an exact resume point),
+    report it (``on_stop(status)``: the run record says ``preempted`` or ``cancelled``), then end the run.
 
-    def __init__(self, checkpoint_path, on_preempt, signals=("SIGUSR2",)):
-        self.checkpoint_path, self.on_preempt = checkpoint_path, on_preempt
+    A preempted run is requeued by submitit's USR2 handler when one is installed (it launched the job and
+    counts its requeues; a job that merely exited inside SLURM's grace time would end COMPLETED and never be
+    requeued); a SIGTERM preemption goes to the same handler. A cancelled run is not requeued: the same command
+    resumes it. Without submitit the run raises :class:`Stopped`."""
+
+    def __init__(self, checkpoint_path, on_stop, signals=("SIGUSR2", "SIGTERM")):
+        self.checkpoint_path, self.on_stop = checkpoint_path, on_stop
         self.signals = [getattr(signal, name) for name in signals]
-        self.requested, self.preempted, self.previous = None, False, {}
+        self.requested, self.stopped, self.previous = None, None, {}
 
     def _request(self, signum, frame) -> None:
-        self.requested = signum
+        self.requested = self.requested or signum
 
     def setup(self, trainer, pl_module, stage) -> None:
         for sig in self.signals:
@@ -90,12 +117,13 @@ class Preemption(L.Callback):
             return
         if not trainer.strategy.reduce_boolean_decision(self.requested is not None, all=False):
             return
+        signum = self.requested or self.signals[0]  # every process of a SLURM job gets the signal
         trainer.save_checkpoint(self.checkpoint_path)
-        self.preempted = True
+        self.stopped = stop_reason(signum)
         if trainer.is_global_zero:
-            self.on_preempt()
-        previous = self.previous.get(self.requested)
-        if callable(previous):
-            previous(self.requested, None)  # submitit: requeue this job, then sys.exit
-        raise Preempted(f"signal {signal.Signals(self.requested or self.signals[0]).name}: saved "
-                        f"{self.checkpoint_path}; the same command resumes from it")
+            self.on_stop(self.stopped)
+        requeue = self.previous.get(signal.SIGUSR2)
+        if self.stopped == "preempted" and callable(requeue):
+            requeue(signal.SIGUSR2, None)  # submitit: requeue this job, then sys.exit
+        raise Stopped(f"{self.stopped} (signal {signal.Signals(signum).name}): saved {self.checkpoint_path}; "
+                      f"the same command resumes from it", self.stopped)

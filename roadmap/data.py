@@ -10,6 +10,7 @@ must learn spatial structure.
 from __future__ import annotations
 
 import random
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import torch
 import torchvision
 from PIL import Image, UnidentifiedImageError
 from timm.data import create_transform
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from roadmap.errors import ConfigError
@@ -194,6 +196,30 @@ class EpochSeededSampler(DistributedSampler):
         return iter(indices[self.batches_to_skip(self.epoch) * self.batch_size:])
 
 
+class ResumableLoader(DataLoader):
+    """The training loader, stateful in Lightning's sense (``state_dict``/``load_state_dict``): each checkpoint
+    holds where in its epoch the run is, and a resumed run's sampler starts there (Lightning restores it
+    before the first iterator is built)."""
+
+    def __init__(self, *args, state, restore, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._state, self._restore = state, restore
+
+    def state_dict(self) -> dict:
+        return self._state()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._restore(state_dict)
+
+
+def leave_stop_signals_to_the_trainer(worker_id: int) -> None:
+    """DataLoader workers ignore SLURM's stop signals (SIGTERM on preemption or scancel, USR1/USR2 before a
+    time limit, sent to every process of the job): the training process saves a checkpoint at the next step
+    and ends them; a worker dying first would fail the run instead."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 class RoadmapDataModule(L.LightningDataModule):
     """Train/val loaders for any data config (conf/data/*.yaml) with the recipe's timm transforms."""
 
@@ -202,9 +228,6 @@ class RoadmapDataModule(L.LightningDataModule):
         self.data, self.recipe = data, recipe
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.resume_epoch, self.resume_batch = 0, 0
-        if self.recipe.mixup > 0 or self.recipe.cutmix > 0:
-            if batch_size % 2:
-                raise ConfigError(f"mixup/cutmix need an even batch size, got budget.batch_size={batch_size}")
 
     def transforms(self, is_training: bool):
         r, size = self.recipe, self.data.img_size
@@ -239,20 +262,27 @@ class RoadmapDataModule(L.LightningDataModule):
                 raise ConfigError(f"{len(self.train_set)} training images but batch_size {self.batch_size}: "
                                   f"lower budget.batch_size or add data")
 
-    def _loader(self, dataset, **kwargs):
-        return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
-                          persistent_workers=False, pin_memory=torch.cuda.is_available(), **kwargs)
+    def _loader(self, dataset, cls=DataLoader, **kwargs):
+        return cls(dataset, batch_size=self.batch_size, num_workers=self.num_workers, persistent_workers=False,
+                   pin_memory=torch.cuda.is_available(), worker_init_fn=leave_stop_signals_to_the_trainer, **kwargs)
 
-    def state_dict(self) -> dict:
-        """Saved in each checkpoint: the epoch a resume starts in (the next one once the last batch ran) and
-        the batches of it already trained on (a mid-epoch checkpoint: preemption, ``checkpoint_every_n_steps``)."""
+    def _position(self) -> dict:
+        """Where a checkpoint saved now resumes: the epoch (the next one once the last batch ran) and the batches
+        of it already trained on (a mid-epoch checkpoint: preemption, ``checkpoint_every_n_steps``)."""
         progress = self.trainer.fit_loop.epoch_loop.batch_progress
         at_epoch_end = progress.is_last_batch
         return {"resume_epoch": self.trainer.current_epoch + int(at_epoch_end),
-                "resume_batch": 0 if at_epoch_end else progress.current.processed}
+                "resume_batch": 0 if at_epoch_end else progress.current.processed,
+                "batch_size": self.batch_size, "world_size": self.trainer.world_size}
 
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.resume_epoch, self.resume_batch = state_dict["resume_epoch"], state_dict.get("resume_batch", 0)
+    def _resume_at(self, state: dict) -> None:
+        self.resume_epoch, self.resume_batch = state["resume_epoch"], state["resume_batch"]
+        layout = (state["batch_size"], state["world_size"])
+        if self.resume_batch and layout != (self.batch_size, self.trainer.world_size):
+            raise ConfigError(f"the checkpoint was saved in the middle of an epoch with batch {layout[0]} × "
+                              f"{layout[1]} processes; this run has {self.batch_size} × {self.trainer.world_size}: "
+                              f"resume mid-epoch on the same layout (the effective batch may stay the same on "
+                              f"another layout from an end-of-epoch checkpoint)")
 
     def train_dataloader(self):
         trainer = self.trainer
@@ -262,10 +292,12 @@ class RoadmapDataModule(L.LightningDataModule):
                                      num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=True,
                                      seed=self.seed, drop_last=True)
         sampler.set_epoch()
-        return self._loader(sampler.dataset, sampler=sampler, drop_last=True)
+        return self._loader(sampler.dataset, ResumableLoader, sampler=sampler, drop_last=True,
+                            state=self._position, restore=self._resume_at)
 
     def val_dataloader(self):
+        """Every validation image exactly once: split across processes without padding."""
         trainer = self.trainer
-        sampler = DistributedSampler(self.val_set, num_replicas=trainer.world_size, rank=trainer.global_rank,
-                                     shuffle=False) if trainer.world_size > 1 else None
+        sampler = UnrepeatedDistributedSampler(self.val_set, num_replicas=trainer.world_size, rank=trainer.global_rank,
+                                               shuffle=False) if trainer.world_size > 1 else None
         return self._loader(self.val_set, sampler=sampler)

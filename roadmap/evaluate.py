@@ -34,7 +34,7 @@ def evaluate(cfg: DictConfig) -> dict:
     weights.load_into(model, state, str(ckpt))
     recipe = cfg.recipe.copy()
     recipe.ema.enabled = ema
-    module = RoadmapModule(model, recipe, num_classes=cfg.data.num_classes, epochs=1, effective_batch=1,
+    module = RoadmapModule(model, recipe, num_classes=cfg.data.num_classes,
                            channels_last=cfg.channels_last, depthwise=cfg.depthwise)
     if ema:
         weights.load_into(module.ema.module, ema_state, f"{ckpt} (EMA)")

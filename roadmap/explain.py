@@ -21,19 +21,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from roadmap.errors import ConfigError, exit_on_config_error
-from roadmap.lit import scaled_lr, warmup_epochs
+from roadmap.effective import effective_run
 from roadmap.steps import CONF_DIR, compose_config, config_dirs
 
 REFERENCE = ["+experiment=paper_in1k", "data.root=/imagenet"]
 _INTERPOLATION = re.compile(r"^\$\{([\w.]+)\}$")
-
-
-def effective_batch(cfg: DictConfig) -> int | None:
-    """Per-device batch × devices × nodes × accumulation; None when devices is 'all visible' (-1)."""
-    devices = cfg.trainer.devices
-    if not isinstance(devices, int) or devices < 1:
-        return None
-    return cfg.budget.batch_size * devices * cfg.trainer.num_nodes * cfg.budget.accumulate_grad_batches
 
 
 def _g(x) -> str:
@@ -51,10 +43,10 @@ def _optimizer(r) -> str:
 def _rows(cfg: DictConfig) -> list[tuple[str, str, list[str]]]:
     """(what, effective value, the config keys it comes from) for one composed run."""
     r, d, b, t = cfg.recipe, cfg.data, cfg.budget, cfg.trainer
-    batch = effective_batch(cfg)
+    run = effective_run(cfg)
+    batch = run.effective_batch
     shown_batch = (f"{batch} = " if batch else "? = ") + (f"{b.batch_size}/device × {t.devices} devices × "
-                                                          f"{t.num_nodes} nodes × accumulate {b.accumulate_grad_batches}")
-    warm = warmup_epochs(r, batch) if batch else r.warmup_epochs
+                                                          f"{t.num_nodes} nodes × accumulate {t.accumulate_grad_batches}")
     scale = t.max_epochs / r.epochs
     schedule = (f"cosine to {_g(r.lr_min)}" if r.schedule == "cosine" else
                 f"step ×0.1 every {r.step_every * scale:.3g} epochs")
@@ -64,9 +56,9 @@ def _rows(cfg: DictConfig) -> list[tuple[str, str, list[str]]]:
         ("epochs", f"{t.max_epochs} (recipe {r.epochs} × budget scale {_g(b.epoch_scale)})", ["recipe.epochs", "budget.epoch_scale"]),
         ("effective batch", shown_batch, ["budget.batch_size", "trainer.devices", "trainer.num_nodes",
                                           "budget.accumulate_grad_batches"]),
-        ("peak lr", (f"{scaled_lr(r, batch):.4g}" if batch else "?") + f" ({_g(r.base_lr)} per {r.base_batch}, linear)",
+        ("peak lr", (f"{run.peak_lr:.4g}" if batch else "?") + f" ({_g(r.base_lr)} per {r.base_batch}, linear)",
          ["recipe.base_lr", "recipe.base_batch"]),
-        ("warm-up", f"{warm * scale:.3g} epochs, linear from 0" + (f" (only above batch {r.warmup_above_batch})"
+        ("warm-up", f"{run.warmup_epochs:.3g} epochs, linear from 0" + (f" (only above batch {r.warmup_above_batch})"
                                                                      if r.warmup_above_batch else ""),
          ["recipe.warmup_epochs", "recipe.warmup_above_batch", "budget.epoch_scale"]),
         ("schedule", f"{schedule}, per iteration", ["recipe.schedule", "recipe.lr_min", "recipe.step_every",
@@ -165,6 +157,10 @@ def explain(overrides: list[str]) -> str:
         out.append(f"  {'':<16}   paper: {paper} | set by {', '.join(origins)}")
     knobs = ", ".join(f"{k}={_g(v)}" for k, v in OmegaConf.to_container(cfg.model, resolve=True).items()
                       if k not in ("_target_", "layer_scale_init", "drop_path_rate", "init"))
+    steps = effective_run(cfg, cfg.data.get("train_size")) if cfg.data.get("train_size") else None
+    if steps and steps.total_steps:
+        out.append(f"  {'optimizer steps':<16} {steps.total_steps} ({steps.steps_per_epoch}/epoch of {cfg.data.train_size} "
+                   f"images), warm-up {steps.warmup_steps}")
     out += textwrap.wrap(f"model: {knobs}", 110, initial_indent="  ", subsequent_indent="    ")
     return "\n".join(out)
 

@@ -13,27 +13,21 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler, StepLRScheduler
 from timm.utils import ModelEmaV3
 from torch import nn
+from torchmetrics import MeanMetric, SumMetric
 
 from roadmap.depthwise import set_depthwise_impl
-
-
-def scaled_lr(recipe, effective_batch: int) -> float:
-    """Linear lr scaling rule: base_lr × effective batch / base batch (Table 5: 4e-3 at 4096)."""
-    return recipe.base_lr * effective_batch / recipe.base_batch
-
-
-def warmup_epochs(recipe, effective_batch: int) -> float:
-    """The recipe's warm-up at this effective batch, in its own epochs (before a budget scales them):
-    none at or below ``warmup_above_batch`` (torchvision's recipe at 256), else ``warmup_epochs``."""
-    return recipe.warmup_epochs if effective_batch > recipe.warmup_above_batch else 0.0
+from roadmap.effective import EffectiveRun
 
 
 class RoadmapModule(L.LightningModule):
-    def __init__(self, model: nn.Module, recipe, num_classes: int, epochs: int, effective_batch: int,
+    """``run`` (:func:`roadmap.effective.effective_run` with its steps) sizes the optimizer and schedule; None
+    for evaluation only."""
+
+    def __init__(self, model: nn.Module, recipe, num_classes: int, run: EffectiveRun | None = None,
                  seed: int = 0, channels_last: bool = False, compile: bool = False, depthwise: str = "auto"):
         super().__init__()
         self.model, self.recipe, self.num_classes = model, recipe, num_classes
-        self.epochs, self.effective_batch, self.seed = epochs, effective_batch, seed
+        self.run, self.seed = run, seed
         self.channels_last, self.compile = channels_last, compile
         set_depthwise_impl(model, depthwise)
         self.mixup = (Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix, prob=1.0, switch_prob=0.5,
@@ -48,6 +42,8 @@ class RoadmapModule(L.LightningModule):
         self.ema = ModelEmaV3(model, decay=recipe.ema.decay).requires_grad_(False) if recipe.ema.enabled else None
         self.ema_step = 0
         self.topk = (1, min(5, num_classes))
+        names = ["val_loss", *(f"val_top{k}{s}" for k in (1, 5) for s in ("", "_ema"))]
+        self.val_metrics = nn.ModuleDict({n: MeanMetric() for n in names} | {"val_images": SumMetric()})
 
     def configure_model(self) -> None:
         if self.channels_last:
@@ -87,36 +83,41 @@ class RoadmapModule(L.LightningModule):
             self.ema_step = self.global_step
 
     def _log_accuracy(self, logits, y, suffix: str) -> None:
-        top = logits.topk(self.topk[1], dim=1).indices
-        hits = top == y[:, None]
+        hits = logits.topk(self.topk[1], dim=1).indices == y[:, None]
         for k in self.topk:
-            self.log(f"val/top{k if k == 1 else 5}{suffix}", hits[:, :k].any(1).float().mean() * 100,
-                     on_epoch=True, sync_dist=True, batch_size=len(y), prog_bar=k == 1)
+            name = f"val/top{k if k == 1 else 5}{suffix}"
+            self.val_metrics[name.replace("/", "_")].update(hits[:, :k].any(1).float() * 100)
+            self.log(name, self.val_metrics[name.replace("/", "_")], on_epoch=True, prog_bar=k == 1)
 
     def validation_step(self, batch, batch_idx):
+        # per-image sums across processes (torchmetrics), over a split that each image is in once (roadmap.data)
         x, y = batch
         x = self._inputs(x)
         logits = self.model(x)
-        self.log("val/loss", nn.functional.cross_entropy(logits, y), on_epoch=True, sync_dist=True, batch_size=len(y))
+        self.val_metrics["val_loss"].update(nn.functional.cross_entropy(logits, y, reduction="none"))
+        self.log("val/loss", self.val_metrics["val_loss"], on_epoch=True)
+        self.val_metrics["val_images"].update(len(y))
+        self.log("val/images", self.val_metrics["val_images"], on_epoch=True)
         self._log_accuracy(logits, y, "")
         if self.ema is not None:
             self._log_accuracy(self.ema.module(x), y, "_ema")
 
     def configure_optimizers(self):
-        r = self.recipe
-        lr = scaled_lr(r, self.effective_batch)
-        opt = create_optimizer_v2(self.model, opt=r.optimizer.name, lr=lr, weight_decay=r.optimizer.weight_decay,
-                                  momentum=r.optimizer.momentum or 0.9, filter_bias_and_bn=r.optimizer.no_decay_1d,
+        r, run = self.recipe, self.run
+        if run is None or run.total_steps is None:
+            raise ValueError("RoadmapModule needs the effective run with its steps to train (effective_run(cfg, train_size))")
+        if self.trainer.estimated_stepping_batches != run.total_steps:  # the one computation must be Lightning's
+            raise RuntimeError(f"the effective run has {run.total_steps} optimizer steps, Lightning will take "
+                               f"{self.trainer.estimated_stepping_batches}: the trainer is not the config's")
+        opt = create_optimizer_v2(self.model, opt=r.optimizer.name, lr=run.peak_lr, weight_decay=r.optimizer.weight_decay,
+                                  momentum=r.optimizer.momentum, filter_bias_and_bn=r.optimizer.no_decay_1d,
                                   **({"betas": tuple(r.optimizer.betas)} if r.optimizer.betas else {}))
-        total = self.trainer.estimated_stepping_batches
-        per_epoch = total / self.epochs
-        warmup = round(warmup_epochs(r, self.effective_batch) * self.epochs / r.epochs * per_epoch)  # scales with the length
-        if r.schedule == "cosine":
-            sched = CosineLRScheduler(opt, t_initial=total - warmup, lr_min=r.lr_min, warmup_t=warmup,
-                                      warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
+        if run.schedule == "cosine":
+            sched = CosineLRScheduler(opt, t_initial=run.total_steps - run.warmup_steps, lr_min=r.lr_min,
+                                      warmup_t=run.warmup_steps, warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
         else:  # torchvision's step decay: ×0.1 every step_every of the recipe's epochs (30 of 90)
-            sched = StepLRScheduler(opt, decay_t=max(1, round(total * r.step_every / r.epochs)),
-                                    decay_rate=0.1, warmup_t=warmup, t_in_epochs=False)
+            sched = StepLRScheduler(opt, decay_t=run.decay_every_steps, decay_rate=0.1, warmup_t=run.warmup_steps,
+                                    t_in_epochs=False)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def lr_scheduler_step(self, scheduler, metric) -> None:

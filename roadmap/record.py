@@ -9,7 +9,7 @@ Layout (one folder per run, stable across restarts and requeues)::
 seed, regime, the data/budget/experiment choice that names the group, hardware, logging and paths), so
 ``recipe.base_lr=0.5`` gets its own folder and its own analysis group; :func:`identity` is what a saved
 ``config.yaml`` must match before its folder is reused. ``metrics.json`` carries ``schema``
-(:data:`SCHEMA_VERSION`) and ``status``: running → done | failed | preempted. Every file here is
+(:data:`SCHEMA_VERSION`) and ``status``: running → done | failed | preempted | cancelled. Every file here is
 written atomically (:func:`atomic_path`).
 """
 from __future__ import annotations
@@ -30,17 +30,25 @@ from omegaconf import DictConfig, OmegaConf
 SCHEMA_VERSION = 2
 RESULT_FILE = "metrics.json"
 CONFIG_FILE = "config.yaml"
-STATUSES = ("running", "done", "failed", "preempted")
-# Config keys that do not change what a run computes: never in a run's folder name or identity
-NOT_IDENTITY = ("step", "seed", "regime", "data", "budget", "experiment", "trainer", "logger", "run", "callbacks",
-                "mode", "ckpt",
-                "hydra", "compile", "compile_cache", "channels_last", "depthwise", "lineage", "data.root", "data.download", "data.verify_images",
-                "budget.num_workers", "budget.name", "budget.proxy", "recipe.name")
+STATUSES = ("running", "done", "failed", "preempted", "cancelled")
+# Config keys that do not change what a run computes: never in a run's folder name or identity. Under
+# ``trainer`` only the hardware and the display; every other trainer key (epochs, precision, clipping, batch
+# limits, ...) names its own folder when overridden.
+NOT_IDENTITY = ("step", "seed", "regime", "data", "budget", "experiment", "logger", "run", "callbacks", "mode", "ckpt",
+                "hydra", "compile", "compile_cache", "channels_last", "depthwise", "lineage", "data.root",
+                "data.download", "data.verify_images", "budget.num_workers", "budget.name", "budget.proxy",
+                "recipe.name", "trainer", "trainer._target_", "trainer.accelerator", "trainer.devices",
+                "trainer.num_nodes", "trainer.strategy", "trainer.sync_batchnorm", "trainer.plugins",
+                "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
+                "trainer.num_sanity_val_steps", "budget.accumulate_grad_batches", "trainer.accumulate_grad_batches")
+# The hardware layout: free to change while the effective batch (their product) stays the same
+LAYOUT = ("budget.batch_size", "budget.accumulate_grad_batches")
 _MAX_VARIANT = 100
 
 
 def _is_identity(key: str) -> bool:
-    return not any(key == k or key.startswith(f"{k}.") and k not in ("data", "budget", "recipe") for k in NOT_IDENTITY)
+    return not any(key == k or key.startswith(f"{k}.") and k not in ("data", "budget", "recipe", "trainer")
+                   for k in NOT_IDENTITY)
 
 
 def run_variant(task_overrides) -> str:
@@ -71,10 +79,14 @@ def resolved(config: DictConfig) -> dict:
 
 
 def identity(config: DictConfig | dict) -> dict:
-    """The resolved values that decide what a run computes (model, recipe, data, budget, seed), flattened."""
+    """What a run computes: the resolved model, recipe, data, budget and seed (flattened, the hardware layout
+    left out) and its effective run (:mod:`roadmap.effective`: epochs, effective batch, lr, precision, ...)."""
+    from roadmap.effective import effective_run
+
     tree = resolved(config) if isinstance(config, DictConfig) else config
     parts = {k: tree.get(k) for k in ("seed", "model", "recipe", "data", "budget")}
-    return {k: v for k, v in _flatten(parts).items() if _is_identity(k)}
+    flat = {k: v for k, v in _flatten(parts).items() if _is_identity(k) and k not in LAYOUT}
+    return {**flat, **{f"effective.{k}": v for k, v in effective_run(tree).identity().items()}}
 
 
 def identity_differences(saved: dict, requested: dict) -> list[str]:

@@ -133,6 +133,8 @@ RULES = [  # (key, check, what it must be)
     ("data.train_crop_scale", lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1, "[min, max] with 0 < min <= max <= 1"),
     ("data.crop_pct", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("run.checkpoint_every_n_steps", lambda v: v is None or v >= 1, "a positive integer or null"),
+    ("trainer.max_epochs", lambda v: isinstance(v, int) and v >= 1, "a positive integer (epochs to train)"),
+    ("trainer.num_nodes", lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
 ]
 
 
@@ -146,6 +148,7 @@ def _checked_part(cfg: DictConfig) -> dict:
     part.update({key: OmegaConf.to_container(cfg[key], resolve=True, throw_on_missing=True)
                  for key in ("budget", "recipe", "data")})
     part["run"] = {key: cfg.run.get(key) for key in Run.__dataclass_fields__}
+    part["trainer"] = {key: cfg.trainer.get(key) for key in ("max_epochs", "num_nodes")}
     return part
 
 
@@ -168,3 +171,6 @@ def validate(cfg: DictConfig) -> None:
         if not check(value):
             shown = list(value) if OmegaConf.is_list(value) else value
             raise ConfigError(f"{key}={shown}: must be {requirement}")
+    if (checked.recipe.mixup > 0 or checked.recipe.cutmix > 0) and checked.budget.batch_size % 2:
+        raise ConfigError(f"budget.batch_size={checked.budget.batch_size}: mixup/cutmix pair the images of a batch, "
+                          f"so it must be even (or set recipe.mixup=0 recipe.cutmix=0)")

@@ -44,6 +44,9 @@ def scaled_epochs(epochs: int, scale: float) -> int:
 OmegaConf.register_new_resolver("roadmap_searchpath", lambda: [f"file://{d}" for d in config_dirs()[1:]], replace=True)
 OmegaConf.register_new_resolver("scaled_epochs", scaled_epochs, replace=True)
 OmegaConf.register_new_resolver("run_variant", run_variant, replace=True)
+OmegaConf.register_new_resolver("max", max, replace=True)
+OmegaConf.register_new_resolver("on_cuda", lambda accelerator: accelerator in ("gpu", "cuda") or (
+    accelerator == "auto" and __import__("torch").cuda.is_available()), replace=True)
 
 
 @dataclass(frozen=True)

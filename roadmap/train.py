@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from roadmap import record, weights
 from roadmap.callbacks import History, Preemption, Throughput
 from roadmap.data import RoadmapDataModule
+from roadmap.effective import EffectiveRun, effective_run
 from roadmap.errors import ConfigError
 from roadmap.lit import RoadmapModule
 from roadmap.profile import count_gflops, count_params_m
@@ -96,21 +97,21 @@ def summary(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _header(cfg: DictConfig, step: str, run_dir: Path, status: str, error: str | None = None) -> dict:
+def _header(cfg: DictConfig, step: str, run_dir: Path, run: EffectiveRun, status: str, error: str | None = None) -> dict:
     """The fields every metrics.json has, whatever the run's status."""
     return {"status": status, "error": error, "step": step, "regime": cfg.regime.name, "seed": cfg.seed,
             "data": cfg.data.name, "budget": cfg.budget.name, "group": cfg.run.group,
-            "proxy": proxy_label(cfg), "run_dir": str(run_dir)}
+            "proxy": proxy_label(cfg), "run_dir": str(run_dir), "effective_run": run.as_dict()}
 
 
-def _result(cfg, step, run_dir, trainer, model, history, throughput, wall_s, status, exported) -> dict:
+def _result(cfg, step, run_dir, run, trainer, model, history, throughput, wall_s, status, exported) -> dict:
     last = history[-1] if history else {}
     metric = metric_name(cfg)
     best = max(history, key=lambda row: row.get(metric, -1)) if history else {}
     with torch.device("meta"):  # the paper's count: the step's architecture with 1000 classes at 224²
         paper_arch, trained_arch = instantiate_model(cfg.model, num_classes=1000), instantiate_model(cfg.model)
     return {
-        **_header(cfg, step, run_dir, status), "img_size": cfg.data.img_size,
+        **_header(cfg, step, run_dir, run, status), "img_size": cfg.data.img_size,
         "final": {k: last.get(f"val/{k}") for k in ("top1", "top5", "top1_ema", "top5_ema")},
         "best": {"top1": best.get(metric), "epoch": best.get("epoch"), "metric": metric},
         "epochs": last.get("epoch", 0), "history": history,
@@ -140,23 +141,27 @@ def export_weights(module: RoadmapModule, run_dir: Path) -> dict[str, str]:
     return {k: str(v.relative_to(run_dir)) for k, v in out.items()}
 
 
-def _fit(cfg: DictConfig, run_dir: Path, callbacks: list):
-    """Build data, model, module and trainer from the config and fit (resuming from last.ckpt if any)."""
+def checkpoint_callbacks(cfg: DictConfig, checkpoints: Path) -> list[ModelCheckpoint]:
+    """``last.ckpt`` at every epoch end and, with ``run.checkpoint_every_n_steps``, every n optimizer steps too (a
+    second callback: Lightning's triggers are exclusive within one); ``best.ckpt`` by the table's metric."""
+    newest = dict(dirpath=checkpoints, filename="last", save_top_k=1,  # no monitor: the newest only,
+                  enable_version_counter=False)  # overwritten in place
+    found = [ModelCheckpoint(**newest, every_n_epochs=1)]
+    if cfg.run.checkpoint_every_n_steps:
+        found.append(ModelCheckpoint(**newest, every_n_train_steps=cfg.run.checkpoint_every_n_steps))
+    found.append(ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=metric_name(cfg), mode="max",
+                                 save_top_k=1, save_weights_only=True, enable_version_counter=False, every_n_epochs=1))
+    return found
+
+
+def _fit(cfg: DictConfig, run_dir: Path, datamodule: RoadmapDataModule, run: EffectiveRun, callbacks: list):
+    """Build model, module and trainer from the config and fit (resuming from last.ckpt if any)."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = RoadmapDataModule(cfg.data, cfg.recipe, cfg.budget.batch_size, cfg.budget.num_workers, cfg.seed)
-    datamodule.setup()
     model = instantiate_model(cfg.model)
     checkpoints = run_dir / "checkpoints"
-    last = ModelCheckpoint(dirpath=checkpoints, filename="last", save_top_k=1,  # no monitor: the newest only,
-                           enable_version_counter=False,  # overwritten in place
-                           every_n_epochs=1, every_n_train_steps=cfg.run.checkpoint_every_n_steps)
-    best = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=metric_name(cfg), mode="max", save_top_k=1,
-                           save_weights_only=True, enable_version_counter=False, every_n_epochs=1)
-    trainer = build_trainer(cfg, run_dir, [*callbacks, last, best])
-    effective_batch = cfg.budget.batch_size * trainer.world_size * trainer.accumulate_grad_batches
-    module = RoadmapModule(model, cfg.recipe, num_classes=cfg.data.num_classes, epochs=trainer.max_epochs,
-                           effective_batch=effective_batch, seed=cfg.seed, channels_last=cfg.channels_last,
-                           compile=cfg.compile, depthwise=cfg.depthwise)
+    trainer = build_trainer(cfg, run_dir, [*callbacks, *checkpoint_callbacks(cfg, checkpoints)])
+    module = RoadmapModule(model, cfg.recipe, num_classes=cfg.data.num_classes, run=run, seed=cfg.seed,
+                           channels_last=cfg.channels_last, compile=cfg.compile, depthwise=cfg.depthwise)
     for logger in trainer.loggers:  # the resolved run config reaches every logger (wandb: filterable)
         logger.log_hyperparams(record.resolved(cfg))
     last_ckpt = checkpoints / "last.ckpt"
@@ -194,8 +199,10 @@ def check_identity(cfg: DictConfig, run_dir: Path) -> None:
     differences = record.identity_differences(record.identity(saved), record.identity(cfg))
     if differences:
         shown = "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4 else "")
-        raise ConfigError(f"{run_dir} holds a run of another config ({shown}): run.force=true overwrites it, "
-                          f"or change run.root")
+        layout = (" (per-device batch × devices × nodes × accumulation may change, their product may not)"
+                  if any(d.startswith("effective.effective_batch") for d in differences) else "")
+        raise ConfigError(f"{run_dir} holds a run of another config ({shown}){layout}: run.force=true "
+                          f"overwrites it, or change run.root")
 
 
 def use_compile_cache(root: Path) -> None:
@@ -209,8 +216,15 @@ def use_compile_cache(root: Path) -> None:
     os.environ.setdefault("TRITON_CACHE_DIR", str(root.resolve() / "triton"))
 
 
+STOPPED = {"preempted": "preempted: the requeued job resumes from checkpoints/last.ckpt",
+           "cancelled": "cancelled: the same command resumes from checkpoints/last.ckpt"}
+
+
 def train(cfg: DictConfig) -> dict:
-    """Train, validate and record one step (or evaluate a checkpoint: mode=eval); returns the record."""
+    """Train, validate and record one step (or evaluate a checkpoint: mode=eval); returns the record.
+
+    Everything that can refuse the run (config, input size, identity, data) runs before its record says
+    ``running``; after that the record ends as done, failed, preempted or cancelled."""
     validate(cfg)
     step = step_name(cfg)
     check_input_size(cfg.model, cfg.data.img_size)
@@ -224,6 +238,13 @@ def train(cfg: DictConfig) -> dict:
     if previous and previous.get("status") == "done" and not cfg.run.force:
         print(f"already done, not retraining (run.force=true retrains)\n{summary(previous)}")
         return previous
+    datamodule = RoadmapDataModule(cfg.data, cfg.recipe, cfg.budget.batch_size, cfg.budget.num_workers, cfg.seed)
+    datamodule.setup()
+    run = effective_run(cfg, train_size=len(datamodule.train_set))
+    if not run.total_steps:
+        raise ConfigError(f"{len(datamodule.train_set)} training images give no full batch of "
+                          f"{cfg.budget.batch_size} × {run.effective_batch // cfg.budget.batch_size if run.effective_batch else '?'} "
+                          f"processes: lower budget.batch_size or add data")
     run_dir.mkdir(parents=True, exist_ok=True)
     record.write_text(run_dir / record.CONFIG_FILE, OmegaConf.to_yaml(record.resolved(cfg)))
 
@@ -231,19 +252,19 @@ def train(cfg: DictConfig) -> dict:
         use_compile_cache(Path(cfg.compile_cache))
     started = time.time()
     history, throughput = History(), Throughput()
-    preemption = Preemption(run_dir / "checkpoints" / "last.ckpt", lambda: record.write_record(run_dir, {
-        **_header(cfg, step, run_dir, "preempted", "preempted: the requeued job resumes from checkpoints/last.ckpt"),
+    preemption = Preemption(run_dir / "checkpoints" / "last.ckpt", lambda status: record.write_record(run_dir, {
+        **_header(cfg, step, run_dir, run, status, STOPPED[status]),
         "history": history.epochs, "wall_s": round(time.time() - started, 1)}))
     if rank_zero_only.rank == 0:
-        record.write_record(run_dir, _header(cfg, step, run_dir, "running"))
+        record.write_record(run_dir, _header(cfg, step, run_dir, run, "running"))
     try:
-        module, trainer = _fit(cfg, run_dir, [history, throughput, preemption])
+        module, trainer = _fit(cfg, run_dir, datamodule, run, [history, throughput, preemption])
     except BaseException as err:  # recorded, then re-raised: a sweep shows the step as failed with its error
-        # after a preemption the record already says so; submitit's handler ends the job with SystemExit
-        if not preemption.preempted and rank_zero_only.rank == 0:
+        # after a stop signal the record already says so; submitit's handler ends the job with SystemExit
+        if not preemption.stopped and rank_zero_only.rank == 0:
             message = str(err).strip().splitlines()[-1] if str(err).strip() else ""
             record.write_record(run_dir, {
-                **_header(cfg, step, run_dir, "failed", f"{type(err).__name__}: {message}"),
+                **_header(cfg, step, run_dir, run, "failed", f"{type(err).__name__}: {message}"),
                 "history": history.epochs, "wall_s": round(time.time() - started, 1)})
         raise
     finally:
@@ -254,7 +275,7 @@ def train(cfg: DictConfig) -> dict:
     if not trainer.is_global_zero:
         return {}
     exported = export_weights(module, run_dir) if cfg.run.export_weights else {}
-    result = _result(cfg, step, run_dir, trainer, module.model, history.epochs, throughput,
+    result = _result(cfg, step, run_dir, run, trainer, module.model, history.epochs, throughput,
                      time.time() - started, "done", exported)
     record.write_record(run_dir, result)
     print(summary(result))

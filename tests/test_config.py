@@ -1,5 +1,6 @@
 """The config architecture, by composition (no training unless said): each knob has one home and one merge
 point, the paper-scale runs are the paper's, regimes and steps are YAML files only, bad values fail in one line."""
+import dataclasses
 import subprocess
 import sys
 from unittest import mock
@@ -13,7 +14,8 @@ import yaml
 from analysis.roadmap import main as analysis_main
 from roadmap import ConfigError, build_model, list_steps
 from roadmap.explain import explain
-from roadmap.lit import RoadmapModule, scaled_lr, warmup_epochs
+from roadmap.effective import effective_run, scaled_lr, warmup_epochs, with_steps
+from roadmap.lit import RoadmapModule
 from roadmap.steps import CONF_DIR, CONFIG_PATH_ENV, compose_config, instantiate_model
 from roadmap.train import train
 from tests.helpers import tiny_run_config
@@ -60,8 +62,10 @@ def test_every_step_has_one_merge_point_per_knob(choice):
 def _schedule(cfg, effective_batch=4096, steps_per_epoch=10):
     """The optimizer and scheduler RoadmapModule builds for this config at the given effective batch."""
     model = instantiate_model(cfg.model, num_classes=10)
-    module = RoadmapModule(model, cfg.recipe, num_classes=10, epochs=cfg.trainer.max_epochs,
-                           effective_batch=effective_batch)
+    run = dataclasses.replace(effective_run(cfg), effective_batch=effective_batch,
+                              peak_lr=scaled_lr(cfg.recipe, effective_batch),
+                              warmup_epochs=warmup_epochs(cfg.recipe, effective_batch) * cfg.trainer.max_epochs / cfg.recipe.epochs)
+    module = RoadmapModule(model, cfg.recipe, num_classes=10, run=with_steps(run, cfg.recipe, steps_per_epoch))
     module.trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False)
     with mock.patch.object(L.Trainer, "estimated_stepping_batches", new_callable=mock.PropertyMock,
                            return_value=cfg.trainer.max_epochs * steps_per_epoch):

@@ -17,6 +17,7 @@ from roadmap import ConfigError, build_model, record, weights
 from roadmap.callbacks import Preempted
 from roadmap.compat import to_reference_state_dict
 from roadmap.data import RoadmapDataModule
+from roadmap.effective import effective_run
 from roadmap.lit import RoadmapModule
 from roadmap.steps import compose_config, instantiate_model
 from roadmap.train import train
@@ -142,8 +143,9 @@ def test_overrides_get_their_own_run_and_a_changed_config_is_refused(tmp_path):
 def test_ema_follows_optimizer_steps_under_accumulation(tmp_path):
     cfg = compose_config("separate_downsampling", overrides=["budget=smoke", "recipe.ema.enabled=true",
                                                              "data.train_size=64"])
-    module = RoadmapModule(instantiate_model(cfg.model, num_classes=8), cfg.recipe, num_classes=8, epochs=1,
-                           effective_batch=32)
+    cfg.budget.accumulate_grad_batches, cfg.budget.limit_train_batches = 4, 8
+    module = RoadmapModule(instantiate_model(cfg.model, num_classes=8), cfg.recipe, num_classes=8,
+                           run=effective_run(cfg, train_size=64))
     steps = []
     update = module.ema.update
     module.ema.update = lambda model, step=None: (steps.append(step), update(model, step=step))

@@ -16,7 +16,8 @@ from PIL import Image
 
 from roadmap import ConfigError, list_steps
 from roadmap.data import RoadmapDataModule, SyntheticShapes, generate_shapes
-from roadmap.lit import RoadmapModule, scaled_lr
+from roadmap.effective import effective_run, scaled_lr
+from roadmap.lit import RoadmapModule
 from roadmap.steps import compose_config, instantiate_model
 from roadmap.train import train
 from tests.helpers import TINY_VARIANT, RecordLR, tiny_run_config
@@ -79,8 +80,8 @@ def test_short_training_learns_well_above_chance(tmp_path):
 def _module(overrides=(), num_classes=8):
     cfg = compose_config("separate_downsampling", overrides=["budget=smoke", *overrides])
     model = instantiate_model(cfg.model, num_classes=num_classes)
-    return cfg, RoadmapModule(model, cfg.recipe, num_classes=num_classes, epochs=cfg.trainer.max_epochs,
-                              effective_batch=cfg.budget.batch_size)
+    run = effective_run(cfg, train_size=cfg.data.train_size)
+    return cfg, RoadmapModule(model, cfg.recipe, num_classes=num_classes, run=run)
 
 
 def _fit(module, cfg, tmp_path, epochs, batches, callbacks=()):
@@ -108,7 +109,8 @@ def test_no_weight_decay_on_1d_params(tmp_path):
 
 
 def test_lr_follows_warmup_then_cosine_per_iteration(tmp_path):
-    cfg, module = _module(["recipe.epochs=10", "recipe.warmup_epochs=2", "budget.epoch_scale=0.5", "data.train_size=32"])
+    cfg, module = _module(["recipe.epochs=10", "recipe.warmup_epochs=2", "budget.epoch_scale=0.5", "data.train_size=32",
+                           "budget.limit_train_batches=4"])
     recorder = RecordLR()
     _fit(module, cfg, tmp_path, epochs=5, batches=4, callbacks=[recorder])
     base, lr_min = scaled_lr(cfg.recipe, 8), cfg.recipe.lr_min
@@ -148,7 +150,8 @@ def test_train_transform_is_the_papers():
 
 
 def test_ema_weights_differ_and_are_validated(tmp_path):
-    cfg, module = _module(["recipe.ema.enabled=true", "recipe.ema.decay=0.5", "data.train_size=32"])
+    cfg, module = _module(["recipe.ema.enabled=true", "recipe.ema.decay=0.5", "data.train_size=32",
+                           "budget.limit_train_batches=3"])
     trainer = _fit(module, cfg, tmp_path, epochs=1, batches=3)
     raw = dict(module.model.named_parameters())
     ema = dict(module.ema.module.named_parameters())

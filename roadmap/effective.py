@@ -1,0 +1,105 @@
+"""The effective run: what one composed config computes, whatever hardware it runs on.
+
+:func:`effective_run` is the one place that turns a config into epochs, effective batch, peak lr, warm-up
+and schedule in optimizer steps, precision, clipping and batch limits. The optimizer and scheduler
+(:mod:`roadmap.lit`), ``roadmap.explain``, a run's identity (:mod:`roadmap.record`) and ``metrics.json`` all
+take them from here. The hardware layout (devices × nodes × accumulation at the same effective batch) is not
+part of it: a run started on 4 nodes × 8 GPUs resumes on 1 GPU × accumulation 32.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+
+def scaled_lr(recipe, effective_batch: int) -> float:
+    """Linear lr scaling rule: base_lr × effective batch / base batch (Table 5: 4e-3 at 4096)."""
+    return recipe.base_lr * effective_batch / recipe.base_batch
+
+
+def warmup_epochs(recipe, effective_batch: int) -> float:
+    """The recipe's warm-up at this effective batch, in its own epochs (before a budget scales them):
+    none at or below ``warmup_above_batch`` (torchvision's recipe at 256), else ``warmup_epochs``."""
+    return recipe.warmup_epochs if effective_batch > recipe.warmup_above_batch else 0.0
+
+
+def world_size(trainer) -> int | None:
+    """Processes of a trainer config: devices × nodes; None where ``devices`` means 'all visible' (-1, auto)
+    and no CUDA device tells how many that is."""
+    devices = trainer.devices
+    if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
+        devices = len(devices)
+    elif isinstance(devices, str) and devices.isdigit():
+        devices = int(devices)
+    if not isinstance(devices, int) or devices < 1:
+        if trainer.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+            devices = torch.cuda.device_count()
+        elif trainer.accelerator == "cpu" and devices in ("auto", None):
+            devices = 1
+        else:
+            return None
+    return devices * trainer.num_nodes
+
+
+def batches_per_epoch(limit, available: int) -> int:
+    """Lightning's rule for ``limit_train_batches``: an int is a count, a float ≤ 1 a fraction of the epoch."""
+    if isinstance(limit, float) and limit <= 1.0:
+        return int(available * limit)
+    return min(available, int(limit))
+
+
+@dataclass(frozen=True)
+class EffectiveRun:
+    """The numbers that decide what a run computes (``steps``: optimizer steps, None until the data is known)."""
+
+    epochs: int
+    effective_batch: int | None     # per-device batch × devices × nodes × accumulation
+    peak_lr: float | None
+    warmup_epochs: float            # in the run's epochs (the recipe's warm-up scaled by the budget)
+    schedule: str
+    precision: str
+    grad_clip: float | None
+    limit_train_batches: float
+    limit_val_batches: float
+    steps_per_epoch: int | None = None
+    total_steps: int | None = None
+    warmup_steps: int | None = None
+    decay_every_steps: int | None = None  # the step schedule's ×0.1 interval
+
+    def identity(self) -> dict:
+        """What a saved run must match to be resumed or reused (steps follow from these and the data)."""
+        return {k: v for k, v in asdict(self).items()
+                if k not in ("steps_per_epoch", "total_steps", "warmup_steps", "decay_every_steps")}
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def effective_run(cfg: DictConfig, train_size: int | None = None) -> EffectiveRun:
+    """The effective run of a composed (or saved) config; ``train_size`` (training images) adds the steps."""
+    cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+    r, b, t = cfg.recipe, cfg.budget, cfg.trainer
+    world = world_size(t)
+    accumulate = t.get("accumulate_grad_batches", 1)
+    batch = b.batch_size * world * accumulate if world else None
+    epochs = t.max_epochs
+    warm = warmup_epochs(r, batch) if batch else r.warmup_epochs
+    run = dict(epochs=epochs, effective_batch=batch, peak_lr=scaled_lr(r, batch) if batch else None,
+               warmup_epochs=warm * epochs / r.epochs, schedule=r.schedule, precision=str(t.precision),
+               grad_clip=t.get("gradient_clip_val"), limit_train_batches=t.limit_train_batches,
+               limit_val_batches=t.limit_val_batches)
+    if train_size is None or not world:
+        return EffectiveRun(**run)
+    batches = batches_per_epoch(t.limit_train_batches, train_size // world // b.batch_size)  # drop_last
+    return with_steps(EffectiveRun(**run), r, math.ceil(batches / accumulate))  # Lightning steps at an epoch's end
+
+
+def with_steps(run: EffectiveRun, recipe, steps_per_epoch: int) -> EffectiveRun:
+    """``run`` with its schedule in optimizer steps, at ``steps_per_epoch``."""
+    total = steps_per_epoch * run.epochs
+    decay = max(1, round(total * recipe.step_every / recipe.epochs)) if run.schedule == "step" else None
+    return replace(run, steps_per_epoch=steps_per_epoch, total_steps=total,
+                   warmup_steps=round(run.warmup_epochs * steps_per_epoch), decay_every_steps=decay)
