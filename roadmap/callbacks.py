@@ -8,6 +8,7 @@ import time
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 
 class Throughput(L.Callback):
@@ -38,6 +39,17 @@ class Throughput(L.Callback):
     @property
     def images_per_s(self) -> float | None:
         return self.images / self.seconds if self.seconds else None
+
+
+class ResumableProgressBar(TQDMProgressBar):
+    """Lightning's progress bar, which also knows the epoch's length and position when a run resumes in the
+    middle of an epoch (Lightning skips ``on_train_epoch_start`` then)."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        if trainer.fit_loop.restarted_mid_epoch:
+            self.on_train_epoch_start(trainer, pl_module)
+            self.train_progress_bar.initial = trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
 
 class History(L.Callback):
@@ -103,14 +115,17 @@ class Preemption(L.Callback):
     def _request(self, signum, frame) -> None:
         self.requested = self.requested or signum
 
-    def setup(self, trainer, pl_module, stage) -> None:
+    def on_train_start(self, trainer, pl_module) -> None:
+        # installed over Lightning's own SIGTERM handling (registered just before), which stops at the next batch,
+        # mid-accumulation too, without a checkpoint and with exit code 0: SLURM would call the job COMPLETED
         for sig in self.signals:
             self.previous[sig] = signal.getsignal(sig)
             signal.signal(sig, self._request)
 
     def teardown(self, trainer, pl_module, stage) -> None:
         for sig, handler in self.previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+            if signal.getsignal(sig) == self._request:  # not already restored by Lightning
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.fit_loop.epoch_loop._should_accumulate():  # mid-accumulation: gradients would be lost
@@ -125,5 +140,5 @@ class Preemption(L.Callback):
         requeue = self.previous.get(signal.SIGUSR2)
         if self.stopped == "preempted" and callable(requeue):
             requeue(signal.SIGUSR2, None)  # submitit: requeue this job, then sys.exit
-        raise Stopped(f"{self.stopped} (signal {signal.Signals(signum).name}): saved {self.checkpoint_path}; "
-                      f"the same command resumes from it", self.stopped)
+        raise Stopped(f"signal {signal.Signals(signum).name}: saved {self.checkpoint_path}; the same command "
+                      f"resumes from it", self.stopped)

@@ -210,6 +210,7 @@ class ResumableLoader(DataLoader):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._restore(state_dict)
+        self.sampler.set_epoch()  # the sampler was made before the restore: it starts in the restored epoch
 
 
 def leave_stop_signals_to_the_trainer(worker_id: int) -> None:

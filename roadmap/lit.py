@@ -74,6 +74,11 @@ class RoadmapModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         self.ema_step = self.global_step  # a resumed run continues from its restored step
+        # the schedule was sized by the effective run; asked here, after a resume has restored the loader's
+        # position (asked in configure_optimizers, Lightning would build the loader before the restore)
+        if self.trainer.estimated_stepping_batches != self.run.total_steps:
+            raise RuntimeError(f"the effective run has {self.run.total_steps} optimizer steps, Lightning takes "
+                               f"{self.trainer.estimated_stepping_batches}: the trainer is not the config's")
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         # the EMA follows optimizer steps, not micro-batches (timm train.py, ConvNeXt engine.py): under
@@ -106,9 +111,6 @@ class RoadmapModule(L.LightningModule):
         r, run = self.recipe, self.run
         if run is None or run.total_steps is None:
             raise ValueError("RoadmapModule needs the effective run with its steps to train (effective_run(cfg, train_size))")
-        if self.trainer.estimated_stepping_batches != run.total_steps:  # the one computation must be Lightning's
-            raise RuntimeError(f"the effective run has {run.total_steps} optimizer steps, Lightning will take "
-                               f"{self.trainer.estimated_stepping_batches}: the trainer is not the config's")
         opt = create_optimizer_v2(self.model, opt=r.optimizer.name, lr=run.peak_lr, weight_decay=r.optimizer.weight_decay,
                                   momentum=r.optimizer.momentum, filter_bias_and_bn=r.optimizer.no_decay_1d,
                                   **({"betas": tuple(r.optimizer.betas)} if r.optimizer.betas else {}))

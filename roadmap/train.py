@@ -24,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from roadmap import record, weights
-from roadmap.callbacks import History, Preemption, Throughput
+from roadmap.callbacks import History, Preemption, ResumableProgressBar, Throughput
 from roadmap.data import RoadmapDataModule
 from roadmap.effective import EffectiveRun, effective_run
 from roadmap.errors import ConfigError
@@ -79,6 +79,8 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
 
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list) -> L.Trainer:
     extra = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
+    if cfg.trainer.get("enable_progress_bar", True):
+        extra.append(ResumableProgressBar())
     return instantiate(cfg.trainer, callbacks=[*callbacks, *extra], logger=build_loggers(cfg, run_dir),
                        default_root_dir=str(run_dir), enable_checkpointing=True, use_distributed_sampler=False)
 
@@ -198,9 +200,12 @@ def check_identity(cfg: DictConfig, run_dir: Path) -> None:
         return
     differences = record.identity_differences(record.identity(saved), record.identity(cfg))
     if differences:
+        layout_changed = any(d.startswith("effective.effective_batch") for d in differences)
+        # the config values that differ; the effective run's only where nothing else does (it follows from them)
+        differences = [d for d in differences if not d.startswith("effective.")] or differences
         shown = "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4 else "")
         layout = (" (per-device batch × devices × nodes × accumulation may change, their product may not)"
-                  if any(d.startswith("effective.effective_batch") for d in differences) else "")
+                  if layout_changed else "")
         raise ConfigError(f"{run_dir} holds a run of another config ({shown}){layout}: run.force=true "
                           f"overwrites it, or change run.root")
 

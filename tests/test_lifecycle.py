@@ -14,7 +14,7 @@ from PIL import Image
 
 from analysis.roadmap import load_runs, roadmap_table
 from roadmap import ConfigError, build_model, record, weights
-from roadmap.callbacks import Preempted
+from roadmap.callbacks import Stopped
 from roadmap.compat import to_reference_state_dict
 from roadmap.data import RoadmapDataModule
 from roadmap.effective import effective_run
@@ -59,30 +59,42 @@ def _assert_same_run(resumed: Path, uninterrupted: Path):
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)  # bit-identical
 
 
-def test_resume_after_hard_kill_matches_uninterrupted_run(uninterrupted, tmp_path):
-    killed = _run(tmp_path, "+callbacks.kill._target_=tests.helpers.KillAfterSteps", "+callbacks.kill.steps=6")
-    assert killed.returncode == -9  # SIGKILL in epoch 2, after epoch 1's last.ckpt
-    assert record.read_record(_run_dir(tmp_path))["status"] == "running"
-    resumed = _run(tmp_path)
+def test_mid_epoch_checkpoint_resumes_exactly_after_a_hard_kill(uninterrupted, tmp_path):
+    """``run.checkpoint_every_n_steps=2``, SIGKILL at step 7 (epoch 2, batch 3): the run resumes from step 6's
+    checkpoint, its progress bar knows the epoch's length, Lightning does not call the loader unresumable, and
+    it ends with the uninterrupted run's weights."""
+    every = ["run.checkpoint_every_n_steps=2"]
+    killed = _run(tmp_path, *every, "+callbacks.kill._target_=tests.helpers.KillAfterSteps", "+callbacks.kill.steps=7")
+    assert killed.returncode == -9
+    run_dir = _run_dir(tmp_path)
+    assert record.read_record(run_dir)["status"] == "running"
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["global_step"] == 6  # mid-epoch: 4 steps an epoch
+    resumed = _run(tmp_path, *every, "trainer.enable_progress_bar=true")
     assert resumed.returncode == 0 and "resuming from" in resumed.stdout, resumed.stderr[-2000:]
-    _assert_same_run(_run_dir(tmp_path), uninterrupted)
+    bars = [line for line in resumed.stdout.replace("\r", "\n").splitlines() if line.startswith("Epoch 1:")]
+    assert bars and all("/4 " in line for line in bars), bars[:3]
+    assert "not resumable" not in resumed.stderr
+    _assert_same_run(run_dir, uninterrupted)
 
 
-def test_preemption_checkpoints_mid_epoch_and_the_requeue_resumes_exactly(uninterrupted, tmp_path):
-    """SLURM's warning signal (SIGUSR2, as submitit asks for it) at optimizer step 6, the middle of epoch 2:
-    the run saves last.ckpt there, says `preempted` and exits 3; the same command (the requeued job)
-    resumes mid-epoch and ends with the uninterrupted run's weights."""
-    signalled = ["+callbacks.preempt._target_=tests.helpers.SignalAtStep", "+callbacks.preempt.step=6"]
+@pytest.mark.parametrize("name,status", [("SIGUSR2", "preempted"), ("SIGTERM", "cancelled")])
+def test_stop_signal_checkpoints_mid_epoch_and_the_same_command_resumes_exactly(uninterrupted, tmp_path, name, status):
+    """A scheduler's warning (SIGUSR2, as submitit asks for it) or a plain stop (SIGTERM outside SLURM) at
+    optimizer step 6, the middle of epoch 2: the run saves last.ckpt at the next step, says what stopped it and
+    exits 3; the same command resumes mid-epoch and ends with the uninterrupted run's weights."""
+    signalled = ["+callbacks.preempt._target_=tests.helpers.SignalAtStep", "+callbacks.preempt.step=6",
+                 f"+callbacks.preempt.name={name}"]
     first = _run(tmp_path, *signalled)
     assert first.returncode == 3, first.stderr[-2000:]
-    assert "preempted: signal SIGUSR2" in first.stderr and "Traceback" not in first.stderr
+    assert f"{status}: signal {name}" in first.stderr and "Traceback" not in first.stderr
     run_dir = _run_dir(tmp_path)
-    preempted = record.read_record(run_dir)
-    assert preempted["status"] == "preempted" and len(preempted["history"]) == 1
+    stopped = record.read_record(run_dir)
+    assert stopped["status"] == status and len(stopped["history"]) == 1
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["global_step"] == 7  # the first optimizer-step boundary after the signal: batch 3 of epoch 2
-    requeued = _run(tmp_path, *signalled)
-    assert requeued.returncode == 0 and "resuming from" in requeued.stdout, requeued.stderr[-2000:]
+    again = _run(tmp_path, *signalled)
+    assert again.returncode == 0 and "resuming from" in again.stdout, again.stderr[-2000:]
     _assert_same_run(run_dir, uninterrupted)
 
 
@@ -94,7 +106,7 @@ def test_preemption_hands_the_signal_on_and_wandb_continues_its_run(tmp_path, mo
     previous = signal.signal(signal.SIGUSR2, lambda signum, frame: calls.append(signum))
     overrides = ["logger=default", "budget.limit_train_batches=4", "budget.limit_val_batches=1"]
     try:
-        with pytest.raises(Preempted):
+        with pytest.raises(Stopped):
             train(tiny_run_config("gelu", tmp_path, overrides=[
                 *overrides, "+callbacks.preempt._target_=tests.helpers.SignalAtStep", "+callbacks.preempt.step=1"]))
     finally:
