@@ -239,3 +239,45 @@ def test_weights_that_are_missing_or_do_not_fit_are_one_line(step, source, messa
     with pytest.raises(ConfigError) as err:
         build_model(step, num_classes=8, init_from=source)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("override", ["trainer.max_epochs=2", "trainer.precision=bf16-mixed",
+                                      "trainer.gradient_clip_val=0.5", "trainer.limit_train_batches=3",
+                                      "trainer.limit_val_batches=3"])
+def test_a_trainer_override_that_changes_the_result_gets_its_own_folder(tmp_path, override):
+    plain = tiny_run_config("gelu", tmp_path)
+    plain_dir, plain_identity = plain.run.dir, record.identity(plain)  # resolved while its Hydra config is current
+    other = tiny_run_config("gelu", tmp_path, overrides=[override])
+    assert other.run.dir != plain_dir and other.run.dir.endswith(override.replace("=", "@") + "/r50/gelu/seed0")
+    assert record.identity(other) != plain_identity
+
+
+def test_the_effective_batch_is_the_identity_and_the_layout_is_free(tmp_path):
+    """Devices, nodes and accumulation are the hardware layout: the same folder. Their product is the effective
+    batch: a different one is refused in one line before anything starts (no DDP launch, no record)."""
+    base = train(tiny_run_config("gelu", tmp_path))
+    for layout in (["trainer.devices=3"], ["budget.accumulate_grad_batches=2"]):
+        cfg = tiny_run_config("gelu", tmp_path, overrides=layout)
+        assert cfg.run.dir == base["run_dir"]
+        with pytest.raises(ConfigError) as refused:
+            train(cfg)
+        assert "\n" not in str(refused.value) and "effective_batch: 8 → " in str(refused.value)
+        assert "their product may not" in str(refused.value)
+    assert record.read_record(Path(base["run_dir"]))["status"] == "done"
+    paper = ["+experiment=paper_in1k", "data.root=/data/imagenet"]  # 4 nodes × 8 GPUs × 128
+    one_gpu = [*paper, "trainer.devices=1", "trainer.num_nodes=1", "budget.accumulate_grad_batches=32"]
+    a = compose_config("gelu", overrides=paper, as_run=True)
+    a_dir, a_identity = a.run.dir, record.identity(a)
+    b = compose_config("gelu", overrides=one_gpu, as_run=True)
+    assert b.run.dir == a_dir and record.identity(b) == a_identity and a_identity["effective.effective_batch"] == 4096
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["trainer.max_epochs=0"], "trainer.max_epochs=0: must be a positive integer"),
+    (["budget.batch_size=7"], "budget.batch_size=7: mixup/cutmix pair the images of a batch"),
+    (["data=imagefolder", "data.root=/no/such/data", "data.num_classes=8"], "data.root '/no/such/data' does not exist"),
+])
+def test_a_run_refused_at_start_leaves_no_record(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        train(tiny_run_config("separate_downsampling", tmp_path, overrides=overrides))
+    assert not list(tmp_path.rglob(record.RESULT_FILE))
