@@ -68,7 +68,7 @@ class RoadmapModule(L.LightningModule):
         if self.mixup is not None:
             x, y = self.mixup(x, y)
         loss = self.train_loss(self.model(self._inputs(x)), y)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x))
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x), sync_dist=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
         return loss
 

@@ -221,6 +221,17 @@ def use_compile_cache(root: Path) -> None:
     os.environ.setdefault("TRITON_CACHE_DIR", str(root.resolve() / "triton"))
 
 
+def _interrupted(err: BaseException) -> tuple[str, str]:
+    """(status, error) of a run that ended by ``err`` before a stop signal could save a checkpoint: a signal's
+    exit (submitit requeueing a job that had not reached its first step, Ctrl-C) resumes from the last
+    checkpoint; anything else is a failure."""
+    if isinstance(err, (SystemExit, KeyboardInterrupt)):
+        status = "preempted" if isinstance(err, SystemExit) and os.environ.get("SLURM_JOB_ID") else "cancelled"
+        return status, f"{status} before a checkpoint ({type(err).__name__}): the same command resumes from the last one"
+    message = str(err).strip().splitlines()[-1] if str(err).strip() else ""
+    return "failed", f"{type(err).__name__}: {message}"
+
+
 STOPPED = {"preempted": "preempted: the requeued job resumes from checkpoints/last.ckpt",
            "cancelled": "cancelled: the same command resumes from checkpoints/last.ckpt"}
 
@@ -267,10 +278,8 @@ def train(cfg: DictConfig) -> dict:
     except BaseException as err:  # recorded, then re-raised: a sweep shows the step as failed with its error
         # after a stop signal the record already says so; submitit's handler ends the job with SystemExit
         if not preemption.stopped and rank_zero_only.rank == 0:
-            message = str(err).strip().splitlines()[-1] if str(err).strip() else ""
-            record.write_record(run_dir, {
-                **_header(cfg, step, run_dir, run, "failed", f"{type(err).__name__}: {message}"),
-                "history": history.epochs, "wall_s": round(time.time() - started, 1)})
+            record.write_record(run_dir, {**_header(cfg, step, run_dir, run, *_interrupted(err)),
+                                          "history": history.epochs, "wall_s": round(time.time() - started, 1)})
         raise
     finally:
         if "wandb" in cfg.logger:

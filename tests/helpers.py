@@ -63,3 +63,17 @@ class FailOnStep(L.Callback):
 
         if HydraConfig.get().runtime.choices.get("step") == self.step:
             raise RuntimeError(f"forced failure of {self.step}")
+
+
+class SlowFirstAttempt(L.Callback):
+    """Sleep ``seconds`` after every batch of a SLURM job's first attempt (``SLURM_RESTART_COUNT`` unset or 0),
+    so that a signal, a preemption or a scancel finds it training; a requeued attempt runs at full speed."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if int(os.environ.get("SLURM_RESTART_COUNT", "0")) == 0:
+            import time
+
+            time.sleep(self.seconds)

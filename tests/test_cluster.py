@@ -1,0 +1,204 @@
+"""Clusters for real: the README's SLURM commands through a single-node SLURM that these tests start
+(tests/cluster.py: slurm-wlm + munge, a preemptible ``debug`` partition and a high-priority ``urgent`` one),
+and multi-process DDP (gloo on CPU) under SLURM and locally.
+
+Every job is the README's ``python run.py -m ... trainer=slurm`` with the CPU overrides below, on a tiny LN
+step (3 epochs × 4 steps). SLURM holds a requeued job for about two minutes (reason ``BeginTime``) before
+it starts it again; the tests start such jobs at once (``scontrol update StartTime=now``), as an admin could.
+
+    make test-slurm      # only these tests
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from roadmap import record
+from tests.cluster import Cluster, Unavailable
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["budget=smoke", "logger=csv", "budget.epoch_scale=0.01", "budget.limit_train_batches=4",
+        "budget.limit_val_batches=1.0", "data.train_size=64", "data.val_size=15", "recipe.mixup=0", "recipe.cutmix=0",
+        "recipe.drop_path_rate=0", "recipe.base_lr=0.5", "run.export_weights=false", "trainer.enable_progress_bar=false"]
+CPU_SLURM = ["trainer=slurm", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.num_nodes=1",
+             "trainer.precision=32-true", "channels_last=false", "hydra.launcher.gpus_per_node=0",
+             "hydra.launcher.partition=debug", "hydra.launcher.mem_gb=3", "hydra.launcher.cpus_per_task=1",
+             "hydra.launcher.timeout_min=10"]
+STEP = "bn_to_ln"  # LN: no batch statistics, so a 2-process run can equal a 1-process one
+SLOW = "+callbacks.slow._target_=tests.helpers.SlowFirstAttempt"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    try:
+        started = Cluster().start()
+    except Unavailable as err:
+        pytest.skip(str(err))
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The uninterrupted 1-process run of STEP, locally: what every interrupted, requeued or DDP run must equal."""
+    root = tmp_path_factory.mktemp("reference")
+    proc = subprocess.run([sys.executable, "run.py", f"+step={STEP}", *TINY, f"run.root={root}"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return _run_dir(root, STEP)
+
+
+def _run_dir(root: Path, step: str) -> Path:
+    (found,) = Path(root).glob(f"*/r50/{step}/seed0")
+    return found
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+def _assert_bit_identical(run_dir: Path, reference: Path) -> None:
+    a, b = _weights(reference), _weights(run_dir)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert record.read_record(run_dir)["history"] == record.read_record(reference)["history"]
+
+
+def _launch(cluster: Cluster, root: Path, *overrides: str, steps: str = STEP) -> subprocess.Popen:
+    """The README's sweep command through submitit, in the background."""
+    return subprocess.Popen([sys.executable, "run.py", "-m", f"+step={steps}", *TINY, *CPU_SLURM, f"run.root={root}",
+                             *overrides], cwd=REPO, env=cluster.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _jobs(cluster: Cluster, state: str = "") -> list[str]:
+    return cluster.run("squeue", "-h", "-o", "%i", *(["-t", state] if state else [])).split()
+
+
+def _wait(cluster: Cluster, proc: subprocess.Popen, root: Path, timeout_s: float = 420, release: bool = True):
+    """Wait for the sweep command, starting requeued jobs at once; returns (exit code, output, every status
+    a run record of ``root`` was seen in)."""
+    seen, deadline = set(), time.time() + timeout_s
+    while proc.poll() is None:
+        assert time.time() < deadline, f"the sweep did not end in {timeout_s} s: {cluster.run('squeue')}"
+        seen |= {record.load(p.parent).get("status") for p in root.glob(f"*/*/*/seed0/{record.RESULT_FILE}")}
+        if release:
+            for job in cluster.run("squeue", "-h", "-t", "PD", "-o", "%i %r").splitlines():
+                job_id, reason = job.split(maxsplit=1)
+                if reason == "BeginTime":
+                    cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now", check=False)
+        time.sleep(1)
+    return proc.returncode, proc.stdout.read(), seen
+
+
+def _wait_for_training(root: Path, proc: subprocess.Popen, timeout_s: float = 180) -> None:
+    """Until a run under ``root`` has trained a step (its first mid-epoch checkpoint exists)."""
+    deadline = time.time() + timeout_s
+    while not list(root.glob("*/*/*/seed0/checkpoints/last.ckpt")):
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.time() < deadline, "no run started training"
+        time.sleep(0.5)
+
+
+def _sweep_jobs(root: Path) -> list[str]:
+    """The SLURM job ids of the sweeps under ``root`` (submitit's folder per job)."""
+    return sorted(p.name for p in root.glob("multirun/*/.submitit/*") if p.is_dir() and p.name[0].isdigit())
+
+
+@pytest.mark.slurm
+def test_a_sweep_survives_a_preemption_and_builds_the_table(cluster, tmp_path, reference):
+    """Three steps through submitit; a job of the urgent partition preempts the running ones (SLURM: SIGTERM,
+    GraceTime): each saves a checkpoint at once, says `preempted`, is requeued, resumes and ends done."""
+    steps = f"{STEP},gelu,separate_downsampling"
+    proc = _launch(cluster, tmp_path, SLOW, "+callbacks.slow.seconds=1", "run.checkpoint_every_n_steps=1", steps=steps)
+    _wait_for_training(tmp_path, proc)
+    cluster.run("sbatch", "-p", "urgent", "-c", str(cluster.cpus), "-o", "/dev/null", "--wrap", "sleep 2")
+    code, out, seen = _wait(cluster, proc, tmp_path)
+    assert code == 0, out[-3000:]
+    assert "sweep: 3 of 3 steps done" in out and f"r50/{STEP} seed 0: done" in out
+    assert "preempted" in seen and "failed" not in seen
+    jobs = {job: cluster.job(job) for job in _sweep_jobs(tmp_path)}
+    assert len(jobs) == 3 and all(j["JobState"] == "COMPLETED" for j in jobs.values()), jobs
+    assert any(int(j["Restarts"]) >= 1 for j in jobs.values())  # requeued, not resubmitted
+    for step in steps.split(","):
+        assert record.read_record(_run_dir(tmp_path, step))["status"] == "done"
+    _assert_bit_identical(_run_dir(tmp_path, STEP), reference)  # nothing lost: the uninterrupted weights
+    table = subprocess.run([sys.executable, "-m", "analysis.roadmap", str(tmp_path), "--regime", "r50"], cwd=REPO,
+                           capture_output=True, text=True)
+    assert table.returncode == 0 and STEP in table.stdout, table.stderr[-2000:]
+
+
+@pytest.mark.slurm
+def test_a_time_limit_requeues_mid_epoch_and_resumes_bit_identically(cluster, tmp_path, reference):
+    """A 2-minute time limit; submitit asks for SIGUSR2 60 s before it. The first attempt (slowed down) is
+    training then: it checkpoints at the next step, submitit requeues it, the requeued job resumes and ends
+    with the uninterrupted run's weights."""
+    proc = _launch(cluster, tmp_path, SLOW, "+callbacks.slow.seconds=8", "hydra.launcher.timeout_min=2",
+                   "hydra.launcher.signal_delay_s=60")
+    code, out, seen = _wait(cluster, proc, tmp_path)
+    assert code == 0, out[-3000:]
+    assert "preempted" in seen and "failed" not in seen
+    (job,) = _sweep_jobs(tmp_path)
+    state = cluster.job(job)
+    assert state["JobState"] == "COMPLETED" and int(state["Restarts"]) >= 1, state
+    log = next(tmp_path.glob(f"multirun/*/.submitit/{job}/*_0_log.err")).read_text()
+    assert "Caught signal SIGUSR2" in log and "timed-out" in log
+    _assert_bit_identical(_run_dir(tmp_path, STEP), reference)
+
+
+@pytest.mark.slurm
+def test_scancel_is_recorded_as_cancelled_and_the_same_command_resumes(cluster, tmp_path, reference):
+    command = [SLOW, "+callbacks.slow.seconds=2", "run.checkpoint_every_n_steps=1"]
+    proc = _launch(cluster, tmp_path, *command)
+    _wait_for_training(tmp_path, proc)
+    (job,) = _jobs(cluster, "R")
+    cluster.run("scancel", job)
+    code, out, _ = _wait(cluster, proc, tmp_path, release=False)
+    assert code == 3 and f"r50/{STEP} seed 0: cancelled" in out, out[-3000:]
+    assert "Traceback" not in out and "DataLoader worker" not in out
+    cancelled = record.read_record(_run_dir(tmp_path, STEP))
+    assert cancelled["status"] == "cancelled" and "resumes" in cancelled["error"]
+    assert cluster.job(job)["JobState"] == "CANCELLED"
+    code, out, seen = _wait(cluster, _launch(cluster, tmp_path, *command), tmp_path)
+    assert code == 0 and "resuming from" in "".join(p.read_text() for p in tmp_path.glob("multirun/*/.submitit/*/*.out")), out
+    _assert_bit_identical(_run_dir(tmp_path, STEP), reference)
+
+
+def _assert_same_within_float_tolerance(run_dir: Path, reference: Path) -> None:
+    """Two processes at batch 4 = one at batch 8: weights within float tolerance of the 1-process run's (the
+    updates differ by < 1e-4 of their size), every validation image counted once."""
+    import lightning as L
+
+    from roadmap.steps import compose_config, instantiate_model
+
+    L.seed_everything(0, workers=True, verbose=False)  # the initial weights of both runs (train.py's seeding)
+    init = instantiate_model(compose_config(STEP, overrides=TINY).model).state_dict()
+    a, b = _weights(reference), _weights(run_dir)
+    ua, ub = (torch.cat([(w[k] - init[k.removeprefix("model.")]).flatten() for k in a]) for w in (a, b))
+    assert ua.norm() > 0 and (ua - ub).norm() / ua.norm() < 1e-4
+    for ran in (run_dir, reference):
+        result = record.read_record(ran)
+        assert result["status"] == "done" and all(e["val/images"] == 15 for e in result["history"])
+    assert record.read_record(run_dir)["effective_run"]["effective_batch"] == 8
+    assert record.read_record(run_dir)["hardware"]["devices"] == 2
+
+
+def test_two_process_ddp_equals_one_process_locally(tmp_path, reference):
+    proc = subprocess.run([sys.executable, "run.py", f"+step={STEP}", *TINY, f"run.root={tmp_path}", "trainer=ddp",
+                           "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
+                           "channels_last=false", "budget.batch_size=4"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _assert_same_within_float_tolerance(_run_dir(tmp_path, STEP), reference)
+
+
+@pytest.mark.slurm
+def test_two_process_ddp_under_slurm_equals_one_process(cluster, tmp_path, reference):
+    code, out, _ = _wait(cluster, _launch(cluster, tmp_path, "trainer.devices=2", "budget.batch_size=4"), tmp_path)
+    assert code == 0, out[-3000:]
+    (job,) = _sweep_jobs(tmp_path)
+    assert cluster.job(job)["NumTasks"] == "2"
+    _assert_same_within_float_tolerance(_run_dir(tmp_path, STEP), reference)
