@@ -105,8 +105,10 @@ def _wait_for_training(root: Path, proc: subprocess.Popen, timeout_s: float = 18
 
 
 def _sweep_jobs(root: Path) -> list[str]:
-    """The SLURM job ids of the sweeps under ``root`` (submitit's folder per job)."""
-    return sorted(p.name for p in root.glob("multirun/*/.submitit/*") if p.is_dir() and p.name[0].isdigit())
+    """The SLURM job ids of the sweeps under ``root`` (submitit's folder per job: ``<array>_<task>``, beside one
+    named by the array's id)."""
+    found = sorted(p.name for p in root.glob("multirun/*/.submitit/*") if p.is_dir() and p.name[0].isdigit())
+    return [j for j in found if "_" in j] or found
 
 
 @pytest.mark.slurm
