@@ -7,7 +7,7 @@ ARGS ?=
 SEEDS ?= 0
 OUTPUTS ?= outputs
 
-.PHONY: install test train profile bench roadmap analysis notebook clean
+.PHONY: install test test-slurm train profile bench roadmap analysis notebook clean
 
 install: $(VENV)/.installed
 
@@ -17,8 +17,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
-test: install  ## the whole test suite (what CI runs)
+test: install  ## the whole test suite (what CI runs), the SLURM cluster tests included (they start their own SLURM)
 	$(PY) -m pytest -q
+
+test-slurm: install  ## only the cluster tests: a single-node SLURM from Debian's slurm-wlm + munge (root, apt)
+	$(PY) -m pytest -q -m slurm
 
 train: install  ## train one roadmap step on the embedded default data: make train STEP=gelu REGIME=r50
 	$(PY) run.py +step=$(STEP) regime=$(REGIME) $(ARGS)
@@ -29,11 +32,12 @@ profile: install  ## GFLOPs / params of every step beside the paper's: make prof
 bench: install  ## throughput of every step beside timm's references: make bench REGIME=r200 ARGS="--compile"
 	$(PY) -m roadmap.benchmark --regime $(REGIME) --csv $(OUTPUTS)/benchmark/$(REGIME).csv $(ARGS)
 
-roadmap: install  ## every step of REGIME for SEEDS (e.g. SEEDS=0,1,2), then the table and chart
-	$(PY) run.py -m "+step=$$($(PY) -m roadmap.sweep $(REGIME))" regime=$(REGIME) seed=$(SEEDS) run.root=$(OUTPUTS) $(ARGS)
-	$(PY) -m analysis.roadmap $(OUTPUTS) --regime $(REGIME)
-	$(PY) -m analysis.compare $(OUTPUTS) --regime $(REGIME)
-	$(PY) -m analysis.notebook $(OUTPUTS) --regime $(REGIME)
+roadmap: install  ## every step of REGIME for SEEDS (e.g. SEEDS=0,1,2), then the table and chart; fails unless every step is done
+	status=0; $(PY) run.py -m "+step=$$($(PY) -m roadmap.sweep $(REGIME))" regime=$(REGIME) seed=$(SEEDS) run.root=$(OUTPUTS) $(ARGS) || status=$$?; \
+	$(PY) -m analysis.roadmap $(OUTPUTS) --regime $(REGIME) && \
+	$(PY) -m analysis.compare $(OUTPUTS) --regime $(REGIME) && \
+	$(PY) -m analysis.notebook $(OUTPUTS) --regime $(REGIME) || exit $$?; \
+	exit $$status
 
 analysis: install  ## rebuild tables and charts of every run under OUTPUTS, and compare its proxies
 	$(PY) -m analysis.roadmap $(OUTPUTS)

@@ -45,7 +45,7 @@ def _node_line(memory_mb: int) -> str:
     """This machine as slurmd sees it (``slurmd -C``), with the memory jobs may use."""
     line = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, check=True).stdout.splitlines()[0]
     fields = [f for f in line.split() if not f.startswith("RealMemory=")]
-    return " ".join([*fields, f"RealMemory={memory_mb}"])
+    return " ".join([*fields, "NodeAddr=127.0.0.1", f"RealMemory={memory_mb}"])
 
 
 class Cluster:
@@ -65,11 +65,12 @@ class Cluster:
         return {**os.environ, "SLURM_CONF": str(self.conf)}
 
     def _write_config(self) -> None:
+        """slurm.conf in the folder; daemons talk over loopback, so the host name needs no DNS."""
         f = self.folder
         for sub in ("state", "spool"):
             (f / sub).mkdir(parents=True, exist_ok=True)
         self.conf.write_text("\n".join([
-            "ClusterName=roadmap", f"SlurmctldHost={self.node}", "SlurmUser=root", "SlurmdUser=root",
+            "ClusterName=roadmap", f"SlurmctldHost={self.node}(127.0.0.1)", "SlurmUser=root", "SlurmdUser=root",
             "AuthType=auth/munge", f"AuthInfo=socket={f / 'munge.socket'}",
             f"StateSaveLocation={f / 'state'}", f"SlurmdSpoolDir={f / 'spool'}",
             f"SlurmctldPidFile={self.pid_files['slurmctld']}", f"SlurmdPidFile={self.pid_files['slurmd']}",
@@ -77,9 +78,10 @@ class Cluster:
             "SlurmctldPort=16817", "SlurmdPort=16818",
             "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
             "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core_Memory",
-            "SchedulerType=sched/backfill", f"DefMemPerCPU={self.memory_mb // self.cpus}", "ReturnToService=2", "MpiDefault=none", "KillWait=30",
+            "SchedulerType=sched/backfill", f"DefMemPerCPU={self.memory_mb // self.cpus}",  # else a job takes it all
+            "ReturnToService=2", "MpiDefault=none", "KillWait=30", "MinJobAge=3600",  # finished jobs stay visible
             "JobCompType=jobcomp/none", "JobAcctGatherType=jobacct_gather/none",
-            "AccountingStorageType=accounting_storage/none", "MinJobAge=3600", "SlurmctldDebug=debug", "DebugFlags=Backfill",
+            "AccountingStorageType=accounting_storage/none",
             "PreemptType=preempt/partition_prio", "PreemptMode=REQUEUE",
             _node_line(self.memory_mb),
             f"PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP PriorityTier=1 "

@@ -11,3 +11,14 @@ if not Path("/dev/nvidiactl").exists():
 # Depthwise convs measure their fastest path once per machine (roadmap/depthwise.py): keep the choices of this
 # session, subprocess runs included, out of the user's cache.
 os.environ.setdefault("ROADMAP_CACHE_DIR", tempfile.mkdtemp(prefix="roadmap-cache-"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Name the cluster tests (marked ``slurm``) and their outcome, so a CI log shows they ran, not skipped."""
+    rows = [(report.nodeid, outcome) for outcome in ("passed", "failed", "skipped")
+            for report in terminalreporter.stats.get(outcome, [])
+            if "slurm" in getattr(report, "keywords", {}) and (report.when == "call" or outcome == "skipped")]
+    if rows:
+        terminalreporter.section("cluster tests (real SLURM)")
+        for nodeid, outcome in rows:
+            terminalreporter.line(f"{outcome.upper():8} {nodeid}")

@@ -247,3 +247,8 @@ def test_saved_config_is_the_model_that_trained(tmp_path):
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     rebuilt = instantiate_model(saved["model"])
     rebuilt.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()})
+
+
+def test_synchronized_batchnorm_only_where_cuda_is():
+    assert compose_config("gelu", overrides=["trainer=ddp"]).trainer.sync_batchnorm is True  # accelerator=gpu
+    assert compose_config("gelu", overrides=["trainer=slurm", "trainer.accelerator=cpu"]).trainer.sync_batchnorm is False
