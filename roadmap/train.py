@@ -254,13 +254,16 @@ def train(cfg: DictConfig) -> dict:
     if previous and previous.get("status") == "done" and not cfg.run.force:
         print(f"already done, not retraining (run.force=true retrains)\n{summary(previous)}")
         return previous
+    if effective_run(cfg).effective_batch is None:
+        raise ConfigError(f"trainer.devices={cfg.trainer.devices} (all visible) but no CUDA device is visible: set "
+                          f"trainer.devices=N, and trainer.accelerator=cpu on a machine without GPUs")
     datamodule = RoadmapDataModule(cfg.data, cfg.recipe, cfg.budget.batch_size, cfg.budget.num_workers, cfg.seed)
     datamodule.setup()
     run = effective_run(cfg, train_size=len(datamodule.train_set))
     if not run.total_steps:
         raise ConfigError(f"{len(datamodule.train_set)} training images give no full batch of "
-                          f"{cfg.budget.batch_size} × {run.effective_batch // cfg.budget.batch_size if run.effective_batch else '?'} "
-                          f"processes: lower budget.batch_size or add data")
+                          f"{cfg.budget.batch_size} × {run.effective_batch // cfg.budget.batch_size} (processes × "
+                          f"accumulation): lower budget.batch_size or add data")
     run_dir.mkdir(parents=True, exist_ok=True)
     record.write_text(run_dir / record.CONFIG_FILE, OmegaConf.to_yaml(record.resolved(cfg)))
 

@@ -138,16 +138,19 @@ def test_a_sweep_survives_a_preemption_and_builds_the_table(cluster, tmp_path, r
 def test_a_time_limit_requeues_mid_epoch_and_resumes_bit_identically(cluster, tmp_path, reference):
     """A 2-minute time limit; submitit asks for SIGUSR2 60 s before it. The first attempt (slowed down) is
     training then: it checkpoints at the next step, submitit requeues it, the requeued job resumes and ends
-    with the uninterrupted run's weights."""
+    with the uninterrupted run's weights. A second step of the sweep fails: the sweep says which, exits 1,
+    and the requeued step is done, not failed."""
     proc = _launch(cluster, tmp_path, SLOW, "+callbacks.slow.seconds=8", "hydra.launcher.timeout_min=2",
-                   "hydra.launcher.signal_delay_s=60")
+                   "hydra.launcher.signal_delay_s=60", "+callbacks.fail._target_=tests.helpers.FailOnStep",
+                   "+callbacks.fail.step=gelu", steps=f"{STEP},gelu")
     code, out, seen = _wait(cluster, proc, tmp_path)
-    assert code == 0, out[-3000:]
-    assert "preempted" in seen and "failed" not in seen
-    (job,) = _sweep_jobs(tmp_path)
+    assert code == 1 and "sweep: 1 of 2 steps done" in out, out[-3000:]
+    assert f"r50/{STEP} seed 0: done" in out and "r50/gelu seed 0: failed: RuntimeError: forced failure of gelu" in out
+    assert "preempted" in seen
+    job = next(j for j in _sweep_jobs(tmp_path) if j.endswith("_0"))
     state = cluster.job(job)
     assert state["JobState"] == "COMPLETED" and int(state["Restarts"]) >= 1, state
-    log = next(tmp_path.glob(f"multirun/*/.submitit/{job}/*_0_log.err")).read_text()
+    log = next(tmp_path.glob(f"multirun/*/.submitit/{job}/*_log.err")).read_text()
     assert "Caught signal SIGUSR2" in log and "timed-out" in log
     _assert_bit_identical(_run_dir(tmp_path, STEP), reference)
 
