@@ -49,6 +49,10 @@ def test_sweep_table_in_roadmap_order_with_measured_gflops(swept):
     expected = profile_table("r50").set_index("step").gflops
     done = table[table.status == "done"]
     assert len(done) == len(STEPS) - 1
+    for step in done.step:  # every r50 step trained end to end: its resumable checkpoint, config and CSV log
+        run_dir = root / GROUP / "r50" / step / "seed0"
+        assert (run_dir / "checkpoints" / "last.ckpt").exists() and (run_dir / "config.yaml").exists()
+        assert list(run_dir.glob("csv/version_*/metrics.csv"))
     for row in done.itertuples():
         assert row.gflops == pytest.approx(expected[row.step], abs=1e-3)
         assert row.n_seeds == 1 and row.top1_mean is not None

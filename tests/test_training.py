@@ -23,11 +23,12 @@ from roadmap.train import train
 from tests.helpers import TINY_VARIANT, RecordLR, tiny_run_config
 
 REPO = Path(__file__).resolve().parent.parent
-ALL_STEPS = [(regime, info.name) for regime in ("r50", "r200") for info in list_steps(regime)]
+# every r50 step trains in tests/test_sweep_analysis.py's sweep (through run.py -m); r200's here
+R200_STEPS = [("r200", info.name) for info in list_steps("r200")]
 
 
-@pytest.mark.parametrize("regime,step", ALL_STEPS, ids=[f"{r}-{s}" for r, s in ALL_STEPS])
-def test_every_step_trains_a_couple_of_batches(regime, step, tmp_path):
+@pytest.mark.parametrize("regime,step", R200_STEPS, ids=[f"{r}-{s}" for r, s in R200_STEPS])
+def test_every_r200_step_trains_a_couple_of_batches(regime, step, tmp_path):
     result = train(tiny_run_config(step, tmp_path, regime))
     assert result["status"] == "done" and result["epochs"] == 1
     run_dir = Path(result["run_dir"])
