@@ -42,10 +42,11 @@ def install() -> None:
 
 
 def _node_line(memory_mb: int) -> str:
-    """This machine as slurmd sees it (``slurmd -C``), with the memory jobs may use."""
+    """This machine as slurmd sees it (``slurmd -C``), with the memory jobs may use (at most what it has)."""
     line = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, check=True).stdout.splitlines()[0]
-    fields = [f for f in line.split() if not f.startswith("RealMemory=")]
-    return " ".join([*fields, "NodeAddr=127.0.0.1", f"RealMemory={memory_mb}"])
+    fields = dict(f.split("=", 1) for f in line.split())
+    fields["RealMemory"] = str(min(memory_mb, int(fields.get("RealMemory", memory_mb))))
+    return " ".join([*(f"{k}={v}" for k, v in fields.items() if k != "UpTime"), "NodeAddr=127.0.0.1"])
 
 
 class Cluster:
