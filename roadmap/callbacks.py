@@ -99,7 +99,8 @@ def stop_reason(signum: int) -> str:
 
 class Preemption(L.Callback):
     """On a stop signal (``SIGUSR2``: submitit's time-limit or preemption warning; ``SIGTERM``: SLURM's
-    preemption or ``scancel``), save ``last.ckpt`` at the next optimizer-step boundary (an exact resume point),
+    preemption or ``scancel``), save ``last.ckpt`` at the next optimizer-step boundary (an exact resume point;
+    after an epoch's last batch, the next epoch's first: the epoch's validation runs first),
     report it (``on_stop(status)``: the run record says ``preempted`` or ``cancelled``), then end the run.
 
     A preempted run is requeued by submitit's USR2 handler when one is installed (it launched the job and
@@ -130,6 +131,8 @@ class Preemption(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.fit_loop.epoch_loop._should_accumulate():  # mid-accumulation: gradients would be lost
             return
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return  # Lightning would resume a checkpoint saved here in the next epoch, skipping this one's validation
         if not trainer.strategy.reduce_boolean_decision(self.requested is not None, all=False):
             return
         signum = self.requested or self.signals[0]  # every process of a SLURM job gets the signal

@@ -277,13 +277,21 @@ class RoadmapDataModule(L.LightningDataModule):
                 "batch_size": self.batch_size, "world_size": self.trainer.world_size}
 
     def _resume_at(self, state: dict) -> None:
-        self.resume_epoch, self.resume_batch = state["resume_epoch"], state["resume_batch"]
-        layout = (state["batch_size"], state["world_size"])
+        self.resume_epoch, self.resume_batch = state["resume_epoch"], state.get("resume_batch", 0)
+        layout = (state.get("batch_size", self.batch_size), state.get("world_size", self.trainer.world_size))
         if self.resume_batch and layout != (self.batch_size, self.trainer.world_size):
             raise ConfigError(f"the checkpoint was saved in the middle of an epoch with batch {layout[0]} × "
                               f"{layout[1]} processes; this run has {self.batch_size} × {self.trainer.world_size}: "
                               f"resume mid-epoch on the same layout (the effective batch may stay the same on "
                               f"another layout from an end-of-epoch checkpoint)")
+
+    # The position is kept twice: Lightning restores the data module's state before any loader exists (whatever
+    # the checkpoint), and the loader's only when it resumes inside an epoch (which makes it "resumable").
+    def state_dict(self) -> dict:
+        return self._position()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._resume_at(state_dict)
 
     def train_dataloader(self):
         trainer = self.trainer

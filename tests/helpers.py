@@ -6,6 +6,17 @@ import lightning as L
 
 from roadmap.steps import compose_config
 
+TINY_REGIME = """# A small roadmap with no paper numbers: ResNet-26-ish bottlenecks to a narrow ConvNeXt
+name: tiny
+resnet: ResNet-26
+convnext: ConvNeXt-tiny-ish
+resnet_depths: [2, 2, 2, 2]
+stage_ratio: {depths: [1, 1, 3, 1], width: 16}
+wide_width: 24
+drop_path_rate: 0.05
+"""
+
+
 TINY = ["budget=smoke", "logger=csv", "trainer.enable_progress_bar=false", "run.export_weights=false"]
 TINY_SYNTHETIC = ["data.train_size=32", "data.val_size=16"]
 TINY_VARIANT = "+".join(o.replace("=", "@") for o in TINY_SYNTHETIC)  # what these overrides add to the run's group folder

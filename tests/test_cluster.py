@@ -3,13 +3,15 @@
 and multi-process DDP (gloo on CPU) under SLURM and locally.
 
 Every job is the README's ``python run.py -m ... trainer=slurm`` with the CPU overrides below, on a tiny LN
-step (3 epochs × 4 steps). SLURM holds a requeued job for about two minutes (reason ``BeginTime``) before
+step (3 epochs × 4 steps) of a narrow regime (``tests.helpers.TINY_REGIME`` on ``$ROADMAP_CONFIG_PATH``:
+small checkpoints, quick jobs). SLURM holds a requeued job for about two minutes (reason ``BeginTime``) before
 it starts it again; the tests start such jobs at once (``scontrol update StartTime=now``), as an admin could.
 
     make test-slurm      # only these tests
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -19,10 +21,13 @@ import pytest
 import torch
 
 from roadmap import record
+from roadmap.steps import CONFIG_PATH_ENV
 from tests.cluster import Cluster, Unavailable
+from tests.helpers import TINY_REGIME
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = ["budget=smoke", "logger=csv", "budget.epoch_scale=0.01", "budget.limit_train_batches=4",
+REGIME = "tiny"
+TINY = [f"regime={REGIME}", "budget=smoke", "logger=csv", "budget.epoch_scale=0.01", "budget.limit_train_batches=4",
         "budget.limit_val_batches=1.0", "data.train_size=64", "data.val_size=15", "recipe.mixup=0", "recipe.cutmix=0",
         "recipe.drop_path_rate=0", "recipe.base_lr=0.5", "run.export_weights=false", "trainer.enable_progress_bar=false"]
 CPU_SLURM = ["trainer=slurm", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.num_nodes=1",
@@ -33,8 +38,23 @@ STEP = "bn_to_ln"  # LN: no batch statistics, so a 2-process run can equal a 1-p
 SLOW = "+callbacks.slow._target_=tests.helpers.SlowFirstAttempt"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def tiny_regime(tmp_path_factory):
+    """The narrow regime on $ROADMAP_CONFIG_PATH, for this process, its subprocesses and the SLURM jobs."""
+    folder = tmp_path_factory.mktemp("conf")
+    (folder / "regime").mkdir()
+    (folder / "regime" / f"{REGIME}.yaml").write_text(TINY_REGIME)
+    before = os.environ.get(CONFIG_PATH_ENV)
+    os.environ[CONFIG_PATH_ENV] = str(folder)
+    yield
+    if before is None:
+        del os.environ[CONFIG_PATH_ENV]
+    else:
+        os.environ[CONFIG_PATH_ENV] = before
+
+
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(tiny_regime):
     try:
         started = Cluster().start()
     except Unavailable as err:
@@ -54,7 +74,7 @@ def reference(tmp_path_factory) -> Path:
 
 
 def _run_dir(root: Path, step: str) -> Path:
-    (found,) = Path(root).glob(f"*/r50/{step}/seed0")
+    (found,) = Path(root).glob(f"*/{REGIME}/{step}/seed0")
     return found
 
 
@@ -121,7 +141,7 @@ def test_a_sweep_survives_a_preemption_and_builds_the_table(cluster, tmp_path, r
     cluster.run("sbatch", "-p", "urgent", "-c", str(cluster.cpus), "-o", "/dev/null", "--wrap", "sleep 2")
     code, out, seen = _wait(cluster, proc, tmp_path)
     assert code == 0, out[-3000:]
-    assert "sweep: 3 of 3 steps done" in out and f"r50/{STEP} seed 0: done" in out
+    assert "sweep: 3 of 3 steps done" in out and f"{REGIME}/{STEP} seed 0: done" in out
     assert "preempted" in seen and "failed" not in seen
     jobs = {job: cluster.job(job) for job in _sweep_jobs(tmp_path)}
     assert len(jobs) == 3 and all(j["JobState"] == "COMPLETED" for j in jobs.values()), jobs
@@ -129,7 +149,7 @@ def test_a_sweep_survives_a_preemption_and_builds_the_table(cluster, tmp_path, r
     for step in steps.split(","):
         assert record.read_record(_run_dir(tmp_path, step))["status"] == "done"
     _assert_bit_identical(_run_dir(tmp_path, STEP), reference)  # nothing lost: the uninterrupted weights
-    table = subprocess.run([sys.executable, "-m", "analysis.roadmap", str(tmp_path), "--regime", "r50"], cwd=REPO,
+    table = subprocess.run([sys.executable, "-m", "analysis.roadmap", str(tmp_path), "--regime", REGIME], cwd=REPO,
                            capture_output=True, text=True)
     assert table.returncode == 0 and STEP in table.stdout, table.stderr[-2000:]
 
@@ -145,7 +165,7 @@ def test_a_time_limit_requeues_mid_epoch_and_resumes_bit_identically(cluster, tm
                    "+callbacks.fail.step=gelu", steps=f"{STEP},gelu")
     code, out, seen = _wait(cluster, proc, tmp_path)
     assert code == 1 and "sweep: 1 of 2 steps done" in out, out[-3000:]
-    assert f"r50/{STEP} seed 0: done" in out and "r50/gelu seed 0: failed: RuntimeError: forced failure of gelu" in out
+    assert f"{REGIME}/{STEP} seed 0: done" in out and f"{REGIME}/gelu seed 0: failed: RuntimeError: forced failure of gelu" in out
     assert "preempted" in seen
     job = next(j for j in _sweep_jobs(tmp_path) if j.endswith("_0"))
     state = cluster.job(job)
@@ -163,7 +183,7 @@ def test_scancel_is_recorded_as_cancelled_and_the_same_command_resumes(cluster, 
     (job,) = _jobs(cluster, "R")
     cluster.run("scancel", job)
     code, out, _ = _wait(cluster, proc, tmp_path, release=False)
-    assert code == 3 and f"r50/{STEP} seed 0: cancelled" in out, out[-3000:]
+    assert code == 3 and f"{REGIME}/{STEP} seed 0: cancelled" in out, out[-3000:]
     assert "Traceback" not in out and "DataLoader worker" not in out
     cancelled = record.read_record(_run_dir(tmp_path, STEP))
     assert cancelled["status"] == "cancelled" and "resumes" in cancelled["error"]
@@ -181,7 +201,7 @@ def _assert_same_within_float_tolerance(run_dir: Path, reference: Path) -> None:
     from roadmap.steps import compose_config, instantiate_model
 
     L.seed_everything(0, workers=True, verbose=False)  # the initial weights of both runs (train.py's seeding)
-    init = instantiate_model(compose_config(STEP, overrides=TINY).model).state_dict()
+    init = instantiate_model(compose_config(STEP, REGIME, overrides=TINY[1:]).model).state_dict()
     a, b = _weights(reference), _weights(run_dir)
     ua, ub = (torch.cat([(w[k] - init[k.removeprefix("model.")]).flatten() for k in a]) for w in (a, b))
     assert ua.norm() > 0 and (ua - ub).norm() / ua.norm() < 1e-4

@@ -18,7 +18,7 @@ from roadmap.effective import effective_run, scaled_lr, warmup_epochs, with_step
 from roadmap.lit import RoadmapModule
 from roadmap.steps import CONF_DIR, CONFIG_PATH_ENV, compose_config, instantiate_model
 from roadmap.train import train
-from tests.helpers import tiny_run_config
+from tests.helpers import TINY_REGIME, tiny_run_config
 
 REPO = Path(__file__).resolve().parent.parent
 R50_STEPS = [s.name for s in list_steps("r50")]
@@ -133,15 +133,6 @@ def test_step_parents_follow_the_roadmap():
     assert list_steps("r200")[2].change == "stage ratio [3, 24, 36, 3] → [3, 3, 27, 3], stage-1 width 84"
 
 
-TINY_REGIME = """# A small roadmap with no paper numbers: ResNet-26-ish bottlenecks to a narrow ConvNeXt
-name: tiny
-resnet: ResNet-26
-convnext: ConvNeXt-tiny-ish
-resnet_depths: [2, 2, 2, 2]
-stage_ratio: {depths: [1, 1, 3, 1], width: 16}
-wide_width: 24
-drop_path_rate: 0.05
-"""
 
 
 @pytest.fixture

@@ -78,12 +78,17 @@ def test_mid_epoch_checkpoint_resumes_exactly_after_a_hard_kill(uninterrupted, t
     _assert_same_run(run_dir, uninterrupted)
 
 
-@pytest.mark.parametrize("name,status", [("SIGUSR2", "preempted"), ("SIGTERM", "cancelled")])
-def test_stop_signal_checkpoints_mid_epoch_and_the_same_command_resumes_exactly(uninterrupted, tmp_path, name, status):
-    """A scheduler's warning (SIGUSR2, as submitit asks for it) or a plain stop (SIGTERM outside SLURM) at
-    optimizer step 6, the middle of epoch 2: the run saves last.ckpt at the next step, says what stopped it and
-    exits 3; the same command resumes mid-epoch and ends with the uninterrupted run's weights."""
-    signalled = ["+callbacks.preempt._target_=tests.helpers.SignalAtStep", "+callbacks.preempt.step=6",
+@pytest.mark.parametrize("name,status,at_step,saved_step", [
+    ("SIGUSR2", "preempted", 6, 7),  # mid-epoch: saved at the next optimizer step
+    ("SIGTERM", "cancelled", 6, 7),
+    ("SIGUSR2", "preempted", 3, 5),  # the next step is an epoch's last: its validation, then the next step
+])
+def test_stop_signal_checkpoints_and_the_same_command_resumes_exactly(uninterrupted, tmp_path, name, status,
+                                                                     at_step, saved_step):
+    """A scheduler's warning (SIGUSR2, as submitit asks for it) or a plain stop (SIGTERM outside SLURM) after
+    optimizer step ``at_step`` (4 an epoch): the run saves last.ckpt, says what stopped it and exits 3; the same
+    command resumes and ends with the uninterrupted run's weights and every epoch's validation."""
+    signalled = ["+callbacks.preempt._target_=tests.helpers.SignalAtStep", f"+callbacks.preempt.step={at_step}",
                  f"+callbacks.preempt.name={name}"]
     first = _run(tmp_path, *signalled)
     assert first.returncode == 3, first.stderr[-2000:]
@@ -92,7 +97,7 @@ def test_stop_signal_checkpoints_mid_epoch_and_the_same_command_resumes_exactly(
     stopped = record.read_record(run_dir)
     assert stopped["status"] == status and len(stopped["history"]) == 1
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert state["global_step"] == 7  # the first optimizer-step boundary after the signal: batch 3 of epoch 2
+    assert state["global_step"] == saved_step
     again = _run(tmp_path, *signalled)
     assert again.returncode == 0 and "resuming from" in again.stdout, again.stderr[-2000:]
     _assert_same_run(run_dir, uninterrupted)
