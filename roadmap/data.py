@@ -267,7 +267,9 @@ class RoadmapDataModule(L.LightningDataModule):
         return cls(dataset, batch_size=self.batch_size, num_workers=self.num_workers, persistent_workers=False,
                    pin_memory=torch.cuda.is_available(), worker_init_fn=leave_stop_signals_to_the_trainer, **kwargs)
 
-    def _position(self) -> dict:
+    # The position lives here: Lightning restores a data module's state before any loader exists, whatever the
+    # checkpoint. The training loader hands the same state on (ResumableLoader), which makes it "resumable".
+    def state_dict(self) -> dict:
         """Where a checkpoint saved now resumes: the epoch (the next one once the last batch ran) and the batches
         of it already trained on (a mid-epoch checkpoint: preemption, ``checkpoint_every_n_steps``)."""
         progress = self.trainer.fit_loop.epoch_loop.batch_progress
@@ -276,22 +278,14 @@ class RoadmapDataModule(L.LightningDataModule):
                 "resume_batch": 0 if at_epoch_end else progress.current.processed,
                 "batch_size": self.batch_size, "world_size": self.trainer.world_size}
 
-    def _resume_at(self, state: dict) -> None:
-        self.resume_epoch, self.resume_batch = state["resume_epoch"], state.get("resume_batch", 0)
-        layout = (state.get("batch_size", self.batch_size), state.get("world_size", self.trainer.world_size))
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.resume_epoch, self.resume_batch = state_dict["resume_epoch"], state_dict.get("resume_batch", 0)
+        layout = (state_dict.get("batch_size", self.batch_size), state_dict.get("world_size", self.trainer.world_size))
         if self.resume_batch and layout != (self.batch_size, self.trainer.world_size):
             raise ConfigError(f"the checkpoint was saved in the middle of an epoch with batch {layout[0]} × "
                               f"{layout[1]} processes; this run has {self.batch_size} × {self.trainer.world_size}: "
                               f"resume mid-epoch on the same layout (the effective batch may stay the same on "
                               f"another layout from an end-of-epoch checkpoint)")
-
-    # The position is kept twice: Lightning restores the data module's state before any loader exists (whatever
-    # the checkpoint), and the loader's only when it resumes inside an epoch (which makes it "resumable").
-    def state_dict(self) -> dict:
-        return self._position()
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self._resume_at(state_dict)
 
     def train_dataloader(self):
         trainer = self.trainer
@@ -302,7 +296,7 @@ class RoadmapDataModule(L.LightningDataModule):
                                      seed=self.seed, drop_last=True)
         sampler.set_epoch()
         return self._loader(sampler.dataset, ResumableLoader, sampler=sampler, drop_last=True,
-                            state=self._position, restore=self._resume_at)
+                            state=self.state_dict, restore=self.load_state_dict)
 
     def val_dataloader(self):
         """Every validation image exactly once: split across processes without padding."""

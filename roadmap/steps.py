@@ -14,6 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -41,12 +42,16 @@ def scaled_epochs(epochs: int, scale: float) -> int:
     return max(1, round(epochs * scale))
 
 
+def on_cuda(accelerator: str) -> bool:
+    """Whether a trainer with this accelerator runs on CUDA (synchronized BatchNorm exists only there)."""
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
 OmegaConf.register_new_resolver("roadmap_searchpath", lambda: [f"file://{d}" for d in config_dirs()[1:]], replace=True)
 OmegaConf.register_new_resolver("scaled_epochs", scaled_epochs, replace=True)
 OmegaConf.register_new_resolver("run_variant", run_variant, replace=True)
 OmegaConf.register_new_resolver("max", max, replace=True)
-OmegaConf.register_new_resolver("on_cuda", lambda accelerator: accelerator in ("gpu", "cuda") or (
-    accelerator == "auto" and __import__("torch").cuda.is_available()), replace=True)
+OmegaConf.register_new_resolver("on_cuda", on_cuda, replace=True)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,12 @@
 """Test-only helpers: tiny training configs and callbacks that a run can load through +callbacks."""
 import os
 import signal
+from pathlib import Path
 
 import lightning as L
+import torch
+
+from roadmap import record
 
 from roadmap.steps import compose_config
 
@@ -20,6 +24,18 @@ drop_path_rate: 0.05
 TINY = ["budget=smoke", "logger=csv", "trainer.enable_progress_bar=false", "run.export_weights=false"]
 TINY_SYNTHETIC = ["data.train_size=32", "data.val_size=16"]
 TINY_VARIANT = "+".join(o.replace("=", "@") for o in TINY_SYNTHETIC)  # what these overrides add to the run's group folder
+
+
+def last_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    """The model state of a run's ``checkpoints/last.ckpt``."""
+    return torch.load(Path(run_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+def assert_same_weights_and_history(run_dir: Path, reference: Path) -> None:
+    """``run_dir`` ended with ``reference``'s weights, bit for bit, and the same per-epoch validation history."""
+    a, b = last_weights(reference), last_weights(run_dir)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert record.read_record(run_dir)["history"] == record.read_record(reference)["history"]
 
 
 def tiny_run_config(step, tmp_path, regime="r50", overrides=()):

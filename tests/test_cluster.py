@@ -23,7 +23,7 @@ import torch
 from roadmap import record
 from roadmap.steps import CONFIG_PATH_ENV
 from tests.cluster import Cluster, Unavailable
-from tests.helpers import TINY_REGIME
+from tests.helpers import TINY_REGIME, assert_same_weights_and_history, last_weights
 
 REPO = Path(__file__).resolve().parent.parent
 REGIME = "tiny"
@@ -76,16 +76,6 @@ def reference(tmp_path_factory) -> Path:
 def _run_dir(root: Path, step: str) -> Path:
     (found,) = Path(root).glob(f"*/{REGIME}/{step}/seed0")
     return found
-
-
-def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
-
-
-def _assert_bit_identical(run_dir: Path, reference: Path) -> None:
-    a, b = _weights(reference), _weights(run_dir)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert record.read_record(run_dir)["history"] == record.read_record(reference)["history"]
 
 
 def _launch(cluster: Cluster, root: Path, *overrides: str, steps: str = STEP) -> subprocess.Popen:
@@ -148,7 +138,7 @@ def test_a_sweep_survives_a_preemption_and_builds_the_table(cluster, tmp_path, r
     assert any(int(j["Restarts"]) >= 1 for j in jobs.values())  # requeued, not resubmitted
     for step in steps.split(","):
         assert record.read_record(_run_dir(tmp_path, step))["status"] == "done"
-    _assert_bit_identical(_run_dir(tmp_path, STEP), reference)  # nothing lost: the uninterrupted weights
+    assert_same_weights_and_history(_run_dir(tmp_path, STEP), reference)  # nothing lost: the uninterrupted weights
     table = subprocess.run([sys.executable, "-m", "analysis.roadmap", str(tmp_path), "--regime", REGIME], cwd=REPO,
                            capture_output=True, text=True)
     assert table.returncode == 0 and STEP in table.stdout, table.stderr[-2000:]
@@ -172,7 +162,7 @@ def test_a_time_limit_requeues_mid_epoch_and_resumes_bit_identically(cluster, tm
     assert state["JobState"] == "COMPLETED" and int(state["Restarts"]) >= 1, state
     log = next(tmp_path.glob(f"multirun/*/.submitit/{job}/*_log.err")).read_text()
     assert "Caught signal SIGUSR2" in log and "timed-out" in log
-    _assert_bit_identical(_run_dir(tmp_path, STEP), reference)
+    assert_same_weights_and_history(_run_dir(tmp_path, STEP), reference)
 
 
 @pytest.mark.slurm
@@ -190,7 +180,7 @@ def test_scancel_is_recorded_as_cancelled_and_the_same_command_resumes(cluster, 
     assert cluster.job(job)["JobState"] == "CANCELLED"
     code, out, seen = _wait(cluster, _launch(cluster, tmp_path, *command), tmp_path)
     assert code == 0 and "resuming from" in "".join(p.read_text() for p in tmp_path.glob("multirun/*/.submitit/*/*.out")), out
-    _assert_bit_identical(_run_dir(tmp_path, STEP), reference)
+    assert_same_weights_and_history(_run_dir(tmp_path, STEP), reference)
 
 
 def _assert_same_within_float_tolerance(run_dir: Path, reference: Path) -> None:
@@ -202,7 +192,7 @@ def _assert_same_within_float_tolerance(run_dir: Path, reference: Path) -> None:
 
     L.seed_everything(0, workers=True, verbose=False)  # the initial weights of both runs (train.py's seeding)
     init = instantiate_model(compose_config(STEP, REGIME, overrides=TINY[1:]).model).state_dict()
-    a, b = _weights(reference), _weights(run_dir)
+    a, b = last_weights(reference), last_weights(run_dir)
     ua, ub = (torch.cat([(w[k] - init[k.removeprefix("model.")]).flatten() for k in a]) for w in (a, b))
     assert ua.norm() > 0 and (ua - ub).norm() / ua.norm() < 1e-4
     for ran in (run_dir, reference):

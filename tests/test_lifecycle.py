@@ -21,7 +21,7 @@ from roadmap.effective import effective_run
 from roadmap.lit import RoadmapModule
 from roadmap.steps import compose_config, instantiate_model
 from roadmap.train import train
-from tests.helpers import tiny_run_config
+from tests.helpers import assert_same_weights_and_history, tiny_run_config
 
 REPO = Path(__file__).resolve().parent.parent
 RESUMABLE = [sys.executable, "run.py", "+step=separate_downsampling", "budget=smoke", "logger=csv",
@@ -39,10 +39,6 @@ def _run_dir(root) -> Path:
     return run_dir
 
 
-def _final_weights(run_dir):
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     root = tmp_path_factory.mktemp("uninterrupted")
@@ -54,9 +50,7 @@ def uninterrupted(tmp_path_factory):
 def _assert_same_run(resumed: Path, uninterrupted: Path):
     a, b = record.read_record(uninterrupted), record.read_record(resumed)
     assert b["status"] == "done" and b["epochs"] == a["epochs"] == 3
-    assert b["history"] == a["history"]
-    wa, wb = _final_weights(uninterrupted), _final_weights(resumed)
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)  # bit-identical
+    assert_same_weights_and_history(resumed, uninterrupted)
 
 
 def test_mid_epoch_checkpoint_resumes_exactly_after_a_hard_kill(uninterrupted, tmp_path):
