@@ -280,3 +280,21 @@ def test_a_run_refused_at_start_leaves_no_record(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         train(tiny_run_config("separate_downsampling", tmp_path, overrides=overrides))
     assert not list(tmp_path.rglob(record.RESULT_FILE))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_all_visible_devices_without_cuda_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"trainer.devices=-1 \(all visible\) but no CUDA device is visible"):
+        train(tiny_run_config("gelu", tmp_path, overrides=["trainer=ddp"]))
+    assert not list(tmp_path.rglob(record.RESULT_FILE))
+
+
+def test_a_mid_epoch_checkpoint_of_another_layout_is_refused_in_one_line():
+    cfg = compose_config("gelu", overrides=["budget=smoke"])
+    datamodule = RoadmapDataModule(cfg.data, cfg.recipe, 4, 0, seed=0)
+    datamodule.trainer = L.Trainer(accelerator="cpu", devices=1, logger=False)
+    with pytest.raises(ConfigError, match="saved in the middle of an epoch with batch 4 × 2 processes") as refused:
+        datamodule.load_state_dict({"resume_epoch": 1, "resume_batch": 3, "batch_size": 4, "world_size": 2})
+    assert "\n" not in str(refused.value)
+    datamodule.load_state_dict({"resume_epoch": 2, "resume_batch": 0, "batch_size": 4, "world_size": 2})  # epoch end
+    assert (datamodule.resume_epoch, datamodule.resume_batch) == (2, 0)
