@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from roadmap.record import atomic_path  # noqa: E402
+from roadmap.files import atomic_path  # noqa: E402
 
 OURS, PAPER = "#2c6fbb", "#c0392b"
 

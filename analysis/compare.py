@@ -16,8 +16,8 @@ import pandas as pd
 
 from analysis.agreement import agreement
 from analysis.roadmap import describe, groups, load_runs, roadmap_table
-from roadmap import record
 from roadmap.errors import ConfigError, exit_on_config_error
+from roadmap.files import write_text
 from roadmap.steps import available_regimes
 
 
@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> None:
             f"the n steps with both top-1s; Δ sign; Δs beyond seed noise) and cost (device-hours from the run "
             f"records).\n\n{summary.to_markdown(index=False, floatfmt='.2f')}\n\n## Top-1 per step\n\n"
             f"{per_step.reset_index().to_markdown(index=False, floatfmt='.2f')}\n")
-    record.write_text(args.outputs / f"compare-{args.regime}.csv", summary.to_csv(index=False))
-    record.write_text(args.outputs / f"compare-{args.regime}.md", text)
+    write_text(args.outputs / f"compare-{args.regime}.csv", summary.to_csv(index=False))
+    write_text(args.outputs / f"compare-{args.regime}.md", text)
     print(text)
     print(f"written: {args.outputs / f'compare-{args.regime}.csv'}, {args.outputs / f'compare-{args.regime}.md'}")
 

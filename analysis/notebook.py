@@ -15,7 +15,7 @@ import nbformat
 from nbclient import NotebookClient
 
 from analysis.roadmap import groups, load_runs
-from roadmap.record import atomic_path
+from roadmap.files import atomic_path
 from roadmap.steps import available_regimes
 
 REPO = Path(__file__).resolve().parent.parent

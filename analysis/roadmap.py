@@ -17,6 +17,7 @@ import pandas as pd
 from analysis.agreement import agreement, delta_verdicts
 from roadmap import record
 from roadmap.errors import ConfigError, exit_on_config_error
+from roadmap.files import write_text
 from roadmap.steps import available_regimes, list_steps, regime_table
 
 COLUMNS = ["step", "change", "adopted", "parent", "gflops", "params_m", "images_per_s", "top1_mean", "top1_std",
@@ -127,7 +128,7 @@ def write_outputs(table: pd.DataFrame, out_dir: Path, title: str, notes: list[st
             ("roadmap.tex", lambda: table.drop(columns=["error", "change"]).to_latex(
                 index=False, na_rep="--", float_format="%.2f", caption=text.replace("%", r"\%"), label="tab:roadmap"))):
         path = out_dir / name
-        record.write_text(path, render())
+        write_text(path, render())
         written.append(path)
     return written + roadmap_chart(table, out_dir, title, regime_table(out_dir.name).get("reference"), measured)
 

@@ -1,7 +1,16 @@
-"""convnext-roadmap: the ResNet → ConvNeXt modernization roadmap (Liu et al., CVPR 2022) as Hydra configs."""
-from roadmap.errors import ConfigError
-from roadmap.model import RoadmapNet
-from roadmap.steps import StepInfo, available_regimes, available_steps, build_model, compose_config, list_steps
+"""convnext-roadmap: the ResNet → ConvNeXt modernization roadmap (Liu et al., CVPR 2022) as Hydra configs.
 
-__all__ = ["ConfigError", "RoadmapNet", "StepInfo", "available_regimes", "available_steps", "build_model",
-           "compose_config", "list_steps"]
+The names below load on first use, so importing a leaf module (``roadmap.schema``, ``roadmap.files``) loads no
+model and registers no op."""
+import importlib
+
+_EXPORTS = {"ConfigError": "roadmap.errors", "RoadmapNet": "roadmap.model", "StepInfo": "roadmap.steps",
+            "available_regimes": "roadmap.steps", "available_steps": "roadmap.steps", "build_model": "roadmap.steps",
+            "compose_config": "roadmap.steps", "list_steps": "roadmap.steps"}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'roadmap' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import statistics
 import time
 from pathlib import Path
 
@@ -34,40 +33,17 @@ from timm.data import Mixup
 from torch import nn
 
 from roadmap.data import RoadmapDataModule
-from roadmap.depthwise import IMPLS, set_depthwise_impl
+from roadmap.depthwise import set_depthwise_impl
+from roadmap.depthwise_paths import IMPLS
+from roadmap.devices import device_name
 from roadmap.errors import ConfigError, exit_on_config_error
+from roadmap.files import atomic_path
 from roadmap.profile import count_gflops, count_params_m, render
-from roadmap.record import atomic_path, device_name
 from roadmap.steps import available_regimes, compose_config, instantiate_model, list_steps, regime_table
+from roadmap.timing import median_seconds
 
 COLUMNS = ["model", "step", "gflops", "params_m", "infer_img_s", "train_img_s", "train_peak_mib",
            "timm_model", "infer_ratio", "train_ratio", "img_size", "batch_size", "device"]
-
-
-class Timer:
-    """Warm-up, then the median wall time of repeated calls, synchronising the device around each."""
-
-    def __init__(self, device: torch.device, warmup: int, repeats: int):
-        self.device, self.warmup, self.repeats = device, warmup, repeats
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def median_seconds(self, *fns) -> list[float]:
-        """Median seconds per call of each ``fn``; several are called in turn, so drift hits them alike."""
-        for _ in range(self.warmup):
-            for fn in fns:
-                fn()
-        self.sync()
-        times = [[] for _ in fns]
-        for _ in range(self.repeats):
-            for fn, fn_times in zip(fns, times):
-                start = time.perf_counter()
-                fn()
-                self.sync()
-                fn_times.append(time.perf_counter() - start)
-        return [statistics.median(t) for t in times]
 
 
 class PeakMemory:
@@ -109,10 +85,11 @@ class PeakMemory:
 class ModelBench:
     """Inference and training throughput of one model at a fixed batch."""
 
-    def __init__(self, timer: Timer, batch_size: int, img_size: int, channels_last: bool, compile: bool):
-        self.timer, self.batch_size, self.img_size = timer, batch_size, img_size
+    def __init__(self, device: torch.device, warmup: int, repeats: int, batch_size: int, img_size: int,
+                 channels_last: bool, compile: bool):
+        self.warmup, self.repeats, self.batch_size, self.img_size = warmup, repeats, batch_size, img_size
         self.channels_last, self.compile = channels_last, compile
-        self.device = timer.device
+        self.device = device
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else torch.autocast(
@@ -147,13 +124,15 @@ class ModelBench:
     def __call__(self, *models: nn.Module) -> list[dict]:
         """Throughput of each model; several models are timed in alternation (a fair ratio)."""
         closures = [self._closures(m) for m in models]
-        infer_s = self.timer.median_seconds(*[infer for infer, _ in closures])
-        train_s = self.timer.median_seconds(*[train for _, train in closures])
+        timing = dict(warmup=self.warmup, repeats=self.repeats)
+        infer_s = median_seconds(*[infer for infer, _ in closures], **timing)
+        train_s = median_seconds(*[train for _, train in closures], **timing)
         peaks = []
         for _, train in closures:  # one more (warm) training iteration each, alone
             with PeakMemory(self.device) as peak:
                 train()
-                self.timer.sync()
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
             peaks.append(peak.mib)
         return [{"infer_img_s": self.batch_size / i, "train_img_s": self.batch_size / t, "train_peak_mib": p}
                 for i, t, p in zip(infer_s, train_s, peaks)]
@@ -203,7 +182,7 @@ def run_benchmark(regime: str = "r50", steps: list[str] | None = None, device: s
     unknown = [s for s in steps if s not in order]
     if unknown:
         raise ConfigError(f"unknown step(s) {unknown} for regime {regime}; valid: {', '.join(order)}")
-    bench = ModelBench(Timer(device, warmup, repeats), batch_size, img_size, channels_last, compile)
+    bench = ModelBench(device, warmup, repeats, batch_size, img_size, channels_last, compile)
     log(f"benchmark: regime {regime}, device {device} ({device_name(device)}), batch {batch_size}, {img_size}px, "
         f"{'bf16 autocast' if device.type == 'cuda' else 'float32'}, channels_last={channels_last}, "
         f"compile={compile}, depthwise={depthwise}, torch threads {torch.get_num_threads()}, median of {repeats} after {warmup} warm-up")

@@ -25,8 +25,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
@@ -36,32 +34,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import conv_flop_count, register_flop_formula
 
+from roadmap.depthwise_paths import IMPLS, layout, memory_format_of, out_size
+from roadmap.devices import device_name
 from roadmap.errors import ConfigError
+from roadmap.files import write_text
+from roadmap.timing import median_seconds
 
-PATHS = ("native", "switch", "fft", "triton")
-IMPLS = ("auto", *PATHS)
 _REPEATS = {"cpu": 3, "cuda": 10}
 _RTOL = {torch.float32: 1e-3, torch.float64: 1e-6, torch.bfloat16: 2e-2, torch.float16: 5e-3}
 
 
 # ---------------------------------------------------------------------------------------------- paths
-def _layout(t: Tensor) -> str:
-    if t.is_contiguous():
-        return "nchw"
-    return "cl" if t.is_contiguous(memory_format=torch.channels_last) else "strided"
-
-
-def memory_format_of(t: Tensor) -> torch.memory_format:
-    """channels_last for a channels-last tensor, else contiguous: the layout every path returns."""
-    return torch.channels_last if _layout(t) == "cl" else torch.contiguous_format
-
-
-def out_size(size: int, kernel_size: int, stride: int, padding: int) -> int:
-    return (size + 2 * padding - kernel_size) // stride + 1
-
-
 def _other(t: Tensor) -> Tensor:
-    other = torch.contiguous_format if _layout(t) == "cl" else torch.channels_last
+    other = torch.contiguous_format if layout(t) == "cl" else torch.channels_last
     return t.contiguous(memory_format=other)
 
 
@@ -149,13 +134,6 @@ def cache_file() -> Path:
     return Path(root) / "depthwise.json"
 
 
-@functools.cache
-def _device_name(device: str) -> str:
-    from roadmap.record import device_name
-
-    return device_name(device)
-
-
 class Autotuner:
     """The fastest correct path per key, measured once per machine and kept in :func:`cache_file`."""
 
@@ -171,8 +149,6 @@ class Autotuner:
         return self.choices
 
     def _save(self, key: str, entry: dict) -> None:
-        from roadmap.record import write_text
-
         path = cache_file()
         try:
             on_disk = json.loads(path.read_text())
@@ -201,7 +177,7 @@ class Autotuner:
                 errors[name] = (out.float() - reference.float()).abs().max().item()
                 if errors[name] > tol:
                     continue
-                times[name] = _median_seconds(fn, args, _REPEATS.get(device.type, 3))
+                times[name] = median_seconds(lambda: fn(*args), warmup=1, repeats=_REPEATS.get(device.type, 3))[0]
             except Exception as error:  # a path that cannot run this case (e.g. Triton compile) is skipped
                 errors[name] = repr(error)[:200]
         best = min(times, key=times.get)
@@ -210,20 +186,6 @@ class Autotuner:
         choices[key] = entry
         self._save(key, entry)
         return best
-
-
-def _median_seconds(fn: Callable, args: tuple, repeats: int) -> float:
-    device = args[0].device
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *_: None)
-    fn(*args)
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(*args)
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 AUTOTUNER = Autotuner()
@@ -237,8 +199,8 @@ def _run(op: str, impl: str, args: tuple) -> Tensor:
         return candidates.get(impl, candidates["native"])(*args)
     x, w = args[:2] if op == "forward" else args[1:3]
     stride, padding = args[-2:]
-    key = "|".join([op, _device_name(str(x.device)), str(x.dtype).removeprefix("torch."),
-                    "/".join(_layout(a) for a in args if isinstance(a, Tensor) and a.dim() == 4 and a is not w),
+    key = "|".join([op, device_name(str(x.device)), str(x.dtype).removeprefix("torch."),
+                    "/".join(layout(a) for a in args if isinstance(a, Tensor) and a.dim() == 4 and a is not w),
                     "x".join(map(str, x.shape)), f"k{w.shape[-1]}", f"s{stride}", f"p{padding}"])
     return candidates[AUTOTUNER.choose(key, candidates, args)](*args)
 

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from roadmap import record, weights
 from roadmap.data import RoadmapDataModule
 from roadmap.errors import ConfigError
+from roadmap.files import write_text
 from roadmap.lit import RoadmapModule
 from roadmap.steps import instantiate_model
 
@@ -56,7 +57,7 @@ def evaluate(cfg: DictConfig) -> dict:
         where = run_dir / record.RESULT_FILE
     else:
         where = ckpt.with_name(f"{ckpt.name}.eval.json")
-        record.write_text(where, json.dumps(result, indent=2))
+        write_text(where, json.dumps(result, indent=2))
     ema_text = f" | EMA top-1 {result['top1_ema']:.2f} top-5 {result['top5_ema']:.2f}" if ema else ""
     print(f"== eval {ckpt.name} on {cfg.data.name} ({result['images']} images, {cfg.data.img_size} px): "
           f"top-1 {result['top1']:.2f} top-5 {result['top5']:.2f}{ema_text} ==\nrecorded in {where}")

@@ -10,22 +10,20 @@ seed, regime, the data/budget/experiment choice that names the group, hardware, 
 ``recipe.base_lr=0.5`` gets its own folder and its own analysis group; :func:`identity` is what a saved
 ``config.yaml`` must match before its folder is reused. ``metrics.json`` carries ``schema``
 (:data:`SCHEMA_VERSION`) and ``status``: running → done | failed | preempted | cancelled. Every file here is
-written atomically (:func:`atomic_path`).
+written atomically (:mod:`roadmap.files`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import platform
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
+
+from roadmap.files import write_text
 
 SCHEMA_VERSION = 2
 RESULT_FILE = "metrics.json"
@@ -94,41 +92,6 @@ def identity_differences(saved: dict, requested: dict) -> list[str]:
     keys = sorted(set(saved) | set(requested))
     return [f"{k}: {saved.get(k, '(absent)')} → {requested.get(k, '(absent)')}" for k in keys
             if saved.get(k) != requested.get(k)]
-
-
-def device_name(device) -> str:
-    """A device as a run record and the benchmark name it, so their numbers can be matched: the GPU's model
-    name, or the CPU's with its core count."""
-    import torch
-
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.machine()
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model} ({os.cpu_count()} cores)"
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")  # one per process: writers may race
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
 
 
 def write_record(run_dir: Path, payload: dict) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from roadmap.depthwise import IMPLS
+from roadmap.depthwise_paths import IMPLS
 from roadmap.errors import ConfigError
 
 

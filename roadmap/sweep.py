@@ -17,7 +17,7 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 
-from roadmap import record
+from roadmap.files import write_text
 from roadmap.steps import list_steps
 
 OUTCOME_FILE = "outcome.json"
@@ -31,7 +31,7 @@ def write_outcome(cfg, status: str, error: str | None) -> None:
 
     outcome = {"step": HydraConfig.get().runtime.choices.get("step"), "regime": cfg.regime.name, "seed": cfg.seed,
                "status": status, "error": error, "run_dir": str(Path(cfg.run.dir).resolve())}
-    record.write_text(Path(HydraConfig.get().runtime.output_dir) / OUTCOME_FILE, json.dumps(outcome, indent=2))
+    write_text(Path(HydraConfig.get().runtime.output_dir) / OUTCOME_FILE, json.dumps(outcome, indent=2))
 
 
 def sweep_report(sweep_dir: Path, jobs: int) -> tuple[list[str], int]:

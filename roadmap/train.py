@@ -26,8 +26,10 @@ from omegaconf import DictConfig, OmegaConf
 from roadmap import record, weights
 from roadmap.callbacks import History, Preemption, ResumableProgressBar, Throughput
 from roadmap.data import RoadmapDataModule
+from roadmap.devices import device_name
 from roadmap.effective import EffectiveRun, effective_run
 from roadmap.errors import ConfigError
+from roadmap.files import write_text
 from roadmap.lit import RoadmapModule
 from roadmap.profile import count_gflops, count_params_m
 from roadmap.schema import validate
@@ -70,7 +72,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
         if "id" in node and node.id is None:
             id_file = run_dir / "wandb_id"
             if not id_file.exists():
-                record.write_text(id_file, uuid.uuid4().hex[:12])
+                write_text(id_file, uuid.uuid4().hex[:12])
             extra["id"] = id_file.read_text().strip()
             (run_dir / "wandb").mkdir(parents=True, exist_ok=True)
         loggers.append(instantiate(node, **extra))
@@ -123,7 +125,7 @@ def _result(cfg, step, run_dir, run, trainer, model, history, throughput, wall_s
         "params_m": round(count_params_m(model), 4), "train_images_per_s": throughput.images_per_s,
         "warmup_batches_s": round(throughput.warmup_seconds, 2),  # the first 2 batches: compile, autotuning
         "wall_s": round(wall_s, 1),
-        "hardware": {"device": record.device_name(trainer.strategy.root_device), "devices": trainer.world_size},
+        "hardware": {"device": device_name(trainer.strategy.root_device), "devices": trainer.world_size},
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
                      "lightning": L.__version__},
         "git_commit": _git_commit(),
@@ -265,7 +267,7 @@ def train(cfg: DictConfig) -> dict:
                           f"{cfg.budget.batch_size} × {run.effective_batch // cfg.budget.batch_size} (processes × "
                           f"accumulation): lower budget.batch_size or add data")
     run_dir.mkdir(parents=True, exist_ok=True)
-    record.write_text(run_dir / record.CONFIG_FILE, OmegaConf.to_yaml(record.resolved(cfg)))
+    write_text(run_dir / record.CONFIG_FILE, OmegaConf.to_yaml(record.resolved(cfg)))
 
     if cfg.compile:
         use_compile_cache(Path(cfg.compile_cache))

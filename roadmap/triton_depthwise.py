@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from roadmap.depthwise import memory_format_of, out_size
+from roadmap.depthwise_paths import memory_format_of, out_size
 
 TILES = [triton.Config({"BLOCK_W": w, "BLOCK_C": c}, num_warps=warps)
          for w, c, warps in ((8, 64, 4), (4, 128, 4), (16, 32, 4), (8, 128, 8), (16, 64, 8))]

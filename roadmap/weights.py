@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from roadmap.compat import convert_reference_state_dict
 from roadmap.errors import ConfigError
-from roadmap.record import atomic_path
+from roadmap.files import atomic_path
 
 HEAD_KEYS = ("fc.weight", "fc.bias")
 TIMM_REFERENCES = ("resnet50", "resnet101", "resnet152", "resnet200", "convnext_tiny", "convnext_small",

@@ -1,0 +1,23 @@
+"""The one timer of the house (benchmark and depthwise autotuner): ``torch.utils.benchmark.Timer``, which
+synchronises CUDA around every measurement, at the process's own thread count (its default is one thread)."""
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+
+import torch
+from torch.utils.benchmark import Timer
+
+
+def median_seconds(*fns: Callable[[], object], warmup: int, repeats: int) -> list[float]:
+    """Median seconds per call of each ``fn`` over ``repeats`` timed calls after ``warmup`` untimed ones; several
+    ``fns`` are timed in turn, so drift of a busy machine hits them alike."""
+    timers = [Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()) for fn in fns]
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for timer, fn_times in zip(timers, times):
+            fn_times.append(timer.timeit(1).median)
+    return [statistics.median(t) for t in times]
