@@ -30,7 +30,7 @@ profile: install  ## GFLOPs / params of every step beside the paper's: make prof
 	$(PY) -m roadmap.profile --regime $(REGIME)
 
 bench: install  ## throughput of every step beside timm's references: make bench REGIME=r200 ARGS="--compile"
-	$(PY) -m roadmap.benchmark --regime $(REGIME) --csv $(OUTPUTS)/benchmark/$(REGIME).csv $(ARGS)
+	$(PY) -m roadmap.benchmark --regime $(REGIME) --outputs $(OUTPUTS) $(ARGS)
 
 roadmap: install  ## every step of REGIME for SEEDS (e.g. SEEDS=0,1,2), then the table and chart; fails unless every step is done
 	status=0; $(PY) run.py -m "+step=$$($(PY) -m roadmap.sweep $(REGIME))" regime=$(REGIME) seed=$(SEEDS) run.root=$(OUTPUTS) $(ARGS) || status=$$?; \

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from roadmap.callbacks import Stopped
 from roadmap.errors import ConfigError
 from roadmap.sweep import EXIT, write_outcome
+from roadmap.evaluate import evaluate
 from roadmap.train import train
 
 
@@ -22,8 +23,11 @@ from roadmap.train import train
 def main(cfg: DictConfig) -> None:
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        result = train(cfg)
-        status, error = result.get("status", "done"), None
+        if cfg.mode == "eval":
+            evaluate(cfg)
+            status, error = "done", None
+        else:
+            status, error = train(cfg).status, None
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         status, error = "refused", str(err)

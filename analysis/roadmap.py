@@ -2,8 +2,8 @@
 
     python -m analysis.roadmap OUTPUTS_DIR [--group synthetic-cpu_proxy] [--regime r50]
 
-Runs are grouped by ``<data>-<budget>[+overrides]`` (the first folder level under OUTPUTS_DIR, see
-roadmap.record) and regime; each group gets its own table, so runs with other data, budgets or configs
+Runs are grouped by their records' group (``<data>-<budget>[+overrides]``, see roadmap.record) and regime;
+each group gets its own table, so runs with other data, budgets or configs
 never mix and are never averaged as seeds. Files are written next to the
 runs: ``OUTPUTS_DIR/<group>/<regime>/roadmap.{csv,md,tex,png,svg}``.
 """
@@ -16,6 +16,7 @@ import pandas as pd
 
 from analysis.agreement import agreement, delta_verdicts
 from roadmap import record
+from roadmap.record import RunRecord
 from roadmap.errors import ConfigError, exit_on_config_error
 from roadmap.files import write_text
 from roadmap.steps import available_regimes, list_steps, regime_table
@@ -25,19 +26,17 @@ COLUMNS = ["step", "change", "adopted", "parent", "gflops", "params_m", "images_
 
 
 def load_runs(root: Path) -> pd.DataFrame:
-    """One row per run folder (roadmap.record's layout) with its record, or why there is none."""
+    """One row per run folder under ``root`` with its record (roadmap.record), or why there is none."""
     rows = []
-    for key, run_dir in record.find_runs(root):
-        result = record.load(run_dir)
-        final = result.get("final") or {}
-        rows.append({"group": key.group, "regime": key.regime, "step": key.step, "seed": key.seed,
-                     "run_dir": str(run_dir), "status": result.get("status", "unknown"), "error": result.get("error"),
-                     "top1": final.get("top1"), "top5": final.get("top5"), "top1_ema": final.get("top1_ema"),
-                     "gflops": result.get("gflops_224"), "params_m": result.get("params_m"),
-                     "images_per_s": result.get("train_images_per_s"), "proxy": result.get("proxy"),
-                     "img_size": result.get("img_size"), "wall_s": result.get("wall_s"),
-                     "device": (result.get("hardware") or {}).get("device"),
-                     "devices": (result.get("hardware") or {}).get("devices", 1)})
+    for run_dir in record.find_runs(root):
+        run = RunRecord.load(run_dir)
+        rows.append({"group": run.group, "regime": run.regime, "step": run.step, "seed": run.seed,
+                     "overrides": ", ".join(run.overrides), "run_dir": str(run_dir), "status": run.status,
+                     "error": run.error, "top1": run.final.get("top1"), "top5": run.final.get("top5"),
+                     "top1_ema": run.final.get("top1_ema"), "gflops": run.gflops_224, "params_m": run.params_m,
+                     "images_per_s": run.train_images_per_s, "proxy": run.proxy, "img_size": run.img_size,
+                     "wall_s": run.wall_s, "device": run.hardware.get("device"),
+                     "devices": run.hardware.get("devices", 1)})
     return pd.DataFrame(rows)
 
 
@@ -83,11 +82,13 @@ def groups(runs: pd.DataFrame) -> list[tuple[str, str]]:
 
 
 def describe(runs: pd.DataFrame, group: str) -> str:
-    """What data and budget a group's table shows, with the proxy label when it is not the paper's setting."""
-    proxies = runs[(runs.group == group)].get("proxy", pd.Series(dtype=object)).dropna().unique()
+    """What data and budget a group's table shows (its records' proxy label when it is not the paper's
+    setting) and the overrides its runs were given."""
+    mine = runs[runs.group == group]
+    proxies = mine.proxy.dropna().unique()
     label = proxies[0] if len(proxies) else f"{group}: data and budget as named"
-    variant = group.partition("+")[2]
-    return f"{label} | overrides: {variant.replace('+', ', ').replace('@', '=')}" if variant else label
+    overrides = [o for o in mine.overrides.dropna().unique() if o]
+    return f"{label} | overrides: {overrides[0]}" if overrides else label
 
 
 def throughput_source(table: pd.DataFrame, runs: pd.DataFrame, outputs: Path, regime: str) -> str:
@@ -95,7 +96,7 @@ def throughput_source(table: pd.DataFrame, runs: pd.DataFrame, outputs: Path, re
     the runs' hardware (224², the paper's setting); otherwise it stays the runs' own training speed. Returns
     the label saying which."""
     devices = runs.device.dropna().unique()
-    bench_file = outputs / "benchmark" / f"{regime}.csv"
+    bench_file = record.benchmark_file(outputs, regime)
     if bench_file.exists() and len(devices) == 1:
         bench = pd.read_csv(bench_file)
         mine = bench[(bench.model == "roadmap") & (bench.get("device") == devices[0])].set_index("step")
@@ -112,7 +113,7 @@ def caption(title: str, agreement_text: str, notes: list[str]) -> str:
     return f"{title}. {agreement_text[0].upper()}{agreement_text[1:]}." + "".join(f" {n}." for n in notes)
 
 
-def write_outputs(table: pd.DataFrame, out_dir: Path, title: str, notes: list[str] = ()) -> list[Path]:
+def write_outputs(table: pd.DataFrame, out_dir: Path, regime: str, title: str, notes: list[str] = ()) -> list[Path]:
     """CSV, Markdown and LaTeX tables (with the agreement with the paper as footer/caption), the agreement
     as its own CSV, and the PNG/SVG chart; every file written atomically."""
     from analysis.chart import roadmap_chart
@@ -130,7 +131,7 @@ def write_outputs(table: pd.DataFrame, out_dir: Path, title: str, notes: list[st
         path = out_dir / name
         write_text(path, render())
         written.append(path)
-    return written + roadmap_chart(table, out_dir, title, regime_table(out_dir.name).get("reference"), measured)
+    return written + roadmap_chart(table, out_dir, title, regime_table(regime).get("reference"), measured)
 
 
 @exit_on_config_error
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         title = f"{regime} roadmap, {describe(runs, group)}"
         table = roadmap_table(subset, regime)
         notes = [throughput_source(table, subset, args.outputs, regime)]
-        files = write_outputs(table, args.outputs / group / regime, title, notes)
+        files = write_outputs(table, args.outputs / group / regime, regime, title, notes)
         print(f"## {title}\n{table.drop(columns=['error', 'change']).to_string(index=False)}")
         print(caption("", agreement(table).summary(), notes)[2:])
         for _, row in table[table.status != "done"].iterrows():

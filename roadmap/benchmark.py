@@ -36,9 +36,11 @@ from roadmap.data import RoadmapDataModule
 from roadmap.depthwise import set_depthwise_impl
 from roadmap.depthwise_paths import IMPLS
 from roadmap.devices import device_name
+from roadmap.effective import effective_run
 from roadmap.errors import ConfigError, exit_on_config_error
 from roadmap.files import atomic_path
 from roadmap.profile import count_gflops, count_params_m, render
+from roadmap.record import benchmark_file
 from roadmap.steps import available_regimes, compose_config, instantiate_model, list_steps, regime_table
 from roadmap.timing import median_seconds
 
@@ -231,7 +233,7 @@ def sweep_cost(df: pd.DataFrame, regime: str, budget: str = "paper", train_image
     ``sweep_h``, and one line with the roadmap's total (the steps in ``df``; all of them by default)."""
     df = df.copy()
     ours = df.model == "roadmap"
-    df.loc[ours, "epochs"] = [compose_config(step, regime, [f"budget={budget}", *overrides]).trainer.max_epochs
+    df.loc[ours, "epochs"] = [effective_run(compose_config(step, regime, [f"budget={budget}", *overrides])).epochs
                               for step in df.step[ours]]
     df["sweep_h"] = df.epochs * (train_images / df.train_img_s + val_images / df.infer_img_s) / 3600
     steps = df[ours]
@@ -269,6 +271,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--train-images", type=int, default=IMAGENET_TRAIN, help="--summary: images per epoch")
     parser.add_argument("--val-images", type=int, default=IMAGENET_VAL, help="--summary: validation images")
     parser.add_argument("--csv", type=Path, help="also write the table here (atomically)")
+    parser.add_argument("--outputs", type=Path, help="also write the table where analysis of the runs under this "
+                                                     "outputs folder finds it (OUTPUTS/benchmark/<regime>.csv)")
     parser.add_argument("--format", default="table", choices=("table", "csv", "markdown"))
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the data pipeline, e.g. data=cifar10 data.root=...")
     args = parser.parse_args(argv)
@@ -285,10 +289,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     print(render(df.drop(columns=["img_size", "batch_size", "device"]).round(3), args.format))  # in the log line
     if summary:
         print(summary)
-    if args.csv:
-        with atomic_path(args.csv) as tmp:
+    for path in filter(None, (args.csv, args.outputs and benchmark_file(args.outputs, args.regime))):
+        with atomic_path(path) as tmp:
             df.to_csv(tmp, index=False)
-        print(f"wrote {args.csv}")
+        print(f"wrote {path}")
     return df
 
 

@@ -233,7 +233,7 @@ class RoadmapDataModule(L.LightningDataModule):
     def transforms(self, is_training: bool):
         r, size = self.recipe, self.data.img_size
         if is_training:
-            return create_transform(size, is_training=True, scale=tuple(self.data.train_crop_scale),
+            return create_transform(size, is_training=True, scale=tuple(self.recipe.train_crop_scale),
                                     auto_augment=r.auto_augment, color_jitter=r.color_jitter or None,
                                     interpolation=r.interpolation, re_prob=r.re_prob, re_mode="pixel", re_count=1)
         return create_transform(size, is_training=False, interpolation=r.interpolation, crop_pct=self.data.crop_pct)

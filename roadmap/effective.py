@@ -1,7 +1,9 @@
 """The effective run: what one composed config computes, whatever hardware it runs on.
 
 :func:`effective_run` is the one place that turns a config into epochs, effective batch, peak lr, warm-up
-and schedule in optimizer steps, precision, clipping and batch limits. The optimizer and scheduler
+and schedule in optimizer steps, precision, clipping and batch limits: from the recipe (length, clipping),
+the budget (its scale of the length, batch, accumulation, batch limits) and the trainer's hardware (devices,
+nodes, precision). Lightning's loop (:meth:`EffectiveRun.trainer_arguments`), the optimizer and scheduler
 (:mod:`roadmap.lit`), ``roadmap.explain``, a run's identity (:mod:`roadmap.record`) and ``metrics.json`` all
 take them from here. The hardware layout (devices × nodes × accumulation at the same effective batch) is not
 part of it: a run started on 4 nodes × 8 GPUs resumes on 1 GPU × accumulation 32.
@@ -13,6 +15,11 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+
+
+def scaled_epochs(epochs: int, scale: float) -> int:
+    """A recipe's length under a budget: ``round(epochs × scale)``, at least one epoch."""
+    return max(1, round(epochs * scale))
 
 
 def scaled_lr(recipe, effective_batch: int) -> float:
@@ -64,6 +71,7 @@ class EffectiveRun:
     grad_clip: float | None
     limit_train_batches: float
     limit_val_batches: float
+    accumulate: int = 1             # micro-batches per optimizer step (hardware layout: not in the identity)
     steps_per_epoch: int | None = None
     total_steps: int | None = None
     warmup_steps: int | None = None
@@ -72,10 +80,15 @@ class EffectiveRun:
     def identity(self) -> dict:
         """What a saved run must match to be resumed or reused (steps follow from these and the data)."""
         return {k: v for k, v in asdict(self).items()
-                if k not in ("steps_per_epoch", "total_steps", "warmup_steps", "decay_every_steps")}
+                if k not in ("accumulate", "steps_per_epoch", "total_steps", "warmup_steps", "decay_every_steps")}
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def trainer_arguments(self) -> dict:
+        """What Lightning's trainer takes from the effective run (the trainer config holds the hardware)."""
+        return dict(max_epochs=self.epochs, gradient_clip_val=self.grad_clip, accumulate_grad_batches=self.accumulate,
+                    limit_train_batches=self.limit_train_batches, limit_val_batches=self.limit_val_batches)
 
 
 def effective_run(cfg: DictConfig, train_size: int | None = None) -> EffectiveRun:
@@ -83,17 +96,17 @@ def effective_run(cfg: DictConfig, train_size: int | None = None) -> EffectiveRu
     cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
     r, b, t = cfg.recipe, cfg.budget, cfg.trainer
     world = world_size(t)
-    accumulate = t.get("accumulate_grad_batches", 1)
+    accumulate = b.accumulate_grad_batches
     batch = b.batch_size * world * accumulate if world else None
-    epochs = t.max_epochs
+    epochs = scaled_epochs(r.epochs, b.epoch_scale)
     warm = warmup_epochs(r, batch) if batch else r.warmup_epochs
     run = dict(epochs=epochs, effective_batch=batch, peak_lr=scaled_lr(r, batch) if batch else None,
                warmup_epochs=warm * epochs / r.epochs, schedule=r.schedule, precision=str(t.precision),
-               grad_clip=t.get("gradient_clip_val"), limit_train_batches=t.limit_train_batches,
-               limit_val_batches=t.limit_val_batches)
+               grad_clip=r.grad_clip, limit_train_batches=b.limit_train_batches,
+               limit_val_batches=b.limit_val_batches, accumulate=accumulate)
     if train_size is None or not world:
         return EffectiveRun(**run)
-    batches = batches_per_epoch(t.limit_train_batches, train_size // world // b.batch_size)  # drop_last
+    batches = batches_per_epoch(b.limit_train_batches, train_size // world // b.batch_size)  # drop_last
     return with_steps(EffectiveRun(**run), r, math.ceil(batches / accumulate))  # Lightning steps at an epoch's end
 
 

@@ -14,15 +14,20 @@ from pathlib import Path
 import lightning as L
 from omegaconf import DictConfig
 
-from roadmap import record, weights
+from roadmap import weights
 from roadmap.data import RoadmapDataModule
 from roadmap.errors import ConfigError
 from roadmap.files import write_text
 from roadmap.lit import RoadmapModule
+from roadmap.profile import check_input_size
+from roadmap.record import RunPaths, RunRecord
+from roadmap.schema import validate
 from roadmap.steps import instantiate_model
 
 
 def evaluate(cfg: DictConfig) -> dict:
+    """Evaluate ``cfg.ckpt`` on the data's validation split; returns the evaluation (also recorded)."""
+    validate(cfg)
     if not cfg.ckpt:
         raise ConfigError("mode=eval needs the weights to evaluate: ckpt=<run>/checkpoints/best.ckpt (or a .safetensors)")
     ckpt = Path(cfg.ckpt).expanduser().resolve()
@@ -32,6 +37,7 @@ def evaluate(cfg: DictConfig) -> dict:
                           f"{cfg.data.num_classes}: evaluate on data with the same classes")
     ema = ema_state is not None
     model = instantiate_model(cfg.model, init_from=None)
+    check_input_size(model, cfg.data.img_size, cfg.model.in_chans)
     weights.load_into(model, state, str(ckpt))
     recipe = cfg.recipe.copy()
     recipe.ema.enabled = ema
@@ -49,12 +55,12 @@ def evaluate(cfg: DictConfig) -> dict:
               **{k: round(float(metrics[f"val/{k}"]), 4) for k in ("top1", "top5", "top1_ema", "top5_ema")
                  if f"val/{k}" in metrics},
               "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    run_dir = ckpt.parent.parent
-    existing = record.read_record(run_dir) if ckpt.parent.name in ("checkpoints", "weights") else None
+    run = RunPaths.holding(ckpt)
+    existing = RunRecord.read(run.root) if run else None
     if existing is not None:
-        existing["evaluations"] = [*existing.get("evaluations", []), result]
-        record.write_record(run_dir, existing)
-        where = run_dir / record.RESULT_FILE
+        existing.evaluations.append(result)
+        existing.write(run.root)
+        where = run.metrics
     else:
         where = ckpt.with_name(f"{ckpt.name}.eval.json")
         write_text(where, json.dumps(result, indent=2))

@@ -46,14 +46,14 @@ def _rows(cfg: DictConfig) -> list[tuple[str, str, list[str]]]:
     run = effective_run(cfg)
     batch = run.effective_batch
     shown_batch = (f"{batch} = " if batch else "? = ") + (f"{b.batch_size}/device × {t.devices} devices × "
-                                                          f"{t.num_nodes} nodes × accumulate {t.accumulate_grad_batches}")
-    scale = t.max_epochs / r.epochs
+                                                          f"{t.num_nodes} nodes × accumulate {run.accumulate}")
+    scale = run.epochs / r.epochs
     schedule = (f"cosine to {_g(r.lr_min)}" if r.schedule == "cosine" else
                 f"step ×0.1 every {r.step_every * scale:.3g} epochs")
-    crop = f"random-resized crop {list(d.train_crop_scale)} + flip, {r.interpolation}; eval crop_pct {_g(d.crop_pct)}"
+    crop = f"random-resized crop {list(r.train_crop_scale)} + flip, {r.interpolation}; eval crop_pct {_g(d.crop_pct)}"
     return [
         ("data", f"{d.name}, {d.img_size} px, {d.num_classes} classes", ["data.name", "data.img_size", "data.num_classes"]),
-        ("epochs", f"{t.max_epochs} (recipe {r.epochs} × budget scale {_g(b.epoch_scale)})", ["recipe.epochs", "budget.epoch_scale"]),
+        ("epochs", f"{run.epochs} (recipe {r.epochs} × budget scale {_g(b.epoch_scale)})", ["recipe.epochs", "budget.epoch_scale"]),
         ("effective batch", shown_batch, ["budget.batch_size", "trainer.devices", "trainer.num_nodes",
                                           "budget.accumulate_grad_batches"]),
         ("peak lr", (f"{run.peak_lr:.4g}" if batch else "?") + f" ({_g(r.base_lr)} per {r.base_batch}, linear)",
@@ -64,7 +64,7 @@ def _rows(cfg: DictConfig) -> list[tuple[str, str, list[str]]]:
         ("schedule", f"{schedule}, per iteration", ["recipe.schedule", "recipe.lr_min", "recipe.step_every",
                                                     "budget.epoch_scale"]),
         ("optimizer", _optimizer(r), ["recipe.optimizer"]),
-        ("crop", crop, ["data.train_crop_scale", "recipe.interpolation", "data.crop_pct"]),
+        ("crop", crop, ["recipe.train_crop_scale", "data.train_crop_scale", "recipe.interpolation", "data.crop_pct"]),
         ("RandAugment", str(r.auto_augment or "off") + (f", colour jitter {_g(r.color_jitter)}" if not r.auto_augment
                                                           and r.color_jitter else ""),
          ["recipe.auto_augment", "recipe.color_jitter"]),

@@ -2,7 +2,9 @@
 on 1-D parameters, per-iteration warm-up + cosine, EMA), with raw and EMA top-1/top-5 validation."""
 from __future__ import annotations
 
+import os
 import random
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -11,7 +13,7 @@ from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler, StepLRScheduler
-from timm.utils import ModelEmaV3
+from timm.utils import ModelEmaV3, accuracy
 from torch import nn
 from torchmetrics import MeanMetric, SumMetric
 
@@ -19,16 +21,28 @@ from roadmap.depthwise import set_depthwise_impl
 from roadmap.effective import EffectiveRun
 
 
+def use_compile_cache(root: Path) -> None:
+    """Inductor's and Triton's caches under ``root``, where a sweep's seeds and requeued jobs find them, unless the
+    user set their own (torch writes its default into TORCHINDUCTOR_CACHE_DIR on first use: that one is moved)."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR", default_cache_dir()) in (default_cache_dir(),
+                                                                          os.path.abspath(default_cache_dir())):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(root.resolve() / "inductor")
+    os.environ.setdefault("TRITON_CACHE_DIR", str(root.resolve() / "triton"))
+
+
 class RoadmapModule(L.LightningModule):
     """``run`` (:func:`roadmap.effective.effective_run` with its steps) sizes the optimizer and schedule; None
     for evaluation only."""
 
     def __init__(self, model: nn.Module, recipe, num_classes: int, run: EffectiveRun | None = None,
-                 seed: int = 0, channels_last: bool = False, compile: bool = False, depthwise: str = "auto"):
+                 seed: int = 0, channels_last: bool = False, compile: bool = False, compile_cache: str | None = None,
+                 depthwise: str = "auto"):
         super().__init__()
         self.model, self.recipe, self.num_classes = model, recipe, num_classes
         self.run, self.seed = run, seed
-        self.channels_last, self.compile = channels_last, compile
+        self.channels_last, self.compile, self.compile_cache = channels_last, compile, compile_cache
         set_depthwise_impl(model, depthwise)
         self.mixup = (Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix, prob=1.0, switch_prob=0.5,
                             mode="batch", label_smoothing=recipe.label_smoothing, num_classes=num_classes)
@@ -49,6 +63,8 @@ class RoadmapModule(L.LightningModule):
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         if self.compile and not isinstance(self.model, torch._dynamo.eval_frame.OptimizedModule):
+            if self.compile_cache:
+                use_compile_cache(Path(self.compile_cache))
             self.model = torch.compile(self.model)
 
     def _inputs(self, x):
@@ -88,10 +104,9 @@ class RoadmapModule(L.LightningModule):
             self.ema_step = self.global_step
 
     def _log_accuracy(self, logits, y, suffix: str) -> None:
-        hits = logits.topk(self.topk[1], dim=1).indices == y[:, None]
-        for k in self.topk:
-            name = f"val/top{k if k == 1 else 5}{suffix}"
-            self.val_metrics[name.replace("/", "_")].update(hits[:, :k].any(1).float() * 100)
+        for k, percent in zip(self.topk, accuracy(logits, y, topk=self.topk)):
+            name = f"val/top{k if k == 1 else 5}{suffix}"  # top-5 is top-k below 5 classes
+            self.val_metrics[name.replace("/", "_")].update(percent, weight=len(y))  # a mean over images
             self.log(name, self.val_metrics[name.replace("/", "_")], on_epoch=True, prog_bar=k == 1)
 
     def validation_step(self, batch, batch_idx):

@@ -1,9 +1,11 @@
-"""The run record: where a run lives, what its ``metrics.json`` says, and how both are written and read.
+"""The run record: where a run lives (:class:`RunKey`, :class:`RunPaths`), what its ``metrics.json`` says
+(:class:`RunRecord`), and how both are written and read. Training, evaluation, sweeps, analysis and the tests
+all go through this module; nothing else spells a run's paths or keys.
 
-Layout (one folder per run, stable across restarts and requeues)::
+Layout (one folder per run, stable across restarts and requeues; ``run.dir`` is :meth:`RunKey.path`)::
 
     <run.root>/<data>-<budget>[+<key@value>...]/<regime>/<step>/seed<k>/
-        config.yaml  metrics.json  checkpoints/{last,best}.ckpt  weights/*.safetensors  csv/  wandb/
+        config.yaml  metrics.json  checkpoints/{last,best}.ckpt  weights/*.safetensors  csv/  wandb/  wandb_id
 
 ``+<key@value>`` names each command-line override that changes a run's result (anything but the step,
 seed, regime, the data/budget/experiment choice that names the group, hardware, logging and paths), so
@@ -16,8 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 import re
-from dataclasses import dataclass
+import subprocess
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import yaml
@@ -25,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from roadmap.files import write_text
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 RESULT_FILE = "metrics.json"
 CONFIG_FILE = "config.yaml"
 STATUSES = ("running", "done", "failed", "preempted", "cancelled")
@@ -49,11 +53,16 @@ def _is_identity(key: str) -> bool:
                    for k in NOT_IDENTITY)
 
 
+def result_overrides(task_overrides) -> list[str]:
+    """The command-line overrides that change the result (``key=value``, sorted): they name a run's group."""
+    return sorted(o.lstrip("+~") for o in task_overrides if _is_identity(o.lstrip("+~").split("=", 1)[0]))
+
+
 def run_variant(task_overrides) -> str:
     """``+key@value+key@value`` of the command-line overrides that change the result ('' when none), in
     characters Hydra accepts unquoted (a run folder can be passed back as ``ckpt=`` or ``run.dir=``); names
     over 100 characters are cut and end in a short hash of the whole."""
-    kept = sorted(o.lstrip("+~") for o in task_overrides if _is_identity(o.lstrip("+~").split("=", 1)[0]))
+    kept = result_overrides(task_overrides)
     if not kept:
         return ""
     name = re.sub(r"[^\w.\-@%+]", "_", "+".join(o.replace("=", "@", 1) for o in kept))
@@ -94,53 +103,223 @@ def identity_differences(saved: dict, requested: dict) -> list[str]:
             if saved.get(k) != requested.get(k)]
 
 
-def write_record(run_dir: Path, payload: dict) -> None:
-    """Write ``metrics.json`` atomically, stamped with the schema version."""
-    write_text(Path(run_dir) / RESULT_FILE, json.dumps({"schema": SCHEMA_VERSION, **payload}, indent=2))
-
-
-def read_record(run_dir: Path) -> dict | None:
-    """The run's ``metrics.json`` or None when it has none or it is unreadable (see :func:`load`)."""
-    try:
-        return json.loads((Path(run_dir) / RESULT_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-
-
 def read_config(run_dir: Path) -> dict | None:
-    path = Path(run_dir) / CONFIG_FILE
+    """A run's saved ``config.yaml`` (resolved), or None."""
+    path = RunPaths(run_dir).config
     return yaml.safe_load(path.read_text()) if path.exists() else None
 
 
 @dataclass(frozen=True)
 class RunKey:
-    """A run folder's place in the layout."""
+    """A run's place in the layout: its folder is :meth:`path` (``run.dir`` in ``conf/config.yaml``)."""
 
     group: str
     regime: str
     step: str
-    seed: str
+    seed: int
 
-    def path(self, root: Path) -> Path:
+    def path(self, root: Path | str) -> Path:
         return Path(root) / self.group / self.regime / self.step / f"seed{self.seed}"
 
-
-def find_runs(root: Path) -> list[tuple[RunKey, Path]]:
-    """Every run folder under ``root`` in layout order."""
-    found = []
-    for run_dir in sorted(Path(root).glob("*/*/*/seed*")):
-        if run_dir.is_dir():
-            group, regime, step = run_dir.parts[-4:-1]
-            found.append((RunKey(group, regime, step, run_dir.name.removeprefix("seed")), run_dir))
-    return found
+    @classmethod
+    def of_folder(cls, run_dir: Path) -> RunKey:
+        """The key a run folder's place says (:meth:`path` read backwards): used only for a folder whose run
+        left no record to say it."""
+        group, regime, step, seed = Path(run_dir).parts[-4:]
+        return cls(group, regime, step, int(seed.removeprefix("seed")) if seed[4:].isdigit() else seed)
 
 
-def load(run_dir: Path) -> dict:
-    """The record with its status, or a synthesised one saying why there is none (missing / corrupt)."""
-    path = Path(run_dir) / RESULT_FILE
+def run_dir(root: str, group: str, regime: str, step: str, seed: int) -> str:
+    """``run.dir``: the folder of a run (Hydra resolver)."""
+    return str(RunKey(group, regime, step, seed).path(root))
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Every path of one run folder."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    config = property(lambda self: self.root / CONFIG_FILE)
+    metrics = property(lambda self: self.root / RESULT_FILE)
+    checkpoints = property(lambda self: self.root / "checkpoints")
+    last_ckpt = property(lambda self: self.checkpoints / "last.ckpt")
+    best_ckpt = property(lambda self: self.checkpoints / "best.ckpt")
+    weights = property(lambda self: self.root / "weights")
+    wandb_id = property(lambda self: self.root / "wandb_id")
+    wandb = property(lambda self: self.root / "wandb")
+
+    def weights_file(self, name: str) -> Path:
+        """``weights/<name>.safetensors`` (final, best, ema)."""
+        return self.weights / f"{name}.safetensors"
+
+    def relative(self, path: Path) -> str:
+        return str(Path(path).relative_to(self.root))
+
+    @classmethod
+    def holding(cls, file: Path) -> RunPaths | None:
+        """The run folder a checkpoint or exported weights file lives in, or None for a file outside one."""
+        file = Path(file)
+        if file.parent.name in ("checkpoints", "weights") and (file.parent.parent / RESULT_FILE).exists():
+            return cls(file.parent.parent)
+        return None
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Every run folder under ``root`` (the layout of :class:`RunKey`), in layout order."""
+    return [p for p in sorted(Path(root).glob("*/*/*/seed*")) if p.is_dir()]
+
+
+@dataclass
+class RunRecord:
+    """``metrics.json``: what a run is (its key, data, budget, overrides), how it stands (``status``: running →
+    done | failed | preempted | cancelled) and, once done, what it measured. ``missing`` and ``corrupt`` are
+    never written: :meth:`load` says so of a folder without a readable record."""
+
+    status: str
+    step: str
+    regime: str
+    seed: int
+    group: str
+    data: str
+    budget: str
+    overrides: list[str] = field(default_factory=list)   # the command-line overrides that change the result
+    error: str | None = None
+    proxy: str | None = None                             # the proxy label; None in the paper's setting
+    run_dir: str | None = None
+    effective_run: dict = field(default_factory=dict)    # roadmap.effective.EffectiveRun
+    history: list[dict] = field(default_factory=list)    # one row per validated epoch
+    wall_s: float | None = None
+    # a finished run's results
+    img_size: int | None = None
+    final: dict = field(default_factory=dict)            # top1, top5, top1_ema, top5_ema of the last epoch
+    best: dict = field(default_factory=dict)             # top1, epoch and metric of the best epoch
+    epochs: int = 0
+    checkpoints: dict = field(default_factory=dict)      # name → path in the run folder
+    weights: dict = field(default_factory=dict)          # name → path in the run folder
+    gflops_224: float | None = None                      # the paper's count: 1000 classes at 224²
+    gflops_run: float | None = None                      # as trained
+    params_m: float | None = None
+    train_images_per_s: float | None = None
+    warmup_batches_s: float | None = None                # the first 2 batches: compile, autotuning
+    hardware: dict = field(default_factory=dict)         # device (roadmap.devices), devices
+    versions: dict = field(default_factory=dict)
+    git_commit: str | None = None
+    evaluations: list[dict] = field(default_factory=list)  # mode=eval results of this run's weights
+    schema: int = SCHEMA_VERSION
+
+    @property
+    def key(self) -> RunKey:
+        return RunKey(self.group, self.regime, self.step, self.seed)
+
+    @classmethod
+    def of_run(cls, cfg: DictConfig, step: str, task_overrides, paths: RunPaths, run) -> RunRecord:
+        """A starting run's record (``running``): what it is, and its effective run."""
+        return cls(status="running", step=step, regime=cfg.regime.name, seed=cfg.seed, group=cfg.run.group,
+                   data=cfg.data.name, budget=cfg.budget.name, overrides=result_overrides(task_overrides),
+                   proxy=proxy_label(cfg), run_dir=str(paths.root), effective_run=run.as_dict(),
+                   img_size=cfg.data.img_size)
+
+    def with_status(self, status: str, error: str | None, history: list[dict], wall_s: float) -> RunRecord:
+        """This record at a stop or a failure."""
+        return replace(self, status=status, error=error, history=list(history), wall_s=round(wall_s, 1))
+
+    def finished(self, history: list[dict], metric: str, wall_s: float, **measured) -> RunRecord:
+        """The record of the finished run: the last and best epochs by ``metric``, the measured facts
+        (GFLOPs, params, speed, hardware, exported weights), the versions and commit that ran."""
+        last = history[-1] if history else {}
+        best = max(history, key=lambda row: row.get(metric, -1)) if history else {}
+        return replace(self, **measured, status="done", error=None, history=list(history), wall_s=round(wall_s, 1),
+                       final={k: last.get(f"val/{k}") for k in ("top1", "top5", "top1_ema", "top5_ema")},
+                       best={"top1": best.get(metric), "epoch": best.get("epoch"), "metric": metric},
+                       epochs=last.get("epoch", 0), versions=_versions(), git_commit=_git_commit(),
+                       checkpoints={"last": "checkpoints/last.ckpt", "best": "checkpoints/best.ckpt"})
+
+    def write(self, run_dir: Path) -> None:
+        """``metrics.json``, atomically."""
+        write_text(RunPaths(run_dir).metrics, json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def from_dict(cls, payload: dict) -> RunRecord:
+        unknown = set(payload) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown keys {sorted(unknown)}")
+        return cls(**payload)
+
+    @classmethod
+    def read(cls, run_dir: Path) -> RunRecord | None:
+        """The run's record, or None when it has none or it is unreadable (:meth:`load` says which)."""
+        try:
+            return cls.from_dict(json.loads(RunPaths(run_dir).metrics.read_text()))
+        except (FileNotFoundError, ValueError, TypeError, UnicodeDecodeError):
+            return None
+
+    @classmethod
+    def load(cls, run_dir: Path) -> RunRecord:
+        """The record, or one with status ``missing`` / ``corrupt`` saying why there is none, keyed by the
+        folder's place (the one thing such a folder still says)."""
+        key = RunKey.of_folder(run_dir)
+        blank = dict(step=key.step, regime=key.regime, seed=key.seed, group=key.group, data="?", budget="?",
+                     run_dir=str(run_dir))
+        try:
+            return cls.from_dict(json.loads(RunPaths(run_dir).metrics.read_text()))
+        except FileNotFoundError:
+            return cls(status="missing", error="no metrics.json (never started or killed before writing it)", **blank)
+        except (ValueError, TypeError, UnicodeDecodeError) as err:
+            return cls(status="corrupt", error=f"unreadable metrics.json ({err}); re-run the step to rewrite it",
+                       **blank)
+
+    def summary(self) -> str:
+        """The lines a finished run prints."""
+        final = self.final
+        ema = (f" | EMA top-1 {final['top1_ema']:.2f} top-5 {final['top5_ema']:.2f}"
+               if final.get("top1_ema") is not None else " | EMA off")
+        ips = f"{self.train_images_per_s:.1f}" if self.train_images_per_s else "n/a"
+        return "\n".join([
+            f"== {self.step} ({self.regime}, seed {self.seed}): {self.status} ==", *([self.proxy] if self.proxy else []),
+            f"top-1 {final['top1']:.2f} top-5 {final['top5']:.2f} (best top-1 {self.best['top1']:.2f}){ema} | "
+            f"{self.epochs} epochs",
+            f"{self.gflops_224:.3f} GFLOPs at 224² as in the paper ({self.gflops_run:.4f} as trained at "
+            f"{self.img_size}²) | {self.params_m:.2f} M params | train {ips} img/s | wall {self.wall_s:.0f} s",
+            f"results: {self.run_dir}"])
+
+
+def proxy_label(cfg: DictConfig) -> str | None:
+    """A warning for every output when the run is not the paper's setting (ImageNet-1K, full recipe)."""
+    if cfg.budget.proxy:
+        from roadmap.effective import scaled_epochs
+
+        return (f"PROXY: {cfg.data.name} data at {cfg.data.img_size}px, "
+                f"{scaled_epochs(cfg.recipe.epochs, cfg.budget.epoch_scale)} epochs ({cfg.budget.name} budget) - not "
+                f"comparable to the paper's ImageNet-1K numbers")
+    return None
+
+
+def table_metric(recipe) -> str:
+    """The roadmap table's metric, and the one ``best.ckpt`` is chosen by: EMA top-1 when the EMA is on."""
+    return "val/top1_ema" if recipe.ema.enabled else "val/top1"
+
+
+def _versions() -> dict:
+    import lightning
+    import timm
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
+            "lightning": lightning.__version__}
+
+
+def _git_commit() -> str | None:
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return {"status": "missing", "error": "no metrics.json (never started or killed before writing it)"}
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        return {"status": "corrupt", "error": f"unreadable metrics.json ({err}); re-run the step to rewrite it"}
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def benchmark_file(outputs: Path, regime: str) -> Path:
+    """Where ``make bench`` writes a regime's speeds under the outputs folder, and where analysis finds them."""
+    return Path(outputs) / "benchmark" / f"{regime}.csv"

@@ -8,9 +8,9 @@ and what it accepts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from roadmap.depthwise_paths import IMPLS
@@ -19,94 +19,102 @@ from roadmap.errors import ConfigError
 
 @dataclass
 class Budget:
-    name: str = "?"
-    proxy: bool = True
-    epoch_scale: float = 1.0
-    batch_size: int = 1
-    num_workers: int = 0
-    accumulate_grad_batches: int = 1
-    limit_train_batches: float = 1.0
-    limit_val_batches: float = 1.0
+    name: str = MISSING
+    proxy: bool = MISSING
+    epoch_scale: float = MISSING
+    batch_size: int = MISSING
+    num_workers: int = MISSING
+    accumulate_grad_batches: int = MISSING
+    limit_train_batches: float = MISSING
+    limit_val_batches: float = MISSING
 
 
 @dataclass
 class Optimizer:
-    name: str = "adamw"
-    betas: Optional[list[float]] = None
-    weight_decay: float = 0.0
-    momentum: Optional[float] = None
-    no_decay_1d: bool = True
+    name: str = MISSING
+    betas: Optional[list[float]] = MISSING
+    weight_decay: float = MISSING
+    momentum: Optional[float] = MISSING
+    no_decay_1d: bool = MISSING
 
 
 @dataclass
 class Ema:
-    enabled: bool = False
-    decay: float = 0.9999
+    enabled: bool = MISSING
+    decay: float = MISSING
 
 
 @dataclass
 class Recipe:
-    name: str = "?"
-    epochs: int = 1
-    warmup_epochs: float = 0.0
-    warmup_above_batch: int = 0
+    name: str = MISSING
+    epochs: int = MISSING
+    warmup_epochs: float = MISSING
+    warmup_above_batch: int = MISSING
     optimizer: Optimizer = field(default_factory=Optimizer)
-    base_lr: float = 1.0
-    base_batch: int = 1
-    lr_min: float = 0.0
-    schedule: str = "cosine"
-    step_every: Optional[int] = None
-    auto_augment: Optional[str] = None
-    color_jitter: float = 0.0
-    interpolation: str = "bicubic"
-    re_prob: float = 0.0
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    label_smoothing: float = 0.0
-    grad_clip: Optional[float] = None
+    base_lr: float = MISSING
+    base_batch: int = MISSING
+    lr_min: float = MISSING
+    schedule: str = MISSING
+    step_every: Optional[int] = MISSING
+    auto_augment: Optional[str] = MISSING
+    color_jitter: float = MISSING
+    interpolation: str = MISSING
+    re_prob: float = MISSING
+    mixup: float = MISSING
+    cutmix: float = MISSING
+    label_smoothing: float = MISSING
+    grad_clip: Optional[float] = MISSING
     ema: Ema = field(default_factory=Ema)
-    layer_scale_init: Optional[float] = None
-    drop_path_rate: float = 0.0
+    layer_scale_init: Optional[float] = MISSING
+    drop_path_rate: float = MISSING
+    train_crop_scale: list[float] = MISSING
 
 
 @dataclass
 class Data:
-    name: str = "?"
-    kind: str = "synthetic"
-    root: Optional[str] = None
-    img_size: int = 1
-    num_classes: int = 1
-    train_crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
-    crop_pct: float = 1.0
-    download: bool = False
-    verify_images: bool = False
+    name: str = MISSING
+    kind: str = MISSING
+    root: Optional[str] = MISSING
+    img_size: int = MISSING
+    num_classes: int = MISSING
+    train_crop_scale: list[float] = MISSING
+    crop_pct: float = MISSING
 
 
 @dataclass
 class Run:
-    root: str = "outputs"
-    resume: bool = True
-    force: bool = False
-    export_weights: bool = True
-    checkpoint_every_n_steps: Optional[int] = None
+    root: str = MISSING
+    resume: bool = MISSING
+    force: bool = MISSING
+    export_weights: bool = MISSING
+    checkpoint_every_n_steps: Optional[int] = MISSING
 
 
 @dataclass
 class Schema:
-    seed: int = 0
-    compile: bool = False
-    channels_last: bool = False
-    depthwise: str = "auto"
+    """What every composed config has, with its type; no defaults: the config files are the defaults."""
+
+    seed: int = MISSING
+    mode: str = MISSING
+    compile: bool = MISSING
+    channels_last: bool = MISSING
+    depthwise: str = MISSING
     budget: Budget = field(default_factory=Budget)
     recipe: Recipe = field(default_factory=Recipe)
     data: Data = field(default_factory=Data)
     run: Run = field(default_factory=Run)
-    model: Any = None
-    trainer: Any = None
+
+
+# Lightning trainer arguments that the effective run (roadmap/effective.py) sets from the recipe and budget
+EFFECTIVE_RUN_ARGUMENTS = {"max_epochs": "budget.epoch_scale (or recipe.epochs)", "gradient_clip_val": "recipe.grad_clip",
+                           "accumulate_grad_batches": "budget.accumulate_grad_batches",
+                           "limit_train_batches": "budget.limit_train_batches",
+                           "limit_val_batches": "budget.limit_val_batches"}
 
 
 RULES = [  # (key, check, what it must be)
     ("seed", lambda v: v >= 0, "a non-negative integer"),
+    ("mode", lambda v: v in ("train", "eval"), "train or eval (evaluate ckpt=PATH)"),
     ("depthwise", lambda v: v in IMPLS, f"one of {', '.join(IMPLS)} (roadmap/depthwise.py)"),
     ("budget.epoch_scale", lambda v: v > 0, "> 0 (the fraction of each recipe's epochs to train)"),
     ("budget.batch_size", lambda v: v >= 1, "a positive integer (per device)"),
@@ -131,9 +139,9 @@ RULES = [  # (key, check, what it must be)
     ("data.img_size", lambda v: v >= 1, "a positive integer"),
     ("data.num_classes", lambda v: v >= 1, "a positive integer"),
     ("data.train_crop_scale", lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1, "[min, max] with 0 < min <= max <= 1"),
+    ("recipe.train_crop_scale", lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1, "[min, max] with 0 < min <= max <= 1"),
     ("data.crop_pct", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("run.checkpoint_every_n_steps", lambda v: v is None or v >= 1, "a positive integer or null"),
-    ("trainer.max_epochs", lambda v: isinstance(v, int) and v >= 1, "a positive integer (epochs to train)"),
     ("trainer.num_nodes", lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
 ]
 
@@ -144,16 +152,20 @@ def _one_line(err: Exception) -> str:
 
 def _checked_part(cfg: DictConfig) -> dict:
     """The values the schema checks, interpolations resolved (run.dir needs Hydra's runtime: not included)."""
-    part = {key: cfg.get(key) for key in ("seed", "compile", "channels_last", "depthwise")}
+    part = {key: OmegaConf.select(cfg, key) for key in ("seed", "mode", "compile", "channels_last", "depthwise")}
     part.update({key: OmegaConf.to_container(cfg[key], resolve=True, throw_on_missing=True)
                  for key in ("budget", "recipe", "data")})
     part["run"] = {key: cfg.run.get(key) for key in Run.__dataclass_fields__}
-    part["trainer"] = {key: cfg.trainer.get(key) for key in ("max_epochs", "num_nodes")}
+    part["trainer"] = {key: cfg.trainer.get(key) for key in ("num_nodes",)}
     return part
 
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError (one line) for the first value of ``cfg`` of the wrong type or out of range."""
+    for key in EFFECTIVE_RUN_ARGUMENTS:
+        if key in cfg.trainer:
+            raise ConfigError(f"trainer.{key} is set by the effective run from the recipe and budget: set "
+                              f"{EFFECTIVE_RUN_ARGUMENTS[key]} instead")
     schema = OmegaConf.structured(Schema)
     for node in (schema, schema.budget, schema.recipe, schema.recipe.optimizer, schema.recipe.ema, schema.data, schema.run):
         OmegaConf.set_struct(node, False)  # keys the schema does not name pass through unchecked
@@ -163,6 +175,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"{err.full_key} is not set: add {err.full_key}=... to the command line") from None
     except OmegaConfBaseException as err:
         raise ConfigError(f"{err.full_key or 'config'}={err.value}: {_one_line(err)}") from None
+    missing = sorted(OmegaConf.missing_keys(checked))
+    if missing:
+        raise ConfigError(f"{missing[0]} is not set: add it to its config file or {missing[0]}=... to the command line")
     if checked.recipe.schedule == "step" and not (checked.recipe.step_every or 0) >= 1:
         raise ConfigError(f"recipe.step_every={checked.recipe.step_every}: the step schedule needs a positive "
                           f"number of epochs between ×0.1 decays")

@@ -21,14 +21,15 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from roadmap.errors import ConfigError
-from roadmap.record import run_variant
+from roadmap.record import run_dir, run_variant
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 CONFIG_PATH_ENV = "ROADMAP_CONFIG_PATH"
+GROUP_NAMES = ("regime", "recipe", "data", "budget")  # groups whose <group>.name is their Hydra choice (config.yaml)
 
 
 def config_dirs() -> list[Path]:
@@ -37,19 +38,14 @@ def config_dirs() -> list[Path]:
     return [CONF_DIR, *(Path(p).expanduser().resolve() for p in extra.split(os.pathsep) if p)]
 
 
-def scaled_epochs(epochs: int, scale: float) -> int:
-    """A recipe's length under a budget: ``round(epochs × scale)``, at least one epoch."""
-    return max(1, round(epochs * scale))
-
-
 def on_cuda(accelerator: str) -> bool:
     """Whether a trainer with this accelerator runs on CUDA (synchronized BatchNorm exists only there)."""
     return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
 OmegaConf.register_new_resolver("roadmap_searchpath", lambda: [f"file://{d}" for d in config_dirs()[1:]], replace=True)
-OmegaConf.register_new_resolver("scaled_epochs", scaled_epochs, replace=True)
 OmegaConf.register_new_resolver("run_variant", run_variant, replace=True)
+OmegaConf.register_new_resolver("run_dir", run_dir, replace=True)
 OmegaConf.register_new_resolver("max", max, replace=True)
 OmegaConf.register_new_resolver("on_cuda", on_cuda, replace=True)
 
@@ -63,7 +59,6 @@ class StepInfo:
     adopted: bool
     parent: str | None
     paper_top1: float | None
-    paper_top1_std: float | None
     paper_gflops: float | None
 
 
@@ -140,7 +135,7 @@ def list_steps(regime: str = "r50") -> list[StepInfo]:
         change = OmegaConf.create({"regime": table, "change": own.get("change", name)}).change  # ${regime.*} resolved
         numbers = paper.get(name) or {}
         rows.append(StepInfo(name=name, change=change, adopted=bool(own.get("adopted", True)), parent=parents[name],
-                             paper_top1=numbers.get("top1"), paper_top1_std=numbers.get("top1_std"),
+                             paper_top1=numbers.get("top1"),
                              paper_gflops=numbers.get("gflops")))
     return rows
 
@@ -163,13 +158,25 @@ def compose_config(step: str | None = None, regime: str = "r50", overrides: list
         GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=args, return_hydra_config=as_run)
+            cfg = compose("config", overrides=args, return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        for group in GROUP_NAMES:  # Hydra's choices, fixed now: a later compose replaces Hydra's config
+            cfg[group].name = cfg[group].name
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(f"bad override in {args}: {str(err).splitlines()[0]}") from err
-    if as_run:
-        HydraConfig.instance().set_config(cfg)
+    if not as_run:
+        with open_dict(cfg):
+            del cfg["hydra"]
     validate(cfg)
     return cfg
+
+
+def chosen_step() -> str:
+    """The step of the running Hydra app or :func:`compose_config` (``+step=<name>``)."""
+    step = HydraConfig.get().runtime.choices.get("step") if HydraConfig.initialized() else None
+    if not step:
+        raise ConfigError(f"no step chosen: add +step=<name>; valid steps: {', '.join(available_steps())}")
+    return step
 
 
 def model_knobs(cfg: DictConfig) -> list[str]:

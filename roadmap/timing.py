@@ -6,12 +6,13 @@ import statistics
 from collections.abc import Callable
 
 import torch
-from torch.utils.benchmark import Timer
 
 
 def median_seconds(*fns: Callable[[], object], warmup: int, repeats: int) -> list[float]:
     """Median seconds per call of each ``fn`` over ``repeats`` timed calls after ``warmup`` untimed ones; several
     ``fns`` are timed in turn, so drift of a busy machine hits them alike."""
+    from torch.utils.benchmark import Timer  # imported when used: its import warns about CUDA_HOME on CPU machines
+
     timers = [Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()) for fn in fns]
     for _ in range(warmup):
         for fn in fns:

@@ -72,6 +72,19 @@ def export(state_dict: dict[str, torch.Tensor], path: Path) -> Path:
     return path
 
 
+def export_run_weights(module, paths) -> dict[str, str]:
+    """A finished run's ``weights/{final,best,ema}.safetensors`` (plain RoadmapNet state dicts; best from
+    ``best.ckpt``), as paths in the run folder (``paths``: its :class:`roadmap.record.RunPaths`)."""
+    model = getattr(module.model, "_orig_mod", module.model)  # torch.compile's wrapper
+    out = {"final": export(model.state_dict(), paths.weights_file("final"))}
+    if paths.best_ckpt.exists():
+        which = "ema" if module.ema is not None else "model"
+        out["best"] = export(read_state_dict(paths.best_ckpt, which), paths.weights_file("best"))
+    if module.ema is not None:
+        out["ema"] = export(module.ema.module.state_dict(), paths.weights_file("ema"))
+    return {k: paths.relative(v) for k, v in out.items()}
+
+
 def load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
     """Load strictly, except a classifier of another class count, which stays newly initialised."""
     own = model.state_dict()

@@ -7,11 +7,11 @@ import lightning as L
 import torch
 
 from roadmap import record
+from roadmap.record import RunRecord
 
 from roadmap.steps import compose_config
 
 TINY_REGIME = """# A small roadmap with no paper numbers: ResNet-26-ish bottlenecks to a narrow ConvNeXt
-name: tiny
 resnet: ResNet-26
 convnext: ConvNeXt-tiny-ish
 resnet_depths: [2, 2, 2, 2]
@@ -35,7 +35,7 @@ def assert_same_weights_and_history(run_dir: Path, reference: Path) -> None:
     """``run_dir`` ended with ``reference``'s weights, bit for bit, and the same per-epoch validation history."""
     a, b = last_weights(reference), last_weights(run_dir)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert record.read_record(run_dir)["history"] == record.read_record(reference)["history"]
+    assert RunRecord.read(run_dir).history == RunRecord.read(reference).history
 
 
 def tiny_run_config(step, tmp_path, regime="r50", overrides=()):

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from roadmap import record
+from roadmap.record import RunRecord
 from roadmap.steps import CONFIG_PATH_ENV
 from tests.cluster import Cluster, Unavailable
 from tests.helpers import TINY_REGIME, assert_same_weights_and_history, last_weights
@@ -137,7 +138,7 @@ def test_a_sweep_survives_a_preemption_and_builds_the_table(cluster, tmp_path, r
     assert len(jobs) == 3 and all(j["JobState"] == "COMPLETED" for j in jobs.values()), jobs
     assert any(int(j["Restarts"]) >= 1 for j in jobs.values())  # requeued, not resubmitted
     for step in steps.split(","):
-        assert record.read_record(_run_dir(tmp_path, step))["status"] == "done"
+        assert RunRecord.read(_run_dir(tmp_path, step)).status == "done"
     assert_same_weights_and_history(_run_dir(tmp_path, STEP), reference)  # nothing lost: the uninterrupted weights
     table = subprocess.run([sys.executable, "-m", "analysis.roadmap", str(tmp_path), "--regime", REGIME], cwd=REPO,
                            capture_output=True, text=True)
@@ -175,8 +176,8 @@ def test_scancel_is_recorded_as_cancelled_and_the_same_command_resumes(cluster, 
     code, out, _ = _wait(cluster, proc, tmp_path, release=False)
     assert code == 3 and f"{REGIME}/{STEP} seed 0: cancelled" in out, out[-3000:]
     assert "Traceback" not in out and "DataLoader worker" not in out
-    cancelled = record.read_record(_run_dir(tmp_path, STEP))
-    assert cancelled["status"] == "cancelled" and "resumes" in cancelled["error"]
+    cancelled = RunRecord.read(_run_dir(tmp_path, STEP))
+    assert cancelled.status == "cancelled" and "resumes" in cancelled.error
     assert cluster.job(job)["JobState"] == "CANCELLED"
     code, out, seen = _wait(cluster, _launch(cluster, tmp_path, *command), tmp_path)
     assert code == 0 and "resuming from" in "".join(p.read_text() for p in tmp_path.glob("multirun/*/.submitit/*/*.out")), out
@@ -196,10 +197,10 @@ def _assert_same_within_float_tolerance(run_dir: Path, reference: Path) -> None:
     ua, ub = (torch.cat([(w[k] - init[k.removeprefix("model.")]).flatten() for k in a]) for w in (a, b))
     assert ua.norm() > 0 and (ua - ub).norm() / ua.norm() < 1e-4
     for ran in (run_dir, reference):
-        result = record.read_record(ran)
-        assert result["status"] == "done" and all(e["val/images"] == 15 for e in result["history"])
-    assert record.read_record(run_dir)["effective_run"]["effective_batch"] == 8
-    assert record.read_record(run_dir)["hardware"]["devices"] == 2
+        result = RunRecord.read(ran)
+        assert result.status == "done" and all(e["val/images"] == 15 for e in result.history)
+    assert RunRecord.read(run_dir).effective_run["effective_batch"] == 8
+    assert RunRecord.read(run_dir).hardware["devices"] == 2
 
 
 def test_two_process_ddp_equals_one_process_locally(tmp_path, reference):

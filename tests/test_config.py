@@ -35,11 +35,11 @@ def _raw(path: Path) -> dict:
 
 def _expected_recipe(cfg) -> dict:
     """The recipe file, then its specialisation for the budget (conf/recipe_budget/<recipe>_<budget>.yaml), only."""
-    expected = _raw(CONF_DIR / "recipe" / f"{cfg.recipe.name}.yaml")
+    expected = {"name": cfg.recipe.name, **_raw(CONF_DIR / "recipe" / f"{cfg.recipe.name}.yaml")}
     expected.update(_raw(CONF_DIR / "recipe_budget" / f"{cfg.recipe.name}_{cfg.budget.name}.yaml").get("recipe", {}))
-    if expected["drop_path_rate"] == "${regime.drop_path_rate}":
-        expected["drop_path_rate"] = cfg.regime.drop_path_rate
-    return expected
+    interpolated = {"${regime.drop_path_rate}": cfg.regime.drop_path_rate,
+                    "${data.train_crop_scale}": list(cfg.data.train_crop_scale)}
+    return {k: interpolated.get(v, v) if isinstance(v, str) else v for k, v in expected.items()}
 
 
 @pytest.mark.parametrize("choice", [f"budget={b}" for b in BUDGETS] + [f"+experiment={p}" for p in PRESETS])
@@ -52,10 +52,8 @@ def test_every_step_has_one_merge_point_per_knob(choice):
             assert cfg.recipe[key] == value, (step, choice, key)
         assert cfg.model.layer_scale_init == cfg.recipe.layer_scale_init  # the model reads the recipe's knobs
         assert cfg.model.drop_path_rate == cfg.recipe.drop_path_rate
-        assert cfg.trainer.max_epochs == max(1, round(cfg.recipe.epochs * cfg.budget.epoch_scale))
-        data_file = _raw(CONF_DIR / "data" / f"{cfg.data.name}.yaml")
-        special = _raw(CONF_DIR / "recipe_budget" / f"{cfg.recipe.name}_{cfg.budget.name}.yaml").get("data", {})
-        assert list(cfg.data.train_crop_scale) == special.get("train_crop_scale", data_file["train_crop_scale"])
+        assert effective_run(cfg).epochs == max(1, round(cfg.recipe.epochs * cfg.budget.epoch_scale))
+        assert list(cfg.data.train_crop_scale) == _raw(CONF_DIR / "data" / f"{cfg.data.name}.yaml")["train_crop_scale"]
         assert cfg.model.init == ("torchvision" if step in ("original_recipe", "modern_recipe") else "convnext")
 
 
@@ -64,11 +62,11 @@ def _schedule(cfg, effective_batch=4096, steps_per_epoch=10):
     model = instantiate_model(cfg.model, num_classes=10)
     run = dataclasses.replace(effective_run(cfg), effective_batch=effective_batch,
                               peak_lr=scaled_lr(cfg.recipe, effective_batch),
-                              warmup_epochs=warmup_epochs(cfg.recipe, effective_batch) * cfg.trainer.max_epochs / cfg.recipe.epochs)
+                              warmup_epochs=warmup_epochs(cfg.recipe, effective_batch) * effective_run(cfg).epochs / cfg.recipe.epochs)
     module = RoadmapModule(model, cfg.recipe, num_classes=10, run=with_steps(run, cfg.recipe, steps_per_epoch))
     module.trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False)
     with mock.patch.object(L.Trainer, "estimated_stepping_batches", new_callable=mock.PropertyMock,
-                           return_value=cfg.trainer.max_epochs * steps_per_epoch):
+                           return_value=effective_run(cfg).epochs * steps_per_epoch):
         out = module.configure_optimizers()
     return out["optimizer"], out["lr_scheduler"]["scheduler"]
 
@@ -76,7 +74,7 @@ def _schedule(cfg, effective_batch=4096, steps_per_epoch=10):
 @pytest.mark.parametrize("paper", [["budget=paper"], ["+experiment=paper_in1k", "data.root=/data/imagenet"]])
 def test_row_0_is_torchvisions_recipe_at_paper_scale(paper):
     cfg = compose_config("original_recipe", overrides=paper)
-    assert cfg.trainer.max_epochs == 90
+    assert effective_run(cfg).epochs == 90
     assert warmup_epochs(cfg.recipe, 4096) == 5 and warmup_epochs(cfg.recipe, 256) == 0  # Goyal et al. above 256
     assert scaled_lr(cfg.recipe, 4096) == pytest.approx(1.6)
     opt, sched = _schedule(cfg)
@@ -90,32 +88,40 @@ def test_row_0_is_torchvisions_recipe_at_paper_scale(paper):
 @pytest.mark.parametrize("regime,drop_path", [("r50", 0.1), ("r200", 0.5)])
 def test_convnext_is_table_5_at_paper_scale(regime, drop_path):
     cfg = compose_config("separate_downsampling", regime, ["+experiment=paper_in1k", "data.root=/data/imagenet"])
-    assert cfg.trainer.max_epochs == 300
+    assert effective_run(cfg).epochs == 300
     assert cfg.budget.batch_size * cfg.trainer.devices * cfg.trainer.num_nodes == 4096
     opt, sched = _schedule(cfg)
     assert type(opt).__name__ == "AdamW" and opt.defaults["lr"] == pytest.approx(4e-3)
     assert sched.warmup_t == 20 * 10 and type(sched).__name__ == "CosineLRScheduler"
     r = cfg.recipe
     assert (r.auto_augment, r.mixup, r.cutmix, r.re_prob, r.label_smoothing) == ("rand-m9-mstd0.5-inc1", 0.8, 1.0, 0.25, 0.1)
-    assert list(cfg.data.train_crop_scale) == [0.08, 1.0] and cfg.data.crop_pct == 0.875
+    assert list(cfg.recipe.train_crop_scale) == [0.08, 1.0] and cfg.data.crop_pct == 0.875
     assert cfg.model.layer_scale_init == 1e-6 and cfg.model.drop_path_rate == drop_path and not r.ema.enabled
 
 
 def test_proxy_budget_changes_only_table_5():
     original = compose_config("original_recipe")  # default budget: cpu_proxy
     assert dict(original.recipe) == _raw(CONF_DIR / "recipe" / "resnet_original.yaml") | {
-        "optimizer": original.recipe.optimizer, "ema": original.recipe.ema}
-    assert list(original.data.train_crop_scale) == [0.35, 1.0] and original.trainer.max_epochs == 2  # 90 / 60
+        "name": "resnet_original", "optimizer": original.recipe.optimizer, "ema": original.recipe.ema,
+        "train_crop_scale": original.recipe.train_crop_scale}
+    assert list(original.recipe.train_crop_scale) == [0.35, 1.0] and effective_run(original).epochs == 2  # 90 / 60
     modern = compose_config("modern_recipe")
     assert (modern.recipe.base_batch, modern.recipe.mixup, modern.model.layer_scale_init) == (1024, 0.0, 0.1)
-    assert list(modern.data.train_crop_scale) == [1.0, 1.0] and modern.trainer.max_epochs == 5
+    assert list(modern.recipe.train_crop_scale) == [1.0, 1.0] and effective_run(modern).epochs == 5
+    assert list(modern.data.train_crop_scale) == [0.35, 1.0]  # the data's own range stays the data's
 
 
-def test_slurm_checkpoints_mid_epoch():
-    for overrides in (["trainer=slurm"], ["+experiment=paper_in1k", "data.root=/data"]):
-        cfg = compose_config("gelu", overrides=overrides, as_run=True)
-        assert cfg.run.checkpoint_every_n_steps == 500 and cfg.channels_last is True
-    assert compose_config("gelu").run.checkpoint_every_n_steps is None
+def test_trainer_files_hold_hardware_and_switches_one_level_deep():
+    for path in sorted((CONF_DIR / "trainer").glob("*.yaml")):
+        raw = _raw(path)
+        assert not set(raw) & {"max_epochs", "gradient_clip_val", "accumulate_grad_batches", "limit_train_batches",
+                               "limit_val_batches", "trainer", "run", "channels_last"}, path.name
+        assert path.stem == "default" or raw["defaults"][0] == "default", path.name  # one level over the default
+    for trainer, on_gpu in (("cpu", False), ("gpu", True), ("ddp", True), ("slurm", True)):
+        cfg = compose_config("gelu", overrides=[f"trainer={trainer}"], as_run=True)
+        assert cfg.channels_last is on_gpu and (cfg.trainer.precision == "bf16-mixed") is on_gpu
+    with pytest.raises(ConfigError, match=r"^trainer.max_epochs is set by the effective run .*budget.epoch_scale"):
+        compose_config("gelu", overrides=["+trainer.max_epochs=3"])
 
 
 def test_step_parents_follow_the_roadmap():
@@ -157,9 +163,9 @@ def test_new_regime_is_one_yaml_file(user_conf, tmp_path):
     assert len(lines) == 1 + len(TABLE_10_ORDER) and lines[-1].startswith("separate_downsampling,")
     assert lines[-1].endswith(",,")  # blank paper GFLOPs and top-1
     result = train(tiny_run_config("separate_downsampling", tmp_path / "out", regime="tiny"))
-    assert result["status"] == "done" and result["regime"] == "tiny"
+    assert result.status == "done" and result.regime == "tiny"
     analysis_main([str(tmp_path / "out"), "--regime", "tiny"])
-    out_dir = Path(result["run_dir"]).parents[2] / "tiny"
+    out_dir = Path(result.run_dir).parents[2] / "tiny"
     table = (out_dir / "roadmap.csv").read_text().splitlines()
     assert len(table) == 1 + len(TABLE_10_ORDER)
     assert (out_dir / "roadmap.png").stat().st_size > 0
@@ -175,7 +181,7 @@ def test_custom_step_from_a_yaml_file_alone(user_conf, tmp_path):
     kinds = {type(m).__name__ for m in model.modules()}
     assert {"SiLU", "GroupNorm"} <= kinds and not {"ReLU", "BatchNorm2d"} & kinds
     result = train(tiny_run_config("silu_groupnorm", tmp_path / "out"))
-    assert result["status"] == "done" and result["final"]["top1"] is not None
+    assert result.status == "done" and result.final["top1"] is not None
 
 
 @pytest.mark.parametrize("args,message", [
@@ -231,7 +237,7 @@ def test_saved_config_is_the_model_that_trained(tmp_path):
     cfg = tiny_run_config("separate_downsampling", tmp_path, overrides=["budget=paper", "budget.batch_size=8",
                           "budget.epoch_scale=0.001", "budget.num_workers=0", "budget.limit_train_batches=1",
                           "budget.limit_val_batches=1"])
-    run_dir = Path(train(cfg)["run_dir"])
+    run_dir = Path(train(cfg).run_dir)
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["model"]["layer_scale_init"] == 1e-6 and saved["model"]["drop_path_rate"] == 0.1
     assert saved["model"]["num_classes"] == 8

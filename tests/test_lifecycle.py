@@ -14,12 +14,14 @@ from PIL import Image
 
 from analysis.roadmap import load_runs, roadmap_table
 from roadmap import ConfigError, build_model, record, weights
+from roadmap.record import RunRecord
 from roadmap.callbacks import Stopped
 from roadmap.compat import to_reference_state_dict
 from roadmap.data import RoadmapDataModule
 from roadmap.effective import effective_run
 from roadmap.lit import RoadmapModule
 from roadmap.steps import compose_config, instantiate_model
+from roadmap.evaluate import evaluate
 from roadmap.train import train
 from tests.helpers import assert_same_weights_and_history, tiny_run_config
 
@@ -48,8 +50,8 @@ def uninterrupted(tmp_path_factory):
 
 
 def _assert_same_run(resumed: Path, uninterrupted: Path):
-    a, b = record.read_record(uninterrupted), record.read_record(resumed)
-    assert b["status"] == "done" and b["epochs"] == a["epochs"] == 3
+    a, b = RunRecord.read(uninterrupted), RunRecord.read(resumed)
+    assert b.status == "done" and b.epochs == a.epochs == 3
     assert_same_weights_and_history(resumed, uninterrupted)
 
 
@@ -61,7 +63,7 @@ def test_mid_epoch_checkpoint_resumes_exactly_after_a_hard_kill(uninterrupted, t
     killed = _run(tmp_path, *every, "+callbacks.kill._target_=tests.helpers.KillAfterSteps", "+callbacks.kill.steps=7")
     assert killed.returncode == -9
     run_dir = _run_dir(tmp_path)
-    assert record.read_record(run_dir)["status"] == "running"
+    assert RunRecord.read(run_dir).status == "running"
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["global_step"] == 6  # mid-epoch: 4 steps an epoch
     resumed = _run(tmp_path, *every, "trainer.enable_progress_bar=true")
@@ -88,8 +90,8 @@ def test_stop_signal_checkpoints_and_the_same_command_resumes_exactly(uninterrup
     assert first.returncode == 3, first.stderr[-2000:]
     assert f"{status}: signal {name}" in first.stderr and "Traceback" not in first.stderr
     run_dir = _run_dir(tmp_path)
-    stopped = record.read_record(run_dir)
-    assert stopped["status"] == status and len(stopped["history"]) == 1
+    stopped = RunRecord.read(run_dir)
+    assert stopped.status == status and len(stopped.history) == 1
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["global_step"] == saved_step
     again = _run(tmp_path, *signalled)
@@ -112,15 +114,15 @@ def test_preemption_hands_the_signal_on_and_wandb_continues_its_run(tmp_path, mo
         signal.signal(signal.SIGUSR2, previous)
     assert calls == [signal.SIGUSR2]
     (run_dir,) = tmp_path.glob("*/r50/gelu/seed0")
-    assert record.read_record(run_dir)["status"] == "preempted"
+    assert RunRecord.read(run_dir).status == "preempted"
     run_id = (run_dir / "wandb_id").read_text().strip()
     result = train(tiny_run_config("gelu", tmp_path, overrides=overrides))
-    assert result["status"] == "done" and (run_dir / "wandb_id").read_text().strip() == run_id
+    assert result.status == "done" and (run_dir / "wandb_id").read_text().strip() == run_id
     runs = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and all(r.name.endswith(f"-{run_id}") for r in runs)  # one wandb run, two attempts
     logged = (runs[-1] / f"run-{run_id}.wandb").read_bytes()  # wandb's offline log: the config items as JSON
     assert all(key in logged for key in (b"base_lr", b"layer_scale_init", b"epoch_scale", b"lineage"))
-    assert f"{Path(result['run_dir']).parts[-4]}/r50".encode() in logged  # the wandb group: the sweep
+    assert f"{Path(result.run_dir).parts[-4]}/r50".encode() in logged  # the wandb group: the sweep
 
 
 def test_real_failure_is_recorded_as_failed(tmp_path):
@@ -129,26 +131,26 @@ def test_real_failure_is_recorded_as_failed(tmp_path):
     with pytest.raises(RuntimeError, match="forced failure"):
         train(cfg)
     (run_dir,) = tmp_path.glob("*/r50/gelu/seed0")
-    failed = record.read_record(run_dir)
-    assert failed["status"] == "failed" and failed["error"] == "RuntimeError: forced failure of gelu"
+    failed = RunRecord.read(run_dir)
+    assert failed.status == "failed" and failed.error == "RuntimeError: forced failure of gelu"
 
 
 def test_overrides_get_their_own_run_and_a_changed_config_is_refused(tmp_path):
     base = train(tiny_run_config("gelu", tmp_path))
     tuned = train(tiny_run_config("gelu", tmp_path, overrides=["recipe.base_lr=0.5", "model.kernel_size=9"]))
-    assert base["status"] == tuned["status"] == "done" and base["run_dir"] != tuned["run_dir"]
-    assert Path(tuned["run_dir"]).parts[-4].endswith("+data.train_size@32+data.val_size@16+model.kernel_size@9"
+    assert base.status == tuned.status == "done" and base.run_dir != tuned.run_dir
+    assert Path(tuned.run_dir).parts[-4].endswith("+data.train_size@32+data.val_size@16+model.kernel_size@9"
                                                      "+recipe.base_lr@0.5")
     groups = load_runs(tmp_path).groupby("group")
     assert len(groups) == 2  # two groups, each with one seed: never averaged together
     assert all(roadmap_table(runs, "r50").set_index("step").loc["gelu", "n_seeds"] == 1 for _, runs in groups)
     with pytest.raises(ConfigError) as refused:  # the first run's folder asked for with another config
-        train(tiny_run_config("gelu", tmp_path, overrides=[f"run.dir={base['run_dir']}", "recipe.base_lr=0.5"]))
+        train(tiny_run_config("gelu", tmp_path, overrides=[f"run.dir={base.run_dir}", "recipe.base_lr=0.5"]))
     message = str(refused.value)
     assert "\n" not in message and "holds a run of another config (recipe.base_lr: 0.004 → 0.5)" in message
-    forced = train(tiny_run_config("gelu", tmp_path, overrides=[f"run.dir={base['run_dir']}", "recipe.base_lr=0.5",
+    forced = train(tiny_run_config("gelu", tmp_path, overrides=[f"run.dir={base.run_dir}", "recipe.base_lr=0.5",
                                                                 "run.force=true"]))
-    assert forced["status"] == "done"
+    assert forced.status == "done"
 
 
 def test_ema_follows_optimizer_steps_under_accumulation(tmp_path):
@@ -182,13 +184,13 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("trained")
     result = train(tiny_run_config("separate_downsampling", root, overrides=[
         "run.export_weights=true", "recipe.ema.enabled=true", "recipe.ema.decay=0.5", "budget.limit_val_batches=2"]))
-    return result, Path(result["run_dir"])
+    return result, Path(result.run_dir)
 
 
 def test_checkpoints_and_exported_weights(trained):
     result, run_dir = trained
-    assert result["checkpoints"] == {"last": "checkpoints/last.ckpt", "best": "checkpoints/best.ckpt"}
-    assert set(result["weights"]) == {"final", "best", "ema"} and result["best"]["metric"] == "val/top1_ema"
+    assert result.checkpoints == {"last": "checkpoints/last.ckpt", "best": "checkpoints/best.ckpt"}
+    assert set(result.weights) == {"final", "best", "ema"} and result.best["metric"] == "val/top1_ema"
     ema = weights.read_state_dict(run_dir / "weights" / "ema.safetensors")
     assert all(torch.equal(ema[k], v) for k, v in weights.read_state_dict(run_dir / "checkpoints" / "last.ckpt", "ema").items())
     model = build_model("separate_downsampling", num_classes=8)
@@ -202,13 +204,13 @@ def test_checkpoints_and_exported_weights(trained):
 
 def test_eval_mode_reproduces_the_recorded_top1_and_runs_on_other_data(trained, tmp_path):
     result, run_dir = trained
-    evaluated = train(tiny_run_config("separate_downsampling", tmp_path, overrides=[
+    evaluated = evaluate(tiny_run_config("separate_downsampling", tmp_path, overrides=[
         "mode=eval", f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}", "budget.limit_val_batches=2"]))
-    assert evaluated["top1"] == pytest.approx(result["final"]["top1"], abs=1e-3)
-    assert evaluated["top1_ema"] == pytest.approx(result["final"]["top1_ema"], abs=1e-3)
-    assert record.read_record(run_dir)["evaluations"][-1]["top1"] == evaluated["top1"]
+    assert evaluated["top1"] == pytest.approx(result.final["top1"], abs=1e-3)
+    assert evaluated["top1_ema"] == pytest.approx(result.final["top1_ema"], abs=1e-3)
+    assert RunRecord.read(run_dir).evaluations[-1]["top1"] == evaluated["top1"]
     other = _image_folder(tmp_path / "folder", classes=8)  # another data set with the same 8 classes
-    on_other = train(tiny_run_config("separate_downsampling", tmp_path, overrides=[
+    on_other = evaluate(tiny_run_config("separate_downsampling", tmp_path, overrides=[
         "mode=eval", f"ckpt={run_dir / 'weights' / 'best.safetensors'}", "data=imagefolder", f"data.root={other}",
         "data.num_classes=8", "data.img_size=32"]))
     assert on_other["images"] == 16 and 0 <= on_other["top1"] <= 100 and "top1_ema" not in on_other
@@ -240,14 +242,13 @@ def test_weights_that_are_missing_or_do_not_fit_are_one_line(step, source, messa
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("override", ["trainer.max_epochs=2", "trainer.precision=bf16-mixed",
-                                      "trainer.gradient_clip_val=0.5", "trainer.limit_train_batches=3",
-                                      "trainer.limit_val_batches=3"])
-def test_a_trainer_override_that_changes_the_result_gets_its_own_folder(tmp_path, override):
+@pytest.mark.parametrize("override", ["trainer.precision=bf16-mixed", "recipe.grad_clip=0.5", "budget.epoch_scale=0.01",
+                                      "budget.limit_train_batches=3", "budget.limit_val_batches=3"])
+def test_an_override_that_changes_the_effective_run_gets_its_own_folder(tmp_path, override):
     plain = tiny_run_config("gelu", tmp_path)
     plain_dir, plain_identity = plain.run.dir, record.identity(plain)  # resolved while its Hydra config is current
     other = tiny_run_config("gelu", tmp_path, overrides=[override])
-    assert other.run.dir != plain_dir and other.run.dir.endswith(override.replace("=", "@") + "/r50/gelu/seed0")
+    assert other.run.dir != plain_dir and override.replace("=", "@") in Path(other.run.dir).parts[-4]
     assert record.identity(other) != plain_identity
 
 
@@ -257,12 +258,12 @@ def test_the_effective_batch_is_the_identity_and_the_layout_is_free(tmp_path):
     base = train(tiny_run_config("gelu", tmp_path))
     for layout in (["trainer.devices=3"], ["budget.accumulate_grad_batches=2"]):
         cfg = tiny_run_config("gelu", tmp_path, overrides=layout)
-        assert cfg.run.dir == base["run_dir"]
+        assert cfg.run.dir == base.run_dir
         with pytest.raises(ConfigError) as refused:
             train(cfg)
         assert "\n" not in str(refused.value) and "effective_batch: 8 → " in str(refused.value)
         assert "their product may not" in str(refused.value)
-    assert record.read_record(Path(base["run_dir"]))["status"] == "done"
+    assert RunRecord.read(Path(base.run_dir)).status == "done"
     paper = ["+experiment=paper_in1k", "data.root=/data/imagenet"]  # 4 nodes × 8 GPUs × 128
     one_gpu = [*paper, "trainer.devices=1", "trainer.num_nodes=1", "budget.accumulate_grad_batches=32"]
     a = compose_config("gelu", overrides=paper, as_run=True)
@@ -272,7 +273,8 @@ def test_the_effective_batch_is_the_identity_and_the_layout_is_free(tmp_path):
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["trainer.max_epochs=0"], "trainer.max_epochs=0: must be a positive integer"),
+    (["+trainer.max_epochs=2"], "trainer.max_epochs is set by the effective run from the recipe and budget"),
+    (["budget.epoch_scale=0"], "budget.epoch_scale=0.0: must be > 0"),
     (["budget.batch_size=7"], "budget.batch_size=7: mixup/cutmix pair the images of a batch"),
     (["data=imagefolder", "data.root=/no/such/data", "data.num_classes=8"], "data.root '/no/such/data' does not exist"),
 ])

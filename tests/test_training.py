@@ -30,8 +30,8 @@ R200_STEPS = [("r200", info.name) for info in list_steps("r200")]
 @pytest.mark.parametrize("regime,step", R200_STEPS, ids=[f"{r}-{s}" for r, s in R200_STEPS])
 def test_every_r200_step_trains_a_couple_of_batches(regime, step, tmp_path):
     result = train(tiny_run_config(step, tmp_path, regime))
-    assert result["status"] == "done" and result["epochs"] == 1
-    run_dir = Path(result["run_dir"])
+    assert result.status == "done" and result.epochs == 1
+    run_dir = Path(result.run_dir)
     assert run_dir == tmp_path / f"synthetic-smoke+{TINY_VARIANT}" / regime / step / "seed0"
     assert (run_dir / "checkpoints" / "last.ckpt").exists() and (run_dir / "config.yaml").exists()
     assert json.loads((run_dir / "metrics.json").read_text())["final"]["top1"] is not None
@@ -75,7 +75,7 @@ def test_short_training_learns_well_above_chance(tmp_path):
         "data.train_size=1024", "data.val_size=256", "recipe.base_lr=2e-3", "recipe.base_batch=32",
         "recipe.mixup=0", "recipe.cutmix=0"])
     result = train(cfg)
-    assert result["final"]["top1"] >= 2 * 12.5, result["history"]
+    assert result.final["top1"] >= 2 * 12.5, result.history
 
 
 def _module(overrides=(), num_classes=8):
@@ -217,7 +217,7 @@ def test_imagefolder_trains_grayscale(tmp_path):
     cfg = tiny_run_config("bn_to_ln", tmp_path / "out", overrides=[
         "data=imagefolder", f"data.root={root}", "data.img_size=32", "data.num_classes=2"])
     result = train(cfg)
-    assert result["status"] == "done" and result["data"] == "imagefolder"
+    assert result.status == "done" and result.data == "imagefolder"
 
 
 def test_imagefolder_bad_inputs(tmp_path):
@@ -255,7 +255,7 @@ def test_torchvision_fashion_mnist_from_local_root(tmp_path):
         _write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 255, (n, 28, 28)))
         _write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
     cfg = tiny_run_config("patchify_stem", tmp_path / "out", overrides=["data=fashion_mnist", f"data.root={tmp_path}"])
-    assert train(cfg)["status"] == "done"
+    assert train(cfg).status == "done"
     missing = compose_config("gelu", overrides=["data=cifar10", f"data.root={tmp_path}", "budget=smoke"])
     with pytest.raises(ConfigError, match=r"CIFAR10 not found under .*data.download=true"):
         RoadmapDataModule(missing.data, missing.recipe, 8, 0, seed=0).setup()
@@ -295,7 +295,7 @@ def test_paper_preset_runs_a_few_batches_on_cpu(preset, hardware, tmp_path):
         "budget.batch_size=4", "budget.num_workers=0", "budget.limit_train_batches=4", "budget.limit_val_batches=1",
         "budget.epoch_scale=0.001", *(["budget.accumulate_grad_batches=2"] if preset.endswith("1gpu") else [])])
     result = train(cfg)
-    assert result["status"] == "done" and result["data"] == "imagefolder"
+    assert result.status == "done" and result.data == "imagefolder"
 
 
 @pytest.mark.parametrize("preset, expected", [
