@@ -7,7 +7,7 @@ ARGS ?=
 SEEDS ?= 0
 OUTPUTS ?= outputs
 
-.PHONY: install test test-slurm train profile bench roadmap analysis notebook clean
+.PHONY: install test test-fast test-slurm train profile bench roadmap analysis notebook clean
 
 install: $(VENV)/.installed
 
@@ -19,6 +19,9 @@ $(VENV)/.installed: pyproject.toml
 
 test: install  ## the whole test suite (what CI runs), the SLURM cluster tests included (they start their own SLURM)
 	$(PY) -m pytest -q
+
+test-fast: install  ## the quick loop while developing: everything but the tests marked slow and slurm
+	$(PY) -m pytest -q -m "not slow and not slurm"
 
 test-slurm: install  ## only the cluster tests: a single-node SLURM from Debian's slurm-wlm + munge (root, apt)
 	$(PY) -m pytest -q -m slurm

@@ -130,8 +130,8 @@ class RunKey:
 
 
 def run_dir(root: str, group: str, regime: str, step: str, seed: int) -> str:
-    """``run.dir``: the folder of a run (Hydra resolver)."""
-    return str(RunKey(group, regime, step, seed).path(root))
+    """``run.dir``: the folder of a run (Hydra resolver; no step yet when none was chosen: run.py refuses that)."""
+    return str(RunKey(str(group), str(regime), str(step), seed).path(str(root)))
 
 
 @dataclass(frozen=True)

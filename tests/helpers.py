@@ -7,7 +7,8 @@ import lightning as L
 import torch
 
 from roadmap import record
-from roadmap.record import RunRecord
+from roadmap.record import RunKey, RunRecord
+from roadmap.steps import CONFIG_PATH_ENV
 
 from roadmap.steps import compose_config
 
@@ -19,6 +20,29 @@ stage_ratio: {depths: [1, 1, 3, 1], width: 16}
 wide_width: 24
 drop_path_rate: 0.05
 """
+
+
+def tiny_regime_on_config_path(folder: Path):
+    """Put the tiny regime on $ROADMAP_CONFIG_PATH (this process, its subprocesses, SLURM jobs); a generator
+    for a module fixture: restores the variable after."""
+    (folder / "regime").mkdir(parents=True)
+    (folder / "regime" / "tiny.yaml").write_text(TINY_REGIME)
+    before = os.environ.get(CONFIG_PATH_ENV)
+    os.environ[CONFIG_PATH_ENV] = str(folder)
+    yield
+    if before is None:
+        del os.environ[CONFIG_PATH_ENV]
+    else:
+        os.environ[CONFIG_PATH_ENV] = before
+
+
+def write_run(root: Path, group: str, regime: str, step: str, seed: int = 0, **fields) -> Path:
+    """A run folder holding a record made through the record's own API (analysis tests' hand-made runs)."""
+    key = RunKey(group, regime, step, seed)
+    data, _, budget = group.partition("+")[0].partition("-")
+    RunRecord(**{"status": "done", "step": step, "regime": regime, "seed": seed, "group": group, "data": data,
+                 "budget": budget, **fields}).write(key.path(root))
+    return key.path(root)
 
 
 TINY = ["budget=smoke", "logger=csv", "trainer.enable_progress_bar=false", "run.export_weights=false"]

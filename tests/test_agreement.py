@@ -2,7 +2,6 @@
 noise verdicts checked against values computed here independently; captions, chart, proxy comparison
 and the benchmark's throughput column."""
 import itertools
-import json
 import math
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from analysis.agreement import agreement
 from analysis.compare import compare, main as compare_main
 from analysis.roadmap import load_runs, main as analysis_main, roadmap_table
 from roadmap import list_steps
+from tests.helpers import write_run
 
 PAPER = {s.name: s.paper_top1 for s in list_steps("r50")}
 DEVICE = "Test CPU (2 cores)"
@@ -26,16 +26,10 @@ CHAIN = ["original_recipe", "modern_recipe", "stage_ratio", "patchify_stem", "de
 def _write_runs(root: Path, group: str = "synthetic-cpu_proxy", ours=OURS, wall_s=100.0):
     for step, top1s in ours.items():
         for seed, top1 in enumerate(top1s):
-            run = root / group / "r50" / step / f"seed{seed}"
-            run.mkdir(parents=True)
-            (run / "metrics.json").write_text(json.dumps({
-                "status": "done", "final": {"top1": top1}, "gflops_224": 4.0, "wall_s": wall_s, "img_size": 32,
-                "train_images_per_s": 50.0, "hardware": {"device": DEVICE, "devices": 1},
-                "proxy": "PROXY: test data"}))
-    failed = root / group / "r50" / "increase_width" / "seed0"
-    failed.mkdir(parents=True)
-    (failed / "metrics.json").write_text(json.dumps({"status": "failed", "error": "RuntimeError: boom",
-                                                     "wall_s": wall_s, "hardware": {"device": DEVICE, "devices": 1}}))
+            write_run(root, group, "r50", step, seed, final={"top1": top1}, gflops_224=4.0, wall_s=wall_s, img_size=32,
+                      train_images_per_s=50.0, hardware={"device": DEVICE, "devices": 1}, proxy="PROXY: test data")
+    write_run(root, group, "r50", "increase_width", status="failed", error="RuntimeError: boom", wall_s=wall_s,
+              hardware={"device": DEVICE, "devices": 1})
 
 
 def _ranks(values):

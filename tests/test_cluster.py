@@ -11,7 +11,6 @@ it starts it again; the tests start such jobs at once (``scontrol update StartTi
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -22,9 +21,8 @@ import torch
 
 from roadmap import record
 from roadmap.record import RunRecord
-from roadmap.steps import CONFIG_PATH_ENV
 from tests.cluster import Cluster, Unavailable
-from tests.helpers import TINY_REGIME, assert_same_weights_and_history, last_weights
+from tests.helpers import assert_same_weights_and_history, last_weights, tiny_regime_on_config_path
 
 REPO = Path(__file__).resolve().parent.parent
 REGIME = "tiny"
@@ -42,16 +40,7 @@ SLOW = "+callbacks.slow._target_=tests.helpers.SlowFirstAttempt"
 @pytest.fixture(scope="module", autouse=True)
 def tiny_regime(tmp_path_factory):
     """The narrow regime on $ROADMAP_CONFIG_PATH, for this process, its subprocesses and the SLURM jobs."""
-    folder = tmp_path_factory.mktemp("conf")
-    (folder / "regime").mkdir()
-    (folder / "regime" / f"{REGIME}.yaml").write_text(TINY_REGIME)
-    before = os.environ.get(CONFIG_PATH_ENV)
-    os.environ[CONFIG_PATH_ENV] = str(folder)
-    yield
-    if before is None:
-        del os.environ[CONFIG_PATH_ENV]
-    else:
-        os.environ[CONFIG_PATH_ENV] = before
+    yield from tiny_regime_on_config_path(tmp_path_factory.mktemp("conf"))
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +85,7 @@ def _wait(cluster: Cluster, proc: subprocess.Popen, root: Path, timeout_s: float
     seen, deadline = set(), time.time() + timeout_s
     while proc.poll() is None:
         assert time.time() < deadline, f"the sweep did not end in {timeout_s} s: {cluster.run('squeue')}"
-        seen |= {record.load(p.parent).get("status") for p in root.glob(f"*/*/*/seed0/{record.RESULT_FILE}")}
+        seen |= {RunRecord.load(p).status for p in record.find_runs(root) if p.name == "seed0"}
         if release:
             for job in cluster.run("squeue", "-h", "-t", "PD", "-o", "%i %r").splitlines():
                 job_id, reason = job.split(maxsplit=1)

@@ -25,6 +25,7 @@ from roadmap.evaluate import evaluate
 from roadmap.train import train
 from tests.helpers import assert_same_weights_and_history, tiny_run_config
 
+pytestmark = pytest.mark.slow  # trains through run.py subprocesses (make test-fast leaves these out)
 REPO = Path(__file__).resolve().parent.parent
 RESUMABLE = [sys.executable, "run.py", "+step=separate_downsampling", "budget=smoke", "logger=csv",
              "budget.epoch_scale=0.01", "budget.limit_train_batches=4", "budget.limit_val_batches=2",

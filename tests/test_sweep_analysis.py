@@ -1,5 +1,6 @@
-"""A smoke sweep of every r50 step through run.py's multirun (what `make roadmap` runs), with one step
-forced to fail; the roadmap table, chart, re-run behaviour, broken run dirs and the notebook."""
+"""A smoke sweep of every step through run.py's multirun (what `make roadmap` runs) on the tiny regime
+(``tests.helpers.TINY_REGIME``: every step's plumbing, small checkpoints), with one step forced to fail; the
+roadmap table, chart, re-run behaviour, broken run dirs and the notebook."""
 import json
 import shutil
 import subprocess
@@ -14,43 +15,57 @@ from analysis.notebook import NOTEBOOK, main as notebook_main
 from analysis.roadmap import load_runs, main as analysis_main, roadmap_table
 from roadmap import list_steps
 from roadmap.profile import profile_table
+from roadmap.record import RunKey, RunRecord
 from roadmap.sweep import sweep_size
+from tests.helpers import tiny_regime_on_config_path, write_run
 
+pytestmark = pytest.mark.slow  # trains through run.py subprocesses (make test-fast leaves these out)
 REPO = Path(__file__).resolve().parent.parent
-STEPS = [s.name for s in list_steps("r50")]
+STEPS = [s.name for s in list_steps("r50")]  # every regime has the same steps
+REGIME = "tiny"
 GROUP = "synthetic-smoke+data.train_size@16+data.val_size@8"  # the data sizes are part of the runs' identity
 
 
-def sweep(root):
-    cmd = [sys.executable, "run.py", "-m", f"+step={','.join(STEPS)}", "regime=r50", "seed=0",
-           "budget=smoke", "logger=csv", "data.train_size=16", "data.val_size=8", f"run.root={root}",
-           "trainer.enable_progress_bar=false",
-           "run.export_weights=false", "+callbacks.fail._target_=tests.helpers.FailOnStep", "+callbacks.fail.step=kernel_9"]
+@pytest.fixture(scope="module", autouse=True)
+def tiny_regime(tmp_path_factory):
+    yield from tiny_regime_on_config_path(tmp_path_factory.mktemp("conf"))
+
+
+SMOKE = ["budget=smoke", "logger=csv", "data.train_size=16", "data.val_size=8", "trainer.enable_progress_bar=false",
+         "run.export_weights=false", "+callbacks.fail._target_=tests.helpers.FailOnStep", "+callbacks.fail.step=kernel_9"]
+
+
+def sweep(root, steps):
+    cmd = [sys.executable, "run.py", "-m", f"+step={','.join(steps)}", f"regime={REGIME}", "seed=0",
+           f"run.root={root}", *SMOKE]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
 
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
+    """The README's ``make roadmap``: every step, then the table, the comparison and the executed notebook."""
     root = tmp_path_factory.mktemp("sweep")
-    proc = sweep(root)
-    assert proc.returncode == 1, proc.stderr[-3000:]  # every step ran; one failed: the sweep says so
+    proc = subprocess.run(["make", "roadmap", f"REGIME={REGIME}", f"OUTPUTS={root}", f"VENV={Path(sys.executable).parents[1]}",
+                           f"ARGS={' '.join(SMOKE)}"], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert "Error 1" in proc.stderr, proc.stderr[-3000:]  # every step ran, one failed: make fails with the sweep's 1
     assert f"sweep: {len(STEPS) - 1} of {len(STEPS)} steps done" in proc.stdout
-    assert "r50/kernel_9 seed 0: failed: RuntimeError: forced failure of kernel_9" in proc.stdout
-    assert "r50/kernel_11 seed 0: done" in proc.stdout
+    assert f"{REGIME}/kernel_9 seed 0: failed: RuntimeError: forced failure of kernel_9" in proc.stdout
+    assert f"{REGIME}/kernel_11 seed 0: done" in proc.stdout
     yield root, proc
-    shutil.rmtree(root, ignore_errors=True)  # ~4.6 GB of full-size checkpoints
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def test_sweep_table_in_roadmap_order_with_measured_gflops(swept):
     root, proc = swept
-    assert f"[1/{len(STEPS)}] r50/original_recipe" in proc.stdout and "ETA" in proc.stdout
-    table = roadmap_table(load_runs(root).query("group == @GROUP"), "r50")
+    assert f"[1/{len(STEPS)}] {REGIME}/original_recipe" in proc.stdout and "ETA" in proc.stdout
+    table = roadmap_table(load_runs(root).query("group == @GROUP"), REGIME)
     assert table.step.tolist() == STEPS
-    expected = profile_table("r50").set_index("step").gflops
+    expected = profile_table(REGIME).set_index("step").gflops
     done = table[table.status == "done"]
     assert len(done) == len(STEPS) - 1
-    for step in done.step:  # every r50 step trained end to end: its resumable checkpoint, config and CSV log
-        run_dir = root / GROUP / "r50" / step / "seed0"
+    for step in done.step:  # every step trained end to end: its resumable checkpoint, config and CSV log
+        run_dir = root / GROUP / REGIME / step / "seed0"
+        assert RunRecord.read(run_dir).key == RunKey(GROUP, REGIME, step, 0)
         assert (run_dir / "checkpoints" / "last.ckpt").exists() and (run_dir / "config.yaml").exists()
         assert list(run_dir.glob("csv/version_*/metrics.csv"))
     for row in done.itertuples():
@@ -60,7 +75,7 @@ def test_sweep_table_in_roadmap_order_with_measured_gflops(swept):
 
 def test_failed_step_is_recorded_with_its_error(swept):
     root, _ = swept
-    table = roadmap_table(load_runs(root), "r50").set_index("step")
+    table = roadmap_table(load_runs(root), REGIME).set_index("step")
     assert table.loc["kernel_9", "status"] == "failed"
     assert "RuntimeError: forced failure of kernel_9" in table.loc["kernel_9", "error"]
     assert table.loc["kernel_11", "status"] == "done"  # the sweep went on
@@ -69,29 +84,32 @@ def test_failed_step_is_recorded_with_its_error(swept):
 def test_analysis_cli_writes_table_and_chart(swept, capsys):
     root, _ = swept
     analysis_main([str(root)])
-    out_dir = root / GROUP / "r50"
+    out_dir = root / GROUP / REGIME
     for suffix in ("csv", "md", "tex", "png", "svg"):
         assert (out_dir / f"roadmap.{suffix}").stat().st_size > 0
     printed = capsys.readouterr().out
     assert "PROXY" in printed and "kernel_9: failed" in printed
+    assert (root / f"compare-{REGIME}.md").exists()  # make roadmap compared the groups
     assert "PROXY" in (out_dir / "roadmap.md").read_text()
 
 
 def test_rerun_trains_nothing_and_reproduces_the_table(swept):
     root, _ = swept
-    before = roadmap_table(load_runs(root), "r50")
-    stamps = {p: p.stat().st_mtime for p in root.glob(f"{GROUP}/r50/*/seed0/metrics.json")
+    before = roadmap_table(load_runs(root), REGIME)
+    stamps = {p: p.stat().st_mtime for p in root.glob(f"{GROUP}/{REGIME}/*/seed0/metrics.json")
               if json.loads(p.read_text())["status"] == "done"}
-    proc = sweep(root)
+    proc = sweep(root, ["original_recipe", "kernel_9", "separate_downsampling"])  # done, failed, done
     assert proc.returncode == 1  # kernel_9 fails again
-    assert proc.stdout.count("already done, not retraining") == len(STEPS) - 1
+    assert proc.stdout.count("already done, not retraining") == 2
     assert {p: p.stat().st_mtime for p in stamps} == stamps
-    after = roadmap_table(load_runs(root), "r50")
+    after = roadmap_table(load_runs(root), REGIME)
     assert before.drop(columns=["error"]).equals(after.drop(columns=["error"]))
 
 
 def test_broken_run_dirs_are_reported_not_fatal(tmp_path):
-    for step, content in (("gelu", '{"status": "done", "final": {"top1'), ("fewer_norms", None)):
+    write_run(tmp_path, "synthetic-smoke", "r50", "kernel_5", final={"top1": 50.0})
+    for step, content in (("gelu", '{"status": "done", "final": {"top1'), ("fewer_norms", None),
+                          ("kernel_7", '{"status": "done", "renamed_key": 1}')):
         run = tmp_path / "synthetic-smoke" / "r50" / step / "seed0"
         run.mkdir(parents=True)
         if content is not None:
@@ -99,15 +117,15 @@ def test_broken_run_dirs_are_reported_not_fatal(tmp_path):
     table = roadmap_table(load_runs(tmp_path), "r50").set_index("step")
     assert table.loc["gelu", "status"] == "corrupt" and "unreadable metrics.json" in table.loc["gelu", "error"]
     assert table.loc["fewer_norms", "status"] == "missing"
+    assert table.loc["kernel_7", "status"] == "corrupt" and "renamed_key" in table.loc["kernel_7", "error"]
+    assert table.loc["kernel_5", "status"] == "done" and table.loc["kernel_5", "top1_mean"] == 50.0
     assert table.loc["bn_to_ln", "status"] == "missing" and table.loc["bn_to_ln", "n_seeds"] == 0
 
 
 def test_seeds_aggregate_to_mean_sample_std_and_delta(tmp_path):
     for step, top1s in (("modern_recipe", [40.0]), ("stage_ratio", [41.0, 43.0, 45.0])):
         for seed, top1 in enumerate(top1s):
-            run = tmp_path / "synthetic-smoke" / "r50" / step / f"seed{seed}"
-            run.mkdir(parents=True)
-            (run / "metrics.json").write_text(json.dumps({"status": "done", "final": {"top1": top1}, "gflops_224": 4.0}))
+            write_run(tmp_path, "synthetic-smoke", "r50", step, seed, final={"top1": top1}, gflops_224=4.0)
     table = roadmap_table(load_runs(tmp_path), "r50").set_index("step")
     assert table.loc["stage_ratio", ["top1_mean", "top1_std", "n_seeds"]].tolist() == [43.0, 2.0, 3]
     assert table.loc["stage_ratio", "delta_top1"] == pytest.approx(3.0)
@@ -121,25 +139,25 @@ def test_notebook_command_rejects_a_missing_outputs_folder(tmp_path):
         notebook_main([str(tmp_path)])
 
 
-def test_groups_never_mix(swept, tmp_path):
-    root, _ = swept
-    runs = load_runs(root)
-    assert set(runs.group) == {GROUP}
+def test_groups_never_mix(tmp_path):
+    groups = {"synthetic-smoke": 40.0, "synthetic-smoke+recipe.base_lr@0.5": 60.0}
+    for group, top1 in groups.items():
+        write_run(tmp_path, group, "r50", "gelu", final={"top1": top1}, overrides=group.split("+")[1:])
+    analysis_main([str(tmp_path)])
+    for group, top1 in groups.items():  # one table per group, each with its own run only
+        table = pd.read_csv(tmp_path / group / "r50" / "roadmap.csv").set_index("step")
+        assert table.loc["gelu", "top1_mean"] == top1 and table.loc["gelu", "n_seeds"] == 1
     with pytest.raises(SystemExit):
-        analysis_main([str(root), "--group", "cifar10-paper"])
+        analysis_main([str(tmp_path), "--group", "cifar10-paper"])
 
 
-def test_sweep_size_and_make_roadmap_command():
+def test_sweep_size():
     assert sweep_size(["+step=a,b,c", "seed=0,1", "regime=r50"]) == 6
-    dry = subprocess.run(["make", "-n", "roadmap", "SEEDS=0,1,2", "VENV=.venv-dry"], cwd=REPO,
-                         capture_output=True, text=True).stdout
-    assert "run.py -m" in dry and "seed=0,1,2" in dry and "analysis.roadmap" in dry
 
 
 def test_notebook_runs_top_to_bottom(swept):
     root, _ = swept
     nb = nbformat.read(NOTEBOOK, as_version=4)
     assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code")  # stripped in git
-    notebook_main([str(root), "--regime", "r50"])
-    executed = nbformat.read(root / GROUP / "r50" / "roadmap.ipynb", as_version=4)
+    executed = nbformat.read(root / GROUP / REGIME / "roadmap.ipynb", as_version=4)  # make roadmap executed it
     assert any(o.get("output_type") == "display_data" for c in executed.cells for o in c.get("outputs", []))
