@@ -10,9 +10,8 @@ Layout (one folder per run, stable across restarts and requeues; ``run.dir`` is 
 ``+<key@value>`` names each command-line override that changes a run's result (anything but the step,
 seed, regime, the data/budget/experiment choice that names the group, hardware, logging and paths), so
 ``recipe.base_lr=0.5`` gets its own folder and its own analysis group; :func:`identity` is what a saved
-``config.yaml`` must match before its folder is reused. ``metrics.json`` carries ``schema``
-(:data:`SCHEMA_VERSION`) and ``status``: running → done | failed | preempted | cancelled. Every file here is
-written atomically (:mod:`roadmap.files`).
+``config.yaml`` must match before its folder is reused. ``metrics.json`` is a :class:`RunRecord` stamped with
+:data:`SCHEMA_VERSION`. Every file here is written atomically (:mod:`roadmap.files`).
 """
 from __future__ import annotations
 
@@ -34,15 +33,15 @@ RESULT_FILE = "metrics.json"
 CONFIG_FILE = "config.yaml"
 STATUSES = ("running", "done", "failed", "preempted", "cancelled")
 # Config keys that do not change what a run computes: never in a run's folder name or identity. Under
-# ``trainer`` only the hardware and the display; every other trainer key (epochs, precision, clipping, batch
-# limits, ...) names its own folder when overridden.
+# ``trainer`` only the hardware and the display; any other trainer key (precision, ...) names its own folder
+# when overridden (the loop's length, clipping and limits are the recipe's and budget's, roadmap.effective).
 NOT_IDENTITY = ("step", "seed", "regime", "data", "budget", "experiment", "logger", "run", "callbacks", "mode", "ckpt",
                 "hydra", "compile", "compile_cache", "channels_last", "depthwise", "lineage", "data.root",
                 "data.download", "data.verify_images", "budget.num_workers", "budget.name", "budget.proxy",
                 "recipe.name", "trainer", "trainer._target_", "trainer.accelerator", "trainer.devices",
                 "trainer.num_nodes", "trainer.strategy", "trainer.sync_batchnorm", "trainer.plugins",
                 "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
-                "trainer.num_sanity_val_steps", "budget.accumulate_grad_batches", "trainer.accumulate_grad_batches")
+                "trainer.num_sanity_val_steps", "budget.accumulate_grad_batches")
 # The hardware layout: free to change while the effective batch (their product) stays the same
 LAYOUT = ("budget.batch_size", "budget.accumulate_grad_batches")
 _MAX_VARIANT = 100
@@ -125,8 +124,9 @@ class RunKey:
     def of_folder(cls, run_dir: Path) -> RunKey:
         """The key a run folder's place says (:meth:`path` read backwards): used only for a folder whose run
         left no record to say it."""
-        group, regime, step, seed = Path(run_dir).parts[-4:]
-        return cls(group, regime, step, int(seed.removeprefix("seed")) if seed[4:].isdigit() else seed)
+        group, regime, step, folder = Path(run_dir).parts[-4:]
+        seed = folder.removeprefix("seed")
+        return cls(group, regime, step, int(seed) if seed.isdigit() else seed)
 
 
 def run_dir(root: str, group: str, regime: str, step: str, seed: int) -> str:
@@ -163,9 +163,8 @@ class RunPaths:
     def holding(cls, file: Path) -> RunPaths | None:
         """The run folder a checkpoint or exported weights file lives in, or None for a file outside one."""
         file = Path(file)
-        if file.parent.name in ("checkpoints", "weights") and (file.parent.parent / RESULT_FILE).exists():
-            return cls(file.parent.parent)
-        return None
+        paths = cls(file.parent.parent)
+        return paths if file.parent in (paths.checkpoints, paths.weights) and paths.metrics.exists() else None
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -220,7 +219,7 @@ class RunRecord:
         """A starting run's record (``running``): what it is, and its effective run."""
         return cls(status="running", step=step, regime=cfg.regime.name, seed=cfg.seed, group=cfg.run.group,
                    data=cfg.data.name, budget=cfg.budget.name, overrides=result_overrides(task_overrides),
-                   proxy=proxy_label(cfg), run_dir=str(paths.root), effective_run=run.as_dict(),
+                   proxy=proxy_label(cfg, run.epochs), run_dir=str(paths.root), effective_run=run.as_dict(),
                    img_size=cfg.data.img_size)
 
     def with_status(self, status: str, error: str | None, history: list[dict], wall_s: float) -> RunRecord:
@@ -230,13 +229,14 @@ class RunRecord:
     def finished(self, history: list[dict], metric: str, wall_s: float, **measured) -> RunRecord:
         """The record of the finished run: the last and best epochs by ``metric``, the measured facts
         (GFLOPs, params, speed, hardware, exported weights), the versions and commit that ran."""
+        paths = RunPaths(self.run_dir)
         last = history[-1] if history else {}
         best = max(history, key=lambda row: row.get(metric, -1)) if history else {}
         return replace(self, **measured, status="done", error=None, history=list(history), wall_s=round(wall_s, 1),
                        final={k: last.get(f"val/{k}") for k in ("top1", "top5", "top1_ema", "top5_ema")},
                        best={"top1": best.get(metric), "epoch": best.get("epoch"), "metric": metric},
                        epochs=last.get("epoch", 0), versions=_versions(), git_commit=_git_commit(),
-                       checkpoints={"last": "checkpoints/last.ckpt", "best": "checkpoints/best.ckpt"})
+                       checkpoints={"last": paths.relative(paths.last_ckpt), "best": paths.relative(paths.best_ckpt)})
 
     def write(self, run_dir: Path) -> None:
         """``metrics.json``, atomically."""
@@ -287,14 +287,12 @@ class RunRecord:
             f"results: {self.run_dir}"])
 
 
-def proxy_label(cfg: DictConfig) -> str | None:
-    """A warning for every output when the run is not the paper's setting (ImageNet-1K, full recipe)."""
+def proxy_label(cfg: DictConfig, epochs: int) -> str | None:
+    """A warning for every output when the run (of ``epochs``, its effective run's) is not the paper's setting
+    (ImageNet-1K, full recipe)."""
     if cfg.budget.proxy:
-        from roadmap.effective import scaled_epochs
-
-        return (f"PROXY: {cfg.data.name} data at {cfg.data.img_size}px, "
-                f"{scaled_epochs(cfg.recipe.epochs, cfg.budget.epoch_scale)} epochs ({cfg.budget.name} budget) - not "
-                f"comparable to the paper's ImageNet-1K numbers")
+        return (f"PROXY: {cfg.data.name} data at {cfg.data.img_size}px, {epochs} epochs ({cfg.budget.name} budget) - "
+                f"not comparable to the paper's ImageNet-1K numbers")
     return None
 
 

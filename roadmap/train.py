@@ -23,7 +23,7 @@ from roadmap import record
 from roadmap.callbacks import History, Preemption, ResumableProgressBar, Throughput
 from roadmap.data import RoadmapDataModule
 from roadmap.devices import device_name
-from roadmap.effective import effective_run
+from roadmap.effective import effective_run, world_size
 from roadmap.errors import ConfigError
 from roadmap.files import write_text
 from roadmap.lit import RoadmapModule
@@ -101,8 +101,8 @@ def _interrupted(err: BaseException) -> tuple[str, str]:
     return "failed", f"{type(err).__name__}: {message}"
 
 
-STOPPED = {"preempted": "preempted: the requeued job resumes from checkpoints/last.ckpt",
-           "cancelled": "cancelled: the same command resumes from checkpoints/last.ckpt"}
+STOPPED = {"preempted": "preempted: the requeued job resumes from {last}",
+           "cancelled": "cancelled: the same command resumes from {last}"}
 
 
 def train(cfg: DictConfig) -> RunRecord:
@@ -121,12 +121,12 @@ def train(cfg: DictConfig) -> RunRecord:
     if previous and previous.status == "done" and not cfg.run.force:
         print(f"already done, not retraining (run.force=true retrains)\n{previous.summary()}")
         return previous
+    if world_size(cfg.trainer) is None:  # before the data: verifying an image folder can take minutes
+        raise ConfigError(f"trainer.devices={cfg.trainer.devices} (all visible) but no CUDA device is visible: set "
+                          f"trainer.devices=N, and trainer.accelerator=cpu on a machine without GPUs")
     datamodule = RoadmapDataModule(cfg.data, cfg.recipe, cfg.budget.batch_size, cfg.budget.num_workers, cfg.seed)
     datamodule.setup()
     run = effective_run(cfg, train_size=len(datamodule.train_set))
-    if run.effective_batch is None:
-        raise ConfigError(f"trainer.devices={cfg.trainer.devices} (all visible) but no CUDA device is visible: set "
-                          f"trainer.devices=N, and trainer.accelerator=cpu on a machine without GPUs")
     if not run.total_steps:
         raise ConfigError(f"{len(datamodule.train_set)} training images give no full batch of "
                           f"{cfg.budget.batch_size} × {run.effective_batch // cfg.budget.batch_size} (processes × "
@@ -140,7 +140,7 @@ def train(cfg: DictConfig) -> RunRecord:
 
     def stopped(status: str, error: str | None = None) -> None:
         if rank_zero_only.rank == 0:
-            header.with_status(status, error or STOPPED[status], history.epochs, time.time() - started).write(paths.root)
+            header.with_status(status, error or STOPPED[status].format(last=paths.relative(paths.last_ckpt)), history.epochs, time.time() - started).write(paths.root)
 
     preemption = Preemption(paths.last_ckpt, stopped)
     if rank_zero_only.rank == 0:
