@@ -32,6 +32,7 @@ import torch
 from timm.data import Mixup
 from torch import nn
 
+from roadmap.cpu_allocator import retain_freed_memory
 from roadmap.data import RoadmapDataModule
 from roadmap.depthwise import set_depthwise_impl
 from roadmap.depthwise_paths import IMPLS
@@ -276,6 +277,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--format", default="table", choices=("table", "csv", "markdown"))
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the data pipeline, e.g. data=cifar10 data.root=...")
     args = parser.parse_args(argv)
+    retain_freed_memory()
     if args.warmup < 0 or args.repeats < 1:
         raise ConfigError(f"--warmup must be >= 0 and --repeats >= 1, got {args.warmup} and {args.repeats}")
     if args.compile and args.warmup < 1:

@@ -1,28 +1,34 @@
 """Depthwise convolution at the cost its arithmetic implies, for every kernel size.
 
-PyTorch's depthwise kernels fall off a cliff at large kernels: on CPU, k=11 in NCHW leaves oneDNN for a
-slow reference loop and the weight gradient costs 5-15× the forward; on an H100 in channels_last bf16,
-cuDNN's k=9/11 kernels are 7-10× slower than k=7 for 1.65-2.5× the work. :class:`DepthwiseConv2d` is an
-``nn.Conv2d`` (same parameters, same state-dict keys) whose three computations — forward, input gradient,
-weight gradient — each run on whichever *path* is fastest for the device, dtype, memory layout, shape and
-kernel, measured:
+:class:`DepthwiseConv2d` is an ``nn.Conv2d`` (same parameters, same state-dict keys) whose three computations
+— forward, input gradient, weight gradient — each run on whichever *path* is fastest for the device, dtype,
+memory layouts, shape, kernel, stride and padding, measured:
 
-* ``native``  PyTorch's own kernel on the tensors as they come;
+* ``native``  PyTorch's own kernel on the tensors as they come (``nn.Conv2d``);
 * ``switch``  the same kernel in the other memory layout (NCHW ↔ channels_last), converting in and out;
+* ``crop``    (a kernel wider than twice the input) without the taps that only ever meet the zero padding;
+* ``flip``    (input gradient, stride 1) a forward convolution of the output gradient with the flipped kernel;
 * ``fft``     (weight gradient) the correlation of input and output gradient, summed over the batch in the
   frequency domain: its cost does not grow with the kernel;
 * ``triton``  (CUDA, Triton installed) channels-last Triton kernels (``roadmap.triton_depthwise``).
 
-``impl="auto"`` (the default) times every available path on the first call of each (op, device, dtype,
-layout, shape, kernel, stride), keeps the fastest whose result matches ``native`` (a path that disagrees
-is never picked), and stores the choice in ``$ROADMAP_CACHE_DIR/depthwise.json`` (default
-``~/.cache/convnext-roadmap``) so that a resumed run picks what the first attempt picked. Any path name
-forces that path where it is available, ``native`` is plain ``nn.Conv2d``. The three ops are
-``torch.library`` custom ops, so ``torch.compile`` keeps them whole and ``FlopCounterMode`` counts them.
+``impl="auto"`` (the default) makes the choice on the first call of each such case (:func:`measure`): every
+path runs on seeded inputs of the case's shapes and strides, never the live tensors; a path whose result is
+off ``native``'s by more than the dtype's tolerance is rejected; the others are timed by
+``torch.utils.benchmark.Timer`` to a stable median; the fastest wins unless within 2% of one listed above it. The
+choice, with every path's median, IQR and error and its margin, is stored in ``$ROADMAP_CACHE_DIR/depthwise.json``
+(default ``~/.cache/convnext-roadmap``) under a key that carries a digest of this code (:func:`paths_version`),
+so a change to a path re-measures. ``python -m roadmap.depthwise_report`` shows a step's choices and
+``--retune`` measures them again; a checkpoint keeps its run's paths, so a resumed run takes them again.
+Any path name forces that path where it is available, else ``native``. The three ops are ``torch.library``
+custom ops, so ``torch.compile`` keeps them whole and ``FlopCounterMode`` counts them.
 """
 from __future__ import annotations
 
+import collections
 import functools
+import hashlib
+import importlib.metadata
 import json
 import os
 from collections.abc import Callable
@@ -35,13 +41,12 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import conv_flop_count, register_flop_formula
 
 from roadmap.depthwise_paths import IMPLS, layout, memory_format_of, out_size
+from roadmap.cpu_allocator import retain_freed_memory
 from roadmap.devices import device_name
 from roadmap.errors import ConfigError
 from roadmap.files import write_text
-from roadmap.timing import median_seconds
+from roadmap.timing import stable_seconds
 
-_REPEATS = {"cpu": 3, "cuda": 10}
-_RTOL = {torch.float32: 1e-3, torch.float64: 1e-6, torch.bfloat16: 2e-2, torch.float16: 5e-3}
 
 
 # ---------------------------------------------------------------------------------------------- paths
@@ -81,6 +86,41 @@ def _grad_weight_switch(g, x, w, stride, padding):
     return _backward(_other(g), _other(x), _other(w), stride, padding, [False, True, False])[1]
 
 
+def _padding_only_taps(shape: torch.Size, k: int, stride: int, padding: int) -> int:
+    """How many kernel rows and columns on every side only ever meet the zero padding (a kernel wider than
+    twice the input): they add nothing, so the ``crop`` paths run the kernel without them."""
+    taps = k
+    for size in shape[2:]:
+        last = stride * (out_size(size, k, stride, padding) - 1)  # where the last output's window starts, padded
+        taps = min(taps, max(0, padding - last), max(0, k - size - padding))
+    return taps
+
+
+def _cropped(w: Tensor, taps: int) -> Tensor:
+    return w[..., taps:w.shape[-2] - taps, taps:w.shape[-1] - taps].contiguous(memory_format=memory_format_of(w))
+
+
+def _forward_crop(x, w, b, stride, padding):
+    taps = _padding_only_taps(x.shape, w.shape[-1], stride, padding)
+    return _forward_native(x, _cropped(w, taps), b, stride, padding - taps)
+
+
+def _grad_input_crop(g, x, w, stride, padding):
+    taps = _padding_only_taps(x.shape, w.shape[-1], stride, padding)
+    return _grad_input_native(g, x, _cropped(w, taps), stride, padding - taps)
+
+
+def _grad_weight_crop(g, x, w, stride, padding):
+    taps = _padding_only_taps(x.shape, w.shape[-1], stride, padding)
+    return F.pad(_grad_weight_native(g, x, _cropped(w, taps), stride, padding - taps), (taps,) * 4)
+
+
+def _grad_input_flip(g, x, w, stride, padding):
+    """At stride 1 the input gradient is a forward convolution of the output gradient with the flipped kernel
+    (padding k - 1 - p), which oneDNN often runs faster than its backward-data kernel."""
+    return _forward_native(g, w.flip(-2, -1), None, 1, w.shape[-1] - 1 - padding)
+
+
 @functools.cache
 def _fast_len(n: int) -> int:
     import scipy.fft
@@ -114,14 +154,21 @@ def _triton():
     return triton_depthwise
 
 
-def _candidates(op: str, device: torch.device, impl: str = "auto") -> dict[str, Callable]:
-    """The paths of ``op`` that can run on ``device``, in order of preference on a tie. Triton's kernels run on
+def _candidates(op: str, args: tuple, impl: str = "auto") -> dict[str, Callable]:
+    """The paths of ``op`` that can run on ``args``, in order of preference on a tie. Triton's kernels run on
     CUDA, or on CPU tensors under its interpreter (``TRITON_INTERPRET=1``) when ``impl`` forces them."""
     table = {"forward": {"native": _forward_native, "switch": _forward_switch},
              "grad_input": {"native": _grad_input_native, "switch": _grad_input_switch},
-             "grad_weight": {"native": _grad_weight_native, "switch": _grad_weight_switch,
-                             "fft": _grad_weight_fft}}[op]
-    if device.type == "cuda" or impl == "triton":
+             "grad_weight": {"native": _grad_weight_native, "switch": _grad_weight_switch}}[op]
+    x, w = args[:2] if op == "forward" else args[1:3]
+    stride, padding = args[-2:]
+    if _padding_only_taps(x.shape, w.shape[-1], stride, padding):
+        table["crop"] = {"forward": _forward_crop, "grad_input": _grad_input_crop, "grad_weight": _grad_weight_crop}[op]
+    if op == "grad_input" and stride == 1 and padding < w.shape[-1]:
+        table["flip"] = _grad_input_flip
+    if op == "grad_weight":
+        table["fft"] = _grad_weight_fft
+    if x.device.type == "cuda" or impl == "triton":
         triton_ops = _triton()
         if triton_ops is not None:
             table["triton"] = getattr(triton_ops, op)
@@ -129,16 +176,90 @@ def _candidates(op: str, device: torch.device, impl: str = "auto") -> dict[str, 
 
 
 # ------------------------------------------------------------------------------------------ autotune
+_RTOL = {torch.float32: 1e-3, torch.float64: 1e-6, torch.bfloat16: 2e-2, torch.float16: 5e-3}
+_TIMING = {"cpu": dict(threshold=0.05, min_run_time=0.02, max_run_time=1.0),  # per path: a stable median
+           "cuda": dict(threshold=0.05, min_run_time=0.02, max_run_time=0.5)}
+_TIE = 0.02  # a path must beat every earlier one (native first) by more than this to be chosen over it
+_SOURCES = ("depthwise.py", "depthwise_paths.py", "triton_depthwise.py")
+
+
+@functools.cache
+def paths_version() -> str:
+    """A digest of the paths' code (this module, the path rules, the Triton kernels) and of torch's and
+    Triton's versions: a stored choice is reused only by the code that measured it."""
+    digest = hashlib.sha256(torch.__version__.encode())
+    try:
+        digest.update(importlib.metadata.version("triton").encode())
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    for name in _SOURCES:
+        digest.update(Path(__file__).with_name(name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def cache_file() -> Path:
     root = os.environ.get("ROADMAP_CACHE_DIR") or Path.home() / ".cache" / "convnext-roadmap"
     return Path(root) / "depthwise.json"
 
 
-class Autotuner:
-    """The fastest correct path per key, measured once per machine and kept in :func:`cache_file`."""
+def measurement_inputs(args: tuple, seed: int = 0) -> tuple:
+    """Seeded standard-normal tensors with the shapes, dtypes, devices and layouts of ``args`` (the weight
+    scaled by 1/k, so every output is of order one), other arguments as they are: what a path is timed and
+    checked on, never the live tensors (which may be uninitialised, huge or not finite)."""
+    gen = torch.Generator(device=args[0].device).manual_seed(seed)
+    made = []
+    for a in args:
+        if isinstance(a, Tensor):
+            values = torch.randn(a.shape, dtype=a.dtype, device=a.device, generator=gen)
+            if a.dim() == 4 and a.shape[1] == 1:  # the depthwise weight (C, 1, k, k)
+                values /= a.shape[-1]
+            a = torch.empty_like(a).copy_(values)  # a's strides where they are dense (expanded ones are not)
+        made.append(a)
+    return tuple(made)
 
-    def __init__(self):
+
+def measure(candidates: dict[str, Callable], args: tuple) -> dict:
+    """Every candidate on ``args``: its error against ``native`` (off by more than the dtype's relative
+    tolerance × max|native|, NaN included: rejected), then the median and IQR of its time. The chosen path is
+    the fastest, unless within ``_TIE`` of one earlier in ``candidates``; ``margin``: the runner-up's time
+    over the chosen one's, minus 1. Timed with the allocator settings every entry point uses
+    (:mod:`roadmap.cpu_allocator`), so that a time is the kernel's, not the page faults' of its output."""
+    retain_freed_memory()
+    reference = candidates["native"](*args)
+    if not torch.isfinite(reference).all():
+        raise RuntimeError(f"the native depthwise conv gave non-finite values on seeded inputs of shapes "
+                           f"{[tuple(a.shape) for a in args if isinstance(a, Tensor)]}: no path can be checked")
+    tolerance = _RTOL.get(reference.dtype, 1e-3) * max(reference.abs().max().item(), 1e-30)
+    timing = _TIMING.get(args[0].device.type, _TIMING["cpu"])
+    ms, iqr_ms, errors = {}, {}, {}
+    for name, fn in candidates.items():
+        try:
+            out = reference if name == "native" else fn(*args)
+            errors[name] = (out.float() - reference.float()).abs().max().item()
+            if not errors[name] <= tolerance:  # NaN is not <=
+                continue
+            median, iqr, _ = stable_seconds(lambda: fn(*args), **timing)
+            ms[name], iqr_ms[name] = round(median * 1e3, 4), round(iqr * 1e3, 4)
+        except Exception as error:  # a path that cannot run this case (e.g. Triton compile) is skipped
+            errors[name] = repr(error)[:200]
+    fastest = min(ms, key=ms.get)
+    path = next(name for name in ms if ms[name] <= ms[fastest] * (1 + _TIE))
+    others = [t for name, t in ms.items() if name != path]
+    return {"path": path, "ms": ms, "iqr_ms": iqr_ms, "margin": round(min(others) / ms[path] - 1, 4) if others
+            else None, "max_abs_error": errors, "tolerance": tolerance}
+
+
+class Autotuner:
+    """The path per key, measured once per machine and code version (:func:`measure`) and kept in
+    :func:`cache_file`; ``retune`` measures each key once more in this process. Pinned paths (a checkpoint's,
+    :meth:`pin`) outrank the file, so a resumed run takes its first attempt's paths."""
+
+    def __init__(self, retune: bool = False):
+        self.retune = retune
         self.choices: dict[str, dict] | None = None
+        self.pinned: dict[str, str] = {}
+        self.measured: set[str] = set()
+        self.calls: collections.Counter[str] = collections.Counter()
 
     def _load(self) -> dict[str, dict]:
         if self.choices is None:
@@ -161,48 +282,51 @@ class Autotuner:
             pass
 
     def choose(self, key: str, candidates: dict[str, Callable], args: tuple) -> str:
-        """The stored choice for ``key``, or measure every candidate on ``args`` and store the fastest correct."""
+        """The path for ``key``: pinned, stored, or measured on :func:`measurement_inputs` like ``args``."""
+        self.calls[key] += 1
+        if self.pinned.get(key) in candidates:
+            return self.pinned[key]
         choices = self._load()
-        if key in choices and choices[key]["path"] in candidates:
-            return choices[key]["path"]
-        device = args[0].device
-        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        stored = choices.get(key, {}).get("path")
+        if stored in candidates and (not self.retune or key in self.measured):
+            return stored
+        if args[0].device.type == "cuda" and torch.cuda.is_current_stream_capturing():
             return "native"  # no timing inside a CUDA graph capture
-        reference = candidates["native"](*args)
-        tol = _RTOL.get(reference.dtype, 1e-3) * max(reference.abs().max().item(), 1e-12)
-        times, errors = {}, {}
-        for name, fn in candidates.items():
-            try:
-                out = reference if name == "native" else fn(*args)
-                errors[name] = (out.float() - reference.float()).abs().max().item()
-                if errors[name] > tol:
-                    continue
-                times[name] = median_seconds(lambda: fn(*args), warmup=1, repeats=_REPEATS.get(device.type, 3))[0]
-            except Exception as error:  # a path that cannot run this case (e.g. Triton compile) is skipped
-                errors[name] = repr(error)[:200]
-        best = min(times, key=times.get)
-        entry = {"path": best, "ms": {n: round(t * 1e3, 4) for n, t in times.items()},
-                 "max_abs_error": errors, "tolerance": tol}
-        choices[key] = entry
-        self._save(key, entry)
-        return best
+        choices[key] = measure(candidates, measurement_inputs(args))
+        self.measured.add(key)
+        self._save(key, choices[key])
+        return choices[key]["path"]
+
+    def used(self) -> dict[str, str]:
+        """The path of every key this process has run (what a checkpoint pins)."""
+        choices = self._load()
+        return {key: self.pinned.get(key) or choices[key]["path"] for key in self.calls
+                if key in self.pinned or key in choices}
+
+    def pin(self, paths: dict[str, str]) -> None:
+        self.pinned.update(paths)
 
 
 AUTOTUNER = Autotuner()
 
 
-def _run(op: str, impl: str, args: tuple) -> Tensor:
-    """Run ``op`` on ``args`` (tensors, then stride and padding) on the path ``impl`` names, or on the measured
-    fastest one for ``auto``."""
-    candidates = _candidates(op, args[0].device, impl)
-    if impl != "auto":
-        return candidates.get(impl, candidates["native"])(*args)
+def op_key(op: str, args: tuple) -> str:
+    """op | device | dtype | layouts of the 4-d tensors but the weight | input shape | k | stride | padding |
+    :func:`paths_version`."""
     x, w = args[:2] if op == "forward" else args[1:3]
     stride, padding = args[-2:]
-    key = "|".join([op, device_name(str(x.device)), str(x.dtype).removeprefix("torch."),
-                    "/".join(layout(a) for a in args if isinstance(a, Tensor) and a.dim() == 4 and a is not w),
-                    "x".join(map(str, x.shape)), f"k{w.shape[-1]}", f"s{stride}", f"p{padding}"])
-    return candidates[AUTOTUNER.choose(key, candidates, args)](*args)
+    return "|".join([op, device_name(str(x.device)), str(x.dtype).removeprefix("torch."),
+                     "/".join(layout(a) for a in args if isinstance(a, Tensor) and a.dim() == 4 and a is not w),
+                     "x".join(map(str, x.shape)), f"k{w.shape[-1]}", f"s{stride}", f"p{padding}", paths_version()])
+
+
+def _run(op: str, impl: str, args: tuple) -> Tensor:
+    """Run ``op`` on ``args`` (tensors, then stride and padding) on the path ``impl`` names, or on the chosen
+    one for ``auto``."""
+    candidates = _candidates(op, args, impl)
+    if impl != "auto":
+        return candidates.get(impl, candidates["native"])(*args)
+    return candidates[AUTOTUNER.choose(op_key(op, args), candidates, args)](*args)
 
 
 # ---------------------------------------------------------------------------------------- custom ops

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-PATHS = ("native", "switch", "fft", "triton")
+PATHS = ("native", "switch", "crop", "flip", "fft", "triton")
 IMPLS = ("auto", *PATHS)
 
 

@@ -17,6 +17,7 @@ from timm.utils import ModelEmaV3, accuracy
 from torch import nn
 from torchmetrics import MeanMetric, SumMetric
 
+from roadmap import depthwise
 from roadmap.depthwise import set_depthwise_impl
 from roadmap.effective import EffectiveRun
 
@@ -66,6 +67,12 @@ class RoadmapModule(L.LightningModule):
             if self.compile_cache:
                 use_compile_cache(Path(self.compile_cache))
             self.model = torch.compile(self.model)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["depthwise_paths"] = depthwise.AUTOTUNER.used()  # a resumed run takes the same paths
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        depthwise.AUTOTUNER.pin(checkpoint.get("depthwise_paths", {}))
 
     def _inputs(self, x):
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

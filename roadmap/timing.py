@@ -22,3 +22,15 @@ def median_seconds(*fns: Callable[[], object], warmup: int, repeats: int) -> lis
         for timer, fn_times in zip(timers, times):
             fn_times.append(timer.timeit(1).median)
     return [statistics.median(t) for t in times]
+
+
+def stable_seconds(fn: Callable[[], object], *, threshold: float, min_run_time: float,
+                   max_run_time: float) -> tuple[float, float, int]:
+    """(median, interquartile range, number of timed blocks) in seconds per call of ``fn``, from
+    ``Timer.adaptive_autorange``: blocks of calls are timed until their IQR is under ``threshold`` × the median
+    (after at least ``min_run_time`` seconds) or ``max_run_time`` seconds have passed."""
+    from torch.utils.benchmark import Timer
+
+    timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    measurement = timer.adaptive_autorange(threshold, min_run_time=min_run_time, max_run_time=max_run_time)
+    return measurement.median, measurement.iqr, len(measurement.times)

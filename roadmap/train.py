@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from roadmap import record
 from roadmap.callbacks import History, Preemption, ResumableProgressBar, Throughput
+from roadmap.cpu_allocator import retain_freed_memory
 from roadmap.data import RoadmapDataModule
 from roadmap.devices import device_name
 from roadmap.effective import effective_run, world_size
@@ -111,6 +112,7 @@ def train(cfg: DictConfig) -> RunRecord:
     Everything that can refuse the run (config, input size, identity, devices, data) runs before its record
     says ``running``; after that the record ends as done, failed, preempted or cancelled."""
     validate(cfg)
+    retain_freed_memory()
     step = chosen_step()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = instantiate_model(cfg.model)

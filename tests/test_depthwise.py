@@ -1,8 +1,10 @@
-"""Every depthwise path gives nn.Conv2d's outputs and gradients; auto picks only correct paths and keeps them."""
+"""Every depthwise path gives nn.Conv2d's outputs and gradients; auto measures on seeded inputs, picks only
+correct paths, keeps its choices per code version and re-measures on request."""
 from __future__ import annotations
 
 import importlib
 import json
+import math
 
 import pytest
 import torch
@@ -48,9 +50,11 @@ def _outputs_and_grads(module: nn.Module, x: torch.Tensor):
 
 @pytest.mark.parametrize("k", KERNELS)
 @pytest.mark.parametrize("stride", (1, 2))
-@pytest.mark.parametrize("impl", ("native", "switch", "fft", "auto"))
+@pytest.mark.parametrize("impl", ("native", "switch", "crop", "flip", "fft"))
 def test_paths_match_conv2d(k, stride, impl):
-    for size in (7, 8):
+    """Each forced path (``native`` where it does not apply: ``crop`` needs a kernel wider than twice the input,
+    ``flip`` stride 1), inputs of odd and even sizes, small enough for ``crop`` and not, in both layouts."""
+    for size in (3, 4, 7, 8):
         for channels_last in (False, True):
             ours, reference, x = _case(k, stride, size, channels_last)
             ours.impl = impl
@@ -61,6 +65,19 @@ def test_paths_match_conv2d(k, stride, impl):
                                                                         f"size={size} cl={channels_last}")
             assert got[0].is_contiguous(memory_format=torch.channels_last if channels_last else
                                         torch.contiguous_format)
+
+
+def test_crop_and_flip_apply_where_they_should():
+    """``crop`` is a candidate exactly when some taps only meet padding (k=11 on 4×4: 2 each side, on 7×7:
+    none); ``flip`` only at stride 1."""
+    x, w = torch.empty(1, 2, 4, 4), torch.empty(2, 1, 11, 11)
+    assert depthwise._padding_only_taps(x.shape, 11, 1, 5) == 2
+    assert depthwise._padding_only_taps(torch.Size([1, 2, 7, 7]), 11, 1, 5) == 0
+    assert "crop" in depthwise._candidates("forward", (x, w, None, 1, 5))
+    assert "crop" not in depthwise._candidates("forward", (torch.empty(1, 2, 7, 7), w, None, 1, 5))
+    g = torch.empty(1, 2, 4, 4)
+    assert "flip" in depthwise._candidates("grad_input", (g, x, w, 1, 5))
+    assert "flip" not in depthwise._candidates("grad_input", (torch.empty(1, 2, 2, 2), x, w, 2, 5))
 
 
 def test_float32_paths_within_tolerance():
@@ -74,11 +91,12 @@ def test_float32_paths_within_tolerance():
 
 def test_auto_picks_only_correct_paths_and_keeps_the_choice(autotune_cache, monkeypatch):
     """A path that is fastest but wrong is measured as wrong and never chosen; the choice, with every path's
-    time and error, is stored and reused by a fresh process (a new Autotuner) without measuring again."""
+    time, IQR and error and its margin, is stored and reused by a fresh process (a new Autotuner) without
+    measuring again; auto's result equals nn.Conv2d's."""
     real = depthwise._candidates
 
-    def with_a_wrong_path(op, device, impl="auto"):
-        table = real(op, device, impl)
+    def with_a_wrong_path(op, args, impl="auto"):
+        table = real(op, args, impl)
         table["wrong"] = lambda *args: table["native"](*args) * 1.01  # instant would win a race; wrong anyway
         return table
 
@@ -88,17 +106,90 @@ def test_auto_picks_only_correct_paths_and_keeps_the_choice(autotune_cache, monk
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     saved = json.loads(autotune_cache.read_text())
     assert {key.split("|")[0] for key in saved} == {"forward", "grad_input", "grad_weight"}
-    for entry in saved.values():
+    for key, entry in saved.items():
+        assert key.endswith("|" + depthwise.paths_version())
         assert entry["path"] != "wrong" and "wrong" not in entry["ms"]
-        assert entry["max_abs_error"]["wrong"] > entry["tolerance"]
+        assert entry["max_abs_error"]["wrong"] > entry["tolerance"] > 0
+        assert set(entry["iqr_ms"]) == set(entry["ms"]) and entry["margin"] >= -depthwise._TIE
     grad_weight = next(e for key, e in saved.items() if key.startswith("grad_weight"))
     assert set(grad_weight["ms"]) == {"native", "switch", "fft"}
 
     fresh = depthwise.Autotuner()
     monkeypatch.setattr(depthwise, "AUTOTUNER", fresh)
-    monkeypatch.setattr(depthwise, "median_seconds", lambda *a: pytest.fail("measured again"))
+    monkeypatch.setattr(depthwise, "measure", lambda *a: pytest.fail("measured again"))
     _outputs_and_grads(ours, x)
     assert {k: v["path"] for k, v in fresh.choices.items()} == {k: v["path"] for k, v in saved.items()}
+
+
+@pytest.fixture
+def counted_measurements(monkeypatch):
+    """Every measurement made (op keys), each with a quick stand-in timer (all paths tie: native is chosen)."""
+    measured = []
+    real = depthwise.measure
+    monkeypatch.setattr(depthwise, "stable_seconds", lambda fn, **timing: (fn(), (1e-3, 1e-5, 4))[1])
+
+    def counting(candidates, args):
+        measured.append(tuple(a.shape for a in args if isinstance(a, torch.Tensor)))
+        return real(candidates, args)
+
+    monkeypatch.setattr(depthwise, "measure", counting)
+    return measured
+
+
+@pytest.mark.parametrize("bad", (float("nan"), float("inf")))
+def test_a_non_finite_input_never_yields_a_stored_choice(bad, autotune_cache):
+    """Live tensors full of NaN or inf: the output is what nn.Conv2d gives, and the choices are made on seeded
+    inputs: every stored tolerance and every chosen path's error is finite."""
+    ours, reference, x = _case(7, 1, 8, False, torch.float32)
+    x = torch.full_like(x, bad)
+    got, want = _outputs_and_grads(ours, x), _outputs_and_grads(reference, x)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, equal_nan=True)
+    saved = json.loads(autotune_cache.read_text())
+    assert len(saved) == 3
+    for entry in saved.values():
+        assert math.isfinite(entry["tolerance"]) and entry["tolerance"] > 0
+        assert math.isfinite(entry["max_abs_error"][entry["path"]])
+
+
+def test_a_non_finite_reference_is_an_error_never_a_choice(autotune_cache, monkeypatch):
+    monkeypatch.setattr(depthwise, "_forward_native", lambda x, w, b, s, p: torch.full(x.shape, float("nan")))
+    ours, _, x = _case(7, 1, 8, False, torch.float32)
+    with pytest.raises(RuntimeError, match="non-finite values on seeded inputs"):
+        ours(x)
+    assert not autotune_cache.exists()
+
+
+def test_a_choice_of_another_code_version_is_measured_again(autotune_cache, counted_measurements, monkeypatch):
+    ours, _, x = _case(5, 2, 7, True, torch.float32)
+    _outputs_and_grads(ours, x)
+    assert len(counted_measurements) == 3
+    monkeypatch.setattr(depthwise, "AUTOTUNER", depthwise.Autotuner())  # a fresh process ...
+    _outputs_and_grads(ours, x)
+    assert len(counted_measurements) == 3  # ... of the same code reads the store
+    monkeypatch.setattr(depthwise, "paths_version", lambda: "0ther0code00")
+    monkeypatch.setattr(depthwise, "AUTOTUNER", depthwise.Autotuner())  # ... of other code measures again
+    _outputs_and_grads(ours, x)
+    assert len(counted_measurements) == 6
+    assert len(json.loads(autotune_cache.read_text())) == 6  # both versions' choices stay side by side
+
+
+def test_retune_measures_each_case_once_more_and_pinned_paths_outrank_the_store(autotune_cache,
+                                                                                counted_measurements, monkeypatch):
+    ours, _, x = _case(7, 1, 6, False, torch.float32)
+    _outputs_and_grads(ours, x)
+    retuning = depthwise.Autotuner(retune=True)
+    monkeypatch.setattr(depthwise, "AUTOTUNER", retuning)
+    _outputs_and_grads(ours, x)
+    _outputs_and_grads(ours, x)
+    assert len(counted_measurements) == 6  # 3 cases, each measured again once
+    assert set(retuning.used().values()) == {"native"}
+    pinned = depthwise.Autotuner()
+    pinned.pin({key: "switch" for key in retuning.used()})  # a checkpoint's paths
+    monkeypatch.setattr(depthwise, "AUTOTUNER", pinned)
+    monkeypatch.setattr(depthwise, "_forward_switch", lambda *args: torch.full((2, 6, 6, 7), 7.0))
+    assert (ours(x) == 7).all()  # the pinned path ran, not the stored native
+    assert len(counted_measurements) == 6
 
 
 def test_custom_op_registration_and_compile():
@@ -106,9 +197,9 @@ def test_custom_op_registration_and_compile():
     x = torch.randn(2, 4, 9, 8, requires_grad=True)
     w = torch.randn(4, 1, 5, 5, requires_grad=True)
     b = torch.randn(4, requires_grad=True)
-    torch.library.opcheck(depthwise_conv, (x, w, b, 2, 2, "auto"))
+    torch.library.opcheck(depthwise_conv, (x, w, b, 2, 2, "switch"))
     x_cl = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
-    torch.library.opcheck(depthwise_conv, (x_cl, w, None, 1, 2, "auto"))  # output layout as the fake kernel says
+    torch.library.opcheck(depthwise_conv, (x_cl, w, None, 1, 2, "switch"))  # output layout as the fake kernel says
     module = DepthwiseConv2d(4, 5)
     compiled = torch.compile(module, backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(x.detach()), module(x.detach()))
