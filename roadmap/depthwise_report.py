@@ -90,9 +90,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         raise ConfigError("--device cuda but no CUDA device is visible; use --device cpu")
     channels_last = device.type == "cuda" if args.channels_last is None else args.channels_last
     retain_freed_memory()
-    tuner = depthwise.AUTOTUNER
-    tuner.retune = args.retune
-    tuner.calls.clear()
+    tuner = depthwise.AUTOTUNER = depthwise.Autotuner(retune=args.retune)  # this process's: only this iteration
     one_iteration(args.step, args.regime, args.batch_size, args.img_size, device, channels_last)
     calls, choices = dict(tuner.calls), tuner.choices or {}
     print(f"depthwise paths of {args.step} ({args.regime}), batch {args.batch_size}, {args.img_size}², "

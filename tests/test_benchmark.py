@@ -36,3 +36,37 @@ def test_benchmark_rejects_an_unknown_step(capsys):
         main(["--steps", "kernel_13"])
     assert exit_info.value.code == 2
     assert "unknown step(s) ['kernel_13']" in capsys.readouterr().err
+
+
+def test_depthwise_report_shows_every_case_of_one_iteration_and_retunes(tmp_path, monkeypatch, capsys):
+    """One training iteration of kernel_11 at 16 px, batch 2: a row per depthwise case it runs, each with its
+    chosen path among the timed ones; ``--retune`` measures every case again (a stand-in timer: the rows'
+    plumbing is tested here, the timing in tests/test_depthwise.py)."""
+    from roadmap import depthwise
+    from roadmap import depthwise_report
+
+    monkeypatch.setenv("ROADMAP_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(depthwise, "AUTOTUNER", depthwise.AUTOTUNER)  # the report replaces it: restored after
+    measured = []
+    monkeypatch.setattr(depthwise, "stable_seconds", lambda fn, **timing: (measured.append(fn()), (1e-3, 1e-5, 4))[1])
+    args = ["--step", "kernel_11", "--batch-size", "2", "--img-size", "16", "--device", "cpu"]
+    df = depthwise_report.main(args)
+    printed = capsys.readouterr().out
+    assert set(df.op) == {"forward", "grad_input", "grad_weight"}
+    assert (df.k == 11).all() and set(df.stride) == {1, 2} and df.calls.sum() == 3 * 18  # blocks (3, 3, 9, 3)
+    assert all(row[row.chosen] == "1.000 ± 0.010" for _, row in df.iterrows())
+    assert (df.crop != "").all()  # 11×11 on stages of 4×4 to 1×1: taps that only meet padding
+    assert all(f"{op}: " in printed for op in ("forward", "grad_input", "grad_weight"))
+    first = len(measured)
+    depthwise_report.main(args)
+    assert len(measured) == first  # read from the store
+    depthwise_report.main([*args, "--retune"])
+    assert len(measured) == 2 * first
+
+
+def test_depthwise_report_rejects_an_unknown_step(capsys):
+    from roadmap.depthwise_report import main as report
+
+    with pytest.raises(SystemExit) as exit_info:
+        report(["--step", "kernel_13"])
+    assert exit_info.value.code == 2 and "unknown step 'kernel_13' for regime r50" in capsys.readouterr().err

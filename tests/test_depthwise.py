@@ -264,3 +264,15 @@ def test_triton_path_through_the_module(triton_kernels):
     ours, reference, x = ours.to(device), reference.to(device), x.to(device)
     for a, b in zip(_outputs_and_grads(ours, x), _outputs_and_grads(reference, x)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_counting_flops_runs_no_depthwise_kernel(autotune_cache, monkeypatch):
+    """GFLOPs and the input-size check run on meta tensors: nothing is measured, stored or run."""
+    from roadmap.profile import check_input_size, count_gflops
+    from roadmap.steps import build_model
+
+    monkeypatch.setattr(depthwise, "_run", lambda *a: pytest.fail("a depthwise kernel ran"))
+    model = build_model("kernel_11", "r50")
+    assert count_gflops(model, 224) == pytest.approx(4.29, abs=0.01)  # Table 10
+    check_input_size(model, 32)
+    assert not depthwise.AUTOTUNER.calls and not autotune_cache.exists()

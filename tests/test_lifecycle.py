@@ -1,6 +1,8 @@
 """A run's lifecycle: its identity (folder) is its config, exact resume after a hard kill or a preemption,
 real failures recorded, wandb continuity, EMA on optimizer steps, checkpoints and exported weights,
 evaluation without training and starting from weights."""
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -13,7 +15,7 @@ import torch
 from PIL import Image
 
 from analysis.roadmap import load_runs, roadmap_table
-from roadmap import ConfigError, build_model, record, weights
+from roadmap import ConfigError, build_model, depthwise, record, weights
 from roadmap.record import RunRecord
 from roadmap.callbacks import Stopped
 from roadmap.compat import to_reference_state_dict
@@ -33,8 +35,28 @@ RESUMABLE = [sys.executable, "run.py", "+step=separate_downsampling", "budget=sm
              "trainer.enable_progress_bar=false"]  # 3 epochs × 4 batches
 
 
-def _run(root, *extra):
-    return subprocess.run([*RESUMABLE, f"run.root={root}", *extra], cwd=REPO, capture_output=True, text=True)
+def _run(root, *extra, env=None):
+    return subprocess.run([*RESUMABLE, f"run.root={root}", *extra], cwd=REPO, capture_output=True, text=True,
+                          env=env)
+
+
+def _store_with_other_paths(folder: Path) -> dict[str, str]:
+    """The environment of a process whose depthwise store is this session's with every case that had a correct
+    runner-up switched to it: what another machine, or a retune, may have stored."""
+    store = json.loads(depthwise.cache_file().read_text())  # tests/conftest.py's ROADMAP_CACHE_DIR
+    switched = 0
+    for entry in store.values():
+        others = [path for path in entry["ms"] if path != entry["path"]]
+        if others:
+            entry["path"], switched = others[0], switched + 1
+    assert switched
+    folder.mkdir()
+    (folder / "depthwise.json").write_text(json.dumps(store))
+    return {**os.environ, "ROADMAP_CACHE_DIR": str(folder)}
+
+
+def _depthwise_paths(run_dir: Path) -> dict[str, str]:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["depthwise_paths"]
 
 
 def _run_dir(root) -> Path:
@@ -59,7 +81,8 @@ def _assert_same_run(resumed: Path, uninterrupted: Path):
 def test_mid_epoch_checkpoint_resumes_exactly_after_a_hard_kill(uninterrupted, tmp_path):
     """``run.checkpoint_every_n_steps=2``, SIGKILL at step 7 (epoch 2, batch 3): the run resumes from step 6's
     checkpoint, its progress bar knows the epoch's length, Lightning does not call the loader unresumable, and
-    it ends with the uninterrupted run's weights."""
+    it ends with the uninterrupted run's weights, on the depthwise paths its checkpoint kept, though the
+    resuming process's store holds other choices."""
     every = ["run.checkpoint_every_n_steps=2"]
     killed = _run(tmp_path, *every, "+callbacks.kill._target_=tests.helpers.KillAfterSteps", "+callbacks.kill.steps=7")
     assert killed.returncode == -9
@@ -67,8 +90,10 @@ def test_mid_epoch_checkpoint_resumes_exactly_after_a_hard_kill(uninterrupted, t
     assert RunRecord.read(run_dir).status == "running"
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["global_step"] == 6  # mid-epoch: 4 steps an epoch
-    resumed = _run(tmp_path, *every, "trainer.enable_progress_bar=true")
+    resumed = _run(tmp_path, *every, "trainer.enable_progress_bar=true",
+                   env=_store_with_other_paths(tmp_path / "other-store"))
     assert resumed.returncode == 0 and "resuming from" in resumed.stdout, resumed.stderr[-2000:]
+    assert _depthwise_paths(run_dir) == _depthwise_paths(uninterrupted)
     bars = [line for line in resumed.stdout.replace("\r", "\n").splitlines() if line.startswith("Epoch 1:")]
     assert bars and all("/4 " in line for line in bars), bars[:3]
     assert "not resumable" not in resumed.stderr
