@@ -25,12 +25,22 @@ def median_seconds(*fns: Callable[[], object], warmup: int, repeats: int) -> lis
 
 
 def stable_seconds(fn: Callable[[], object], *, threshold: float, min_run_time: float,
-                   max_run_time: float) -> tuple[float, float, int]:
-    """(median, interquartile range, number of timed blocks) in seconds per call of ``fn``, from
-    ``Timer.adaptive_autorange``: blocks of calls are timed until their IQR is under ``threshold`` × the median
-    (after at least ``min_run_time`` seconds) or ``max_run_time`` seconds have passed."""
+                   max_run_time: float, block_s: float = 1e-3) -> tuple[float, float, int]:
+    """(median, interquartile range, number of timed blocks) in seconds per call of ``fn``: after one untimed
+    call, ``Timer.timeit`` blocks of enough calls for ``block_s`` each (a timer's overhead is microseconds), at
+    least 5 of them and ``min_run_time`` seconds, until their IQR is under ``threshold`` × the median or
+    ``max_run_time`` seconds have passed. (``Timer.adaptive_autorange`` sizes its blocks for a 1e-4 overhead,
+    100 ms each for a 1 ms call: seconds per path for nothing.)"""
     from torch.utils.benchmark import Timer
 
     timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    measurement = timer.adaptive_autorange(threshold, min_run_time=min_run_time, max_run_time=max_run_time)
-    return measurement.median, measurement.iqr, len(measurement.times)
+    first = timer.timeit(1).median  # warm-up, and the size of a block
+    number = max(1, round(block_s / max(first, 1e-9)))
+    times, spent = [], first
+    while True:
+        times.append(timer.timeit(number).median)
+        spent += times[-1] * number
+        quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else [0.0, times[0], 0.0]
+        iqr, median = quartiles[2] - quartiles[0], statistics.median(times)
+        if (len(times) >= 5 and spent >= min_run_time and iqr <= threshold * median) or spent >= max_run_time:
+            return median, iqr, len(times)

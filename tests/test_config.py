@@ -193,7 +193,7 @@ def test_custom_step_from_a_yaml_file_alone(user_conf, tmp_path):
      "error: this step needs images of at least 32 px, data.img_size is 28: set data.img_size=32"),
     (["+step=gelu", "data=cifar10"], "error: data.root is not set: add data.root=... to the command line"),
     (["+step=kernel_11", "depthwise=cudnn"],
-     "error: depthwise=cudnn: must be one of auto, native, switch, fft, triton (roadmap/depthwise.py)"),
+     "error: depthwise=cudnn: must be one of auto, native, switch, crop, flip, fft, triton (roadmap/depthwise.py)"),
 ])
 def test_bad_values_fail_at_start_in_one_line(args, message, tmp_path):
     proc = subprocess.run([sys.executable, "run.py", *args, "logger=csv", f"run.root={tmp_path}"],

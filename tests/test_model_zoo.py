@@ -12,6 +12,7 @@ import torchvision
 
 from roadmap import ConfigError, build_model, list_steps
 from roadmap.compat import load_reference_weights
+from roadmap.depthwise import set_depthwise_impl
 from roadmap.profile import count_gflops, count_params_m
 from roadmap.steps import compose_config
 
@@ -116,7 +117,10 @@ def test_row_0_starts_as_torchvisions_resnet50():
 
 @pytest.mark.parametrize("regime,step", ALL_STEPS, ids=[f"{r}-{s}" for r, s in ALL_STEPS])
 def test_every_step_forward_backward(regime, step):
+    """Every step builds, runs and reaches every parameter; on plain nn.Conv2d (depthwise=native): the paths
+    and their choice are tests/test_depthwise.py's."""
     model = build_model(step, regime, num_classes=7, in_chans=1, drop_path_rate=0.1, layer_scale_init=1e-6)
+    set_depthwise_impl(model, "native")
     out = model(torch.randn(2, 1, 64, 64))
     assert out.shape == (2, 7)
     out.logsumexp(1).sum().backward()
