@@ -184,8 +184,7 @@ def _candidates(op: str, args: tuple, impl: str = "auto") -> dict[str, Callable]
 # ------------------------------------------------------------------------------------------ autotune
 _RTOL = {torch.float32: 1e-3, torch.float64: 1e-6, torch.bfloat16: 2e-2, torch.float16: 5e-3}
 # per path: blocks of calls until their IQR is under 10% of the median (Timer's default) or the time is up
-_TIMING = {"cpu": dict(threshold=0.1, min_run_time=0.02, max_run_time=0.5),
-           "cuda": dict(threshold=0.1, min_run_time=0.02, max_run_time=0.5)}
+_TIMING = dict(threshold=0.1, min_run_time=0.02, max_run_time=0.5)
 _TIE = 0.02  # a path must beat every earlier one (native first) by more than this to be chosen over it
 _SOURCES = ("depthwise.py", "depthwise_paths.py", "triton_depthwise.py")
 
@@ -237,7 +236,6 @@ def measure(candidates: dict[str, Callable], args: tuple) -> dict:
         raise RuntimeError(f"the native depthwise conv gave non-finite values on seeded inputs of shapes "
                            f"{[tuple(a.shape) for a in args if isinstance(a, Tensor)]}: no path can be checked")
     tolerance = _RTOL.get(reference.dtype, 1e-3) * max(reference.abs().max().item(), 1e-30)
-    timing = _TIMING.get(args[0].device.type, _TIMING["cpu"])
     ms, iqr_ms, errors = {}, {}, {}
     for name, fn in candidates.items():
         try:
@@ -245,7 +243,7 @@ def measure(candidates: dict[str, Callable], args: tuple) -> dict:
             errors[name] = (out.float() - reference.float()).abs().max().item()
             if not errors[name] <= tolerance:  # NaN is not <=
                 continue
-            median, iqr, _ = stable_seconds(lambda: fn(*args), **timing)
+            median, iqr, _ = stable_seconds(lambda: fn(*args), **_TIMING)
             ms[name], iqr_ms[name] = round(median * 1e3, 4), round(iqr * 1e3, 4)
         except Exception as error:  # a path that cannot run this case (e.g. Triton compile) is skipped
             errors[name] = repr(error)[:200]
