@@ -36,7 +36,7 @@ from roadmap.cpu_allocator import retain_freed_memory
 from roadmap.data import RoadmapDataModule
 from roadmap.depthwise import set_depthwise_impl
 from roadmap.depthwise_paths import IMPLS
-from roadmap.devices import device_name
+from roadmap.devices import chosen_device, device_name
 from roadmap.effective import effective_run
 from roadmap.errors import ConfigError, exit_on_config_error
 from roadmap.files import atomic_path
@@ -173,10 +173,7 @@ def run_benchmark(regime: str = "r50", steps: list[str] | None = None, device: s
                   data_batches: int = 4, overrides: list[str] = (), depthwise: str = "auto",
                   log=print) -> pd.DataFrame:
     """One table: a row per step (in roadmap order), a row per timm reference, a data-pipeline row."""
-    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                          "cpu" if device == "auto" else device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda but no CUDA device is visible; use --device cpu")
+    device = chosen_device(device)
     batch_size = batch_size or (128 if device.type == "cuda" else 16)
     channels_last = device.type == "cuda" if channels_last is None else channels_last
     table = regime_table(regime)

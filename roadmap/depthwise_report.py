@@ -20,7 +20,7 @@ import torch
 from roadmap import depthwise
 from roadmap.cpu_allocator import retain_freed_memory
 from roadmap.depthwise_paths import PATHS
-from roadmap.devices import device_name
+from roadmap.devices import chosen_device, device_name
 from roadmap.errors import ConfigError, exit_on_config_error
 from roadmap.profile import render
 from roadmap.steps import available_regimes, compose_config, instantiate_model, list_steps
@@ -84,10 +84,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     steps = [s.name for s in list_steps(args.regime)]
     if args.step not in steps:
         raise ConfigError(f"unknown step {args.step!r} for regime {args.regime}; valid: {', '.join(steps)}")
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda but no CUDA device is visible; use --device cpu")
+    device = chosen_device(args.device)
     channels_last = device.type == "cuda" if args.channels_last is None else args.channels_last
     retain_freed_memory()
     tuner = depthwise.AUTOTUNER = depthwise.Autotuner(retune=args.retune)  # this process's: only this iteration

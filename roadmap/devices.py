@@ -1,5 +1,5 @@
 """Device names as run records, the benchmark and the depthwise autotuner write them, so their numbers can be
-matched: the GPU's model name, or the CPU's with its core count."""
+matched: the GPU's model name, or the CPU's with its core count; and the device a CLI's ``--device`` names."""
 from __future__ import annotations
 
 import functools
@@ -8,6 +8,8 @@ import platform
 from pathlib import Path
 
 import torch
+
+from roadmap.errors import ConfigError
 
 
 @functools.cache
@@ -22,3 +24,12 @@ def device_name(device: str | torch.device) -> str:
     except (OSError, StopIteration):
         pass
     return f"{model} ({os.cpu_count()} cores)"
+
+
+def chosen_device(name: str) -> torch.device:
+    """``--device``: ``auto`` (CUDA when visible, else CPU), ``cpu``, ``cuda`` or ``cuda:N``; CUDA that is not
+    visible is refused in one line."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda but no CUDA device is visible; use --device cpu")
+    return device

@@ -70,3 +70,18 @@ def test_depthwise_report_rejects_an_unknown_step(capsys):
     with pytest.raises(SystemExit) as exit_info:
         report(["--step", "kernel_13"])
     assert exit_info.value.code == 2 and "unknown step 'kernel_13' for regime r50" in capsys.readouterr().err
+
+
+def test_device_cuda_without_a_gpu_is_one_line(capsys):
+    """Both CLIs resolve ``--device`` through ``roadmap.devices.chosen_device``."""
+    import torch
+
+    from roadmap.depthwise_report import main as report
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    for cli, args in ((main, ["--device", "cuda"]), (report, ["--step", "kernel_7", "--device", "cuda"])):
+        with pytest.raises(SystemExit) as exit_info:
+            cli(args)
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.strip() == "error: --device cuda but no CUDA device is visible; use --device cpu"
