@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from roadmap.callbacks import Stopped
 from roadmap.errors import ConfigError
+from roadmap.schema import refuse_loop_overrides
 from roadmap.sweep import EXIT, write_outcome
 from roadmap.evaluate import evaluate
 from roadmap.train import train
@@ -22,6 +23,8 @@ from roadmap.train import train
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
+    if sweeping:  # a job that dies without a word stays "running": the launcher turns it into failed
+        write_outcome(cfg, "running", None)
     try:
         if cfg.mode == "eval":
             evaluate(cfg)
@@ -46,4 +49,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    try:
+        refuse_loop_overrides(sys.argv[1:])
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     main()

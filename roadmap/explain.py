@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from roadmap.errors import ConfigError, exit_on_config_error
 from roadmap.effective import effective_run
 from roadmap.steps import CONF_DIR, compose_config, config_dirs
+from roadmap.schema import refuse_loop_overrides
 
 REFERENCE = ["+experiment=paper_in1k", "data.root=/imagenet"]
 _INTERPOLATION = re.compile(r"^\$\{([\w.]+)\}$")
@@ -133,6 +134,7 @@ class Provenance:
 
 def explain(overrides: list[str]) -> str:
     """The effective run of ``run.py <overrides>`` beside the paper's, as text."""
+    refuse_loop_overrides(overrides)
     step = next((o.split("=", 1)[1] for o in overrides if o.startswith("+step=")), None)
     if step is None:
         raise ConfigError("no step chosen: add +step=<name> (as for run.py)")

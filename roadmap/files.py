@@ -1,5 +1,6 @@
-"""Atomic file writes: every result, record, table, chart and cache entry is written through these, so a
-reader never sees half a file and a crash never leaves one."""
+"""Atomic file writes: every result, record, table, chart, cache entry and checkpoint is written through these, so
+a reader never sees half a file and a crash never leaves one: written beside its place, flushed to disk (fsync),
+renamed over it, and the rename itself flushed (the folder's fsync)."""
 from __future__ import annotations
 
 import os
@@ -10,15 +11,30 @@ from pathlib import Path
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename, once on disk."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")  # one per process: writers may race
+    tmp = temporary_path(path, os.getpid())  # one per process: writers may race
     try:
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def temporary_path(path: Path, pid: int | str) -> Path:
+    """Where process ``pid`` writes ``path`` before the rename (``*`` for ``pid``: a glob of every writer's)."""
+    return path.with_name(f".{path.stem}.{pid}.tmp{path.suffix}")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_text(path: Path, text: str) -> None:

@@ -5,7 +5,7 @@ all go through this module; nothing else spells a run's paths or keys.
 Layout (one folder per run, stable across restarts and requeues; ``run.dir`` is :meth:`RunKey.path`)::
 
     <run.root>/<data>-<budget>[+<key@value>...]/<regime>/<step>/seed<k>/
-        config.yaml  metrics.json  checkpoints/{last,best}.ckpt  weights/*.safetensors  csv/  wandb/  wandb_id
+        config.yaml  metrics.json  checkpoints/{last,previous,best}.ckpt  weights/*.safetensors  csv/  wandb/  wandb_id
 
 ``+<key@value>`` names each command-line override that changes a run's result (anything but the step,
 seed, regime, the data/budget/experiment choice that names the group, hardware, logging and paths), so
@@ -147,6 +147,7 @@ class RunPaths:
     metrics = property(lambda self: self.root / RESULT_FILE)
     checkpoints = property(lambda self: self.root / "checkpoints")
     last_ckpt = property(lambda self: self.checkpoints / "last.ckpt")
+    previous_ckpt = property(lambda self: self.checkpoints / "previous.ckpt")  # the one last.ckpt replaced
     best_ckpt = property(lambda self: self.checkpoints / "best.ckpt")
     weights = property(lambda self: self.root / "weights")
     wandb_id = property(lambda self: self.root / "wandb_id")

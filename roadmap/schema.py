@@ -160,12 +160,25 @@ def _checked_part(cfg: DictConfig) -> dict:
     return part
 
 
+def _loop_key_refused(key: str) -> ConfigError:
+    return ConfigError(f"trainer.{key} is set by the effective run from the recipe and budget: set "
+                       f"{EFFECTIVE_RUN_ARGUMENTS[key]} instead")
+
+
+def refuse_loop_overrides(overrides: list[str]) -> None:
+    """A command-line ``trainer.<loop key>=N``, with or without ``+``, refused before Hydra composes (Hydra would
+    answer the plain form with its struct error and the advice to add ``+``)."""
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0]
+        if key.startswith("trainer.") and key.removeprefix("trainer.") in EFFECTIVE_RUN_ARGUMENTS:
+            raise _loop_key_refused(key.removeprefix("trainer."))
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError (one line) for the first value of ``cfg`` of the wrong type or out of range."""
     for key in EFFECTIVE_RUN_ARGUMENTS:
-        if key in cfg.trainer:
-            raise ConfigError(f"trainer.{key} is set by the effective run from the recipe and budget: set "
-                              f"{EFFECTIVE_RUN_ARGUMENTS[key]} instead")
+        if key in cfg.trainer:  # a trainer file of the user's
+            raise _loop_key_refused(key)
     schema = OmegaConf.structured(Schema)
     for node in (schema, schema.budget, schema.recipe, schema.recipe.optimizer, schema.recipe.ema, schema.data, schema.run):
         OmegaConf.set_struct(node, False)  # keys the schema does not name pass through unchecked

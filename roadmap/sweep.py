@@ -26,9 +26,12 @@ EXIT = {"done": 0, "failed": 1, "missing": 1, "refused": 2, "preempted": 3, "can
 
 
 def write_outcome(cfg, status: str, error: str | None) -> None:
-    """This job's outcome, for the sweep's report (in the Hydra job folder, atomically)."""
+    """This job's outcome, for the sweep's report (in the Hydra job folder, atomically; by global rank 0)."""
     from hydra.core.hydra_config import HydraConfig
+    from lightning.pytorch.utilities import rank_zero_only
 
+    if rank_zero_only.rank != 0:
+        return
     outcome = {"step": HydraConfig.get().runtime.choices.get("step"), "regime": cfg.regime.name, "seed": cfg.seed,
                "status": status, "error": error, "run_dir": str(Path(cfg.run.dir).resolve())}
     write_text(Path(HydraConfig.get().runtime.output_dir) / OUTCOME_FILE, json.dumps(outcome, indent=2))

@@ -14,13 +14,16 @@ from pathlib import Path
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from roadmap import record
 from roadmap.callbacks import History, Preemption, ResumableProgressBar, Throughput
+from roadmap.checkpoints import AtomicCheckpointIO, resume_point
 from roadmap.cpu_allocator import retain_freed_memory
 from roadmap.data import RoadmapDataModule
 from roadmap.devices import device_name
@@ -40,7 +43,7 @@ def build_loggers(cfg: DictConfig, paths: RunPaths) -> list:
     loggers = []
     for node in cfg.logger.values():
         extra = {}
-        if "id" in node and node.id is None:
+        if "id" in node and node.id is None and rank_zero_only.rank == 0:  # other ranks log nothing
             if not paths.wandb_id.exists():
                 write_text(paths.wandb_id, uuid.uuid4().hex[:12])
             extra["id"] = paths.wandb_id.read_text().strip()
@@ -69,9 +72,22 @@ def build_trainer(cfg: DictConfig, run, paths: RunPaths, callbacks: list) -> L.T
     extra = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
     if cfg.trainer.get("enable_progress_bar", True):
         extra.append(ResumableProgressBar())
-    return instantiate(cfg.trainer, callbacks=[*callbacks, *checkpoint_callbacks(cfg, paths), *extra],
-                       logger=build_loggers(cfg, paths), default_root_dir=str(paths.root), enable_checkpointing=True,
-                       use_distributed_sampler=False, **run.trainer_arguments())
+    plugins = [*(instantiate(p) for p in cfg.trainer.get("plugins") or []),
+               AtomicCheckpointIO(keep_previous={paths.last_ckpt: paths.previous_ckpt})]
+    try:
+        return instantiate(cfg.trainer, callbacks=[*callbacks, *checkpoint_callbacks(cfg, paths), *extra],
+                           plugins=plugins, logger=build_loggers(cfg, paths), default_root_dir=str(paths.root),
+                           enable_checkpointing=True, use_distributed_sampler=False, **run.trainer_arguments())
+    except InstantiationException as err:
+        if not isinstance(err.__cause__, (ValueError, TypeError, MisconfigurationException)):
+            raise
+        reason = " ".join(str(err.__cause__).split())  # a trainer value Lightning refuses
+        raise ConfigError(f"Lightning refuses the trainer ({_trainer_values(cfg.trainer)}): {reason[:300]}") from None
+
+
+def _trainer_values(trainer) -> str:
+    return ", ".join(f"trainer.{k}={trainer.get(k)}" for k in ("accelerator", "devices", "strategy", "precision")
+                     if k in trainer)
 
 
 def check_identity(cfg: DictConfig, paths: RunPaths) -> None:
@@ -133,8 +149,9 @@ def train(cfg: DictConfig) -> RunRecord:
         raise ConfigError(f"{len(datamodule.train_set)} training images give no full batch of "
                           f"{cfg.budget.batch_size} × {run.effective_batch // cfg.budget.batch_size} (processes × "
                           f"accumulation): lower budget.batch_size or add data")
-    paths.root.mkdir(parents=True, exist_ok=True)
-    write_text(paths.config, OmegaConf.to_yaml(record.resolved(cfg)))
+    if rank_zero_only.rank == 0:  # every file of the run folder is global rank 0's
+        paths.root.mkdir(parents=True, exist_ok=True)
+        write_text(paths.config, OmegaConf.to_yaml(record.resolved(cfg)))
 
     started = time.time()
     history, throughput = History(), Throughput()
@@ -145,15 +162,15 @@ def train(cfg: DictConfig) -> RunRecord:
             header.with_status(status, error or STOPPED[status].format(last=paths.relative(paths.last_ckpt)), history.epochs, time.time() - started).write(paths.root)
 
     preemption = Preemption(paths.last_ckpt, stopped)
-    if rank_zero_only.rank == 0:
-        header.write(paths.root)
     module = RoadmapModule(model, cfg.recipe, num_classes=cfg.data.num_classes, run=run, seed=cfg.seed,
                            channels_last=cfg.channels_last, compile=cfg.compile, compile_cache=cfg.compile_cache,
                            depthwise=cfg.depthwise)
     trainer = build_trainer(cfg, run, paths, [history, throughput, preemption])
+    resume = resume_point(paths) if cfg.run.resume and not cfg.run.force else None
+    if rank_zero_only.rank == 0:
+        header.write(paths.root)
     for logger in trainer.loggers:  # the resolved run config reaches every logger (wandb: filterable)
         logger.log_hyperparams(record.resolved(cfg))
-    resume = paths.last_ckpt if cfg.run.resume and paths.last_ckpt.exists() and not cfg.run.force else None
     if resume:
         print(f"resuming from {resume}")
     try:
@@ -170,6 +187,7 @@ def train(cfg: DictConfig) -> RunRecord:
             wandb.finish()
     if not trainer.is_global_zero:
         return header
+    paths.previous_ckpt.unlink(missing_ok=True)  # kept only while the run may resume from it
     exported = export_run_weights(module, paths) if cfg.run.export_weights else {}
     result = header.finished(
         history.epochs, record.table_metric(cfg.recipe), time.time() - started, weights=exported,

@@ -1,9 +1,14 @@
-"""A real single-node SLURM for the cluster tests: Debian's ``slurm-wlm`` and ``munge``, installed when absent
-(root and apt), configured in a temporary folder, started, and stopped by pid.
+"""A real SLURM for the cluster tests: Debian's ``slurm-wlm``, ``munge`` and, for accounting, ``slurmdbd`` with a
+``mariadb-server`` database, installed when absent (root and apt), configured in a temporary folder, started,
+and stopped by pid.
 
-Two partitions on the one node: ``debug`` (default, low priority, preemptible: ``PreemptMode=REQUEUE``,
-``GraceTime``) and ``urgent`` (high priority), as a lab cluster with a preemptible queue has them. Every
-daemon, socket, state and log lives in the folder; clients find it through ``SLURM_CONF``.
+Nodes ``n1`` and ``n2`` (one CPU each) are two ``slurmd -N`` daemons on this machine, each on its own port, every
+address on loopback (``/etc/hosts`` names both 127.0.0.1, as Lightning resolves a job's first node for DDP).
+Two partitions over both: ``debug`` (default, low priority, preemptible: ``PreemptMode=REQUEUE``,
+``GraceTime``) and ``urgent`` (high priority), as a lab cluster with a preemptible queue has them. With
+``accounting=True`` (the default) ``slurmdbd`` stores every job in MariaDB and ``sacct`` answers as on a real
+cluster; ``accounting=False`` is a small cluster without it. Every daemon, socket, database, state and log lives
+in the folder; clients find it through ``SLURM_CONF``.
 
     python -m tests.cluster      # start one by hand, print its SLURM_CONF, stop it on Enter
 """
@@ -12,15 +17,18 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-PACKAGES = ("slurm-wlm", "munge")
-BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "sinfo", "squeue", "scancel", "srun")
+PACKAGES = ("slurm-wlm", "munge", "slurmdbd", "mariadb-server")
+BINARIES = ("munged", "slurmctld", "slurmd", "slurmdbd", "mariadbd", "mariadb-install-db", "sbatch", "scontrol",
+            "sinfo", "squeue", "scancel", "srun", "sacct")
+DAEMONS = ("slurmctld", "slurmd", "slurmdbd", "mariadbd", "munged", "slurmstepd")  # what stop() must leave dead
+NODES = ("n1", "n2")
 GRACE_TIME_S = 60
+HOSTS_LINE = f"127.0.0.1 {' '.join(NODES)}  # roadmap test cluster"
 
 
 class Unavailable(RuntimeError):
@@ -28,7 +36,7 @@ class Unavailable(RuntimeError):
 
 
 def install() -> None:
-    """``apt-get install slurm-wlm munge`` when a binary is missing; Unavailable where that cannot run."""
+    """``apt-get install`` the packages when a binary is missing; Unavailable where that cannot run."""
     if all(shutil.which(b) for b in BINARIES):
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
@@ -36,29 +44,32 @@ def install() -> None:
                           f"apt-get install {' '.join(PACKAGES)} to run the cluster tests")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *PACKAGES]):
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
         if proc.returncode:
             raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr[-1000:]}")
 
 
-def _node_line(memory_mb: int) -> str:
-    """This machine as slurmd sees it (``slurmd -C``), with the memory jobs may use (at most what it has)."""
-    line = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, check=True).stdout.splitlines()[0]
-    fields = dict(f.split("=", 1) for f in line.split())
-    fields["RealMemory"] = str(min(memory_mb, int(fields.get("RealMemory", memory_mb))))
-    return " ".join([*(f"{k}={v}" for k, v in fields.items() if k != "UpTime"), "NodeAddr=127.0.0.1"])
+def _name_nodes_on_loopback() -> None:
+    """``127.0.0.1 n1 n2`` in /etc/hosts, once: a job's node names must resolve (Lightning's MASTER_ADDR)."""
+    hosts = Path("/etc/hosts")
+    if HOSTS_LINE not in hosts.read_text():
+        with hosts.open("a") as f:
+            f.write(f"\n{HOSTS_LINE}\n")
 
 
 class Cluster:
-    """One node, two partitions; :meth:`start` waits until the node is idle, :meth:`stop` ends every daemon."""
+    """Two nodes, two partitions, accounting on or off; :meth:`start` waits until both nodes are idle,
+    :meth:`stop` ends every daemon. ``port`` is the first of the ports it takes (five in a row)."""
 
-    def __init__(self, folder: Path | None = None, memory_mb: int = 8000):
+    def __init__(self, folder: Path | None = None, accounting: bool = True, port: int = 16817,
+                 memory_mb: int = 8000):
         self.folder = Path(folder or tempfile.mkdtemp(prefix="roadmap-slurm-"))
-        self.memory_mb = memory_mb
+        self.accounting, self.memory_mb = accounting, memory_mb
+        self.ports = {"slurmctld": port, "n1": port + 1, "n2": port + 2, "slurmdbd": port + 3, "mariadbd": port + 4}
         self.conf = self.folder / "slurm.conf"
-        self.node = socket.gethostname().split(".")[0]
-        self.cpus = os.cpu_count()
-        self.pid_files = {name: self.folder / f"{name}.pid" for name in ("munged", "slurmctld", "slurmd")}
+        self.cpus = 1  # per node
+        self.pid_files = {name: self.folder / f"{name}.pid"
+                          for name in ("munged", "slurmctld", "slurmdbd", "mariadbd", *(f"slurmd-{n}" for n in NODES))}
 
     @property
     def env(self) -> dict[str, str]:
@@ -66,65 +77,133 @@ class Cluster:
         return {**os.environ, "SLURM_CONF": str(self.conf)}
 
     def _write_config(self) -> None:
-        """slurm.conf in the folder; daemons talk over loopback, so the host name needs no DNS."""
-        f = self.folder
-        for sub in ("state", "spool"):
+        """slurm.conf (and slurmdbd.conf) in the folder; daemons talk over loopback, so nothing needs DNS."""
+        f, host = self.folder, "localhost"
+        for sub in ("state", "log"):
             (f / sub).mkdir(parents=True, exist_ok=True)
+        accounting = (["AccountingStorageType=accounting_storage/slurmdbd", "AccountingStorageHost=127.0.0.1",
+                       f"AccountingStoragePort={self.ports['slurmdbd']}",
+                       f"AccountingStoragePass={f / 'munge.socket'}"] if self.accounting  # its munge socket
+                      else ["AccountingStorageType=accounting_storage/none"])
+        nodes = [f"NodeName={n} NodeHostname={os.uname().nodename.split('.')[0]} NodeAddr=127.0.0.1 "
+                 f"Port={self.ports[n]} CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN" for n in NODES]
         self.conf.write_text("\n".join([
-            "ClusterName=roadmap", f"SlurmctldHost={self.node}(127.0.0.1)", "SlurmUser=root", "SlurmdUser=root",
+            "ClusterName=roadmap", f"SlurmctldHost={host}(127.0.0.1)", "SlurmUser=root", "SlurmdUser=root",
             "AuthType=auth/munge", f"AuthInfo=socket={f / 'munge.socket'}",
-            f"StateSaveLocation={f / 'state'}", f"SlurmdSpoolDir={f / 'spool'}",
-            f"SlurmctldPidFile={self.pid_files['slurmctld']}", f"SlurmdPidFile={self.pid_files['slurmd']}",
-            f"SlurmctldLogFile={f / 'slurmctld.log'}", f"SlurmdLogFile={f / 'slurmd.log'}",
-            "SlurmctldPort=16817", "SlurmdPort=16818",
+            f"StateSaveLocation={f / 'state'}", f"SlurmdSpoolDir={f / 'spool-%n'}",
+            f"SlurmctldPidFile={self.pid_files['slurmctld']}", f"SlurmdPidFile={f / 'slurmd-%n.pid'}",
+            f"SlurmctldLogFile={f / 'log' / 'slurmctld.log'}", f"SlurmdLogFile={f / 'log' / 'slurmd-%n.log'}",
+            f"SlurmctldPort={self.ports['slurmctld']}",
             "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
             "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core_Memory",
             "SchedulerType=sched/backfill", f"DefMemPerCPU={self.memory_mb // self.cpus}",  # else a job takes it all
             "ReturnToService=2", "MpiDefault=none", "KillWait=30", "MinJobAge=3600",  # finished jobs stay visible
-            "JobCompType=jobcomp/none", "JobAcctGatherType=jobacct_gather/none",
-            "AccountingStorageType=accounting_storage/none",
-            "PreemptType=preempt/partition_prio", "PreemptMode=REQUEUE",
-            _node_line(self.memory_mb),
-            f"PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP PriorityTier=1 "
+            "SlurmdTimeout=20",  # a silent node is marked down after 20 s (default 300)
+            "JobCompType=jobcomp/none", "JobAcctGatherType=jobacct_gather/none", *accounting,
+            "PreemptType=preempt/partition_prio", "PreemptMode=REQUEUE", *nodes,
+            f"PartitionName=debug Nodes={','.join(NODES)} Default=YES MaxTime=INFINITE State=UP PriorityTier=1 "
             f"PreemptMode=REQUEUE GraceTime={GRACE_TIME_S}",
-            f"PartitionName=urgent Nodes={self.node} MaxTime=INFINITE State=UP PriorityTier=10",
+            f"PartitionName=urgent Nodes={','.join(NODES)} MaxTime=INFINITE State=UP PriorityTier=10",
         ]) + "\n")
+        if self.accounting:
+            dbd = self.folder / "slurmdbd.conf"
+            dbd.write_text("\n".join([
+                "AuthType=auth/munge", f"AuthInfo=socket={f / 'munge.socket'}", "DbdHost=localhost",
+                "DbdAddr=127.0.0.1", f"DbdPort={self.ports['slurmdbd']}", "SlurmUser=root",
+                f"PidFile={self.pid_files['slurmdbd']}", f"LogFile={f / 'log' / 'slurmdbd.log'}",
+                "StorageType=accounting_storage/mysql", "StorageHost=127.0.0.1",
+                f"StoragePort={self.ports['mariadbd']}", "StorageUser=slurm", "StoragePass=roadmap",
+                "StorageLoc=slurm_acct_db"]) + "\n")
+            dbd.chmod(0o600)  # slurmdbd refuses a config others can read
 
     def _start_munge(self) -> None:
         key = self.folder / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o600)
         subprocess.run(["munged", "--force", f"--key-file={key}", f"--socket={self.folder / 'munge.socket'}",
-                        f"--pid-file={self.pid_files['munged']}", f"--log-file={self.folder / 'munged.log'}",
+                        f"--pid-file={self.pid_files['munged']}", f"--log-file={self.folder / 'log' / 'munged.log'}",
                         f"--seed-file={self.folder / 'munge.seed'}"], check=True, capture_output=True)
 
-    def start(self, timeout_s: float = 60) -> "Cluster":
-        install()
-        self._write_config()
-        self._start_munge()
-        for daemon in ("slurmctld", "slurmd"):
-            subprocess.run([daemon, "-f", str(self.conf)], check=True, capture_output=True, env=self.env)
+    def _start_database(self, timeout_s: float = 60) -> None:
+        """MariaDB in the folder, on a loopback port, with the ``slurm`` user slurmdbd logs in as."""
+        db, sock = self.folder / "db", self.folder / "mysql.sock"
+        subprocess.run(["mariadb-install-db", f"--datadir={db}", "--user=root", "--skip-test-db",
+                        "--auth-root-authentication-method=socket"], check=True, capture_output=True)
+        subprocess.Popen(["mariadbd", "--no-defaults", "--user=root", f"--datadir={db}", f"--socket={sock}",
+                          f"--port={self.ports['mariadbd']}", "--bind-address=127.0.0.1", "--skip-name-resolve",
+                          f"--pid-file={self.pid_files['mariadbd']}", f"--log-error={self.folder / 'log' / 'mariadb.log'}",
+                          "--innodb-buffer-pool-size=32M", "--innodb-lock-wait-timeout=900"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+        sql = ("CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY 'roadmap'; "
+               "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';")
+        self._until(lambda: subprocess.run(["mariadb", "--no-defaults", "-S", str(sock), "-u", "root", "-e", sql],
+                                           capture_output=True).returncode == 0, timeout_s, "MariaDB never took the slurm user")
+
+    def _until(self, ready, timeout_s: float, failure: str) -> None:
         deadline = time.time() + timeout_s
         while time.time() < deadline:
-            state = subprocess.run(["sinfo", "-h", "-n", self.node, "-o", "%t"], capture_output=True, text=True,
-                                   env=self.env).stdout.split()
-            if state and all(s == "idle" for s in state):
-                return self
+            if ready():
+                return
             time.sleep(0.5)
         self.stop()
-        raise RuntimeError(f"the SLURM node never became idle (sinfo: {state}); logs in {self.folder}")
+        raise RuntimeError(f"{failure}; logs in {self.folder / 'log'}")
+
+    def start(self, timeout_s: float = 90) -> "Cluster":
+        install()
+        _name_nodes_on_loopback()
+        self._write_config()
+        self._start_munge()
+        if self.accounting:
+            self._start_database()
+            subprocess.run(["slurmdbd"], check=True, capture_output=True, env=self.env)  # its conf: beside SLURM_CONF
+            self._until(lambda: subprocess.run(["sacctmgr", "-i", "add", "cluster", "roadmap"], capture_output=True,
+                                               env=self.env).returncode == 0, timeout_s, "slurmdbd never answered")
+        subprocess.run(["slurmctld", "-f", str(self.conf)], check=True, capture_output=True, env=self.env)
+        for node in NODES:
+            self.start_node(node)
+        self._until(lambda: self.node_states() == {n: "idle" for n in NODES}, timeout_s,
+                    f"the SLURM nodes never became idle (sinfo: {self.node_states()})")
+        if self.accounting:
+            self._until(lambda: subprocess.run(["sacct", "-n", "-X"], capture_output=True, env=self.env).returncode == 0,
+                        timeout_s, "sacct never answered")
+        return self
+
+    def start_node(self, node: str) -> None:
+        subprocess.run(["slurmd", "-f", str(self.conf), "-N", node], check=True, capture_output=True, env=self.env)
+
+    def node_states(self) -> dict[str, str]:
+        out = self.run("sinfo", "-h", "-N", "-o", "%N %t", check=False)
+        return dict(line.split() for line in out.splitlines() if len(line.split()) == 2)
+
+    def lose_node(self, node: str) -> None:
+        """What a node that drops off the network looks like: SIGKILL its slurmd and every job process on it
+        (their environment names the node), then tell SLURM it is down, as an admin or the health check would."""
+        victims = [int(self.pid_files[f"slurmd-{node}"].read_text().split()[0])]
+        victims += [pid for pid in _pids() if _environ(pid).get("SLURMD_NODENAME") == node]
+        victims += [pid for pid in _pids() if _comm(pid) == "slurmstepd" and _stepd_node(pid) == node]
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.run("scontrol", "update", f"nodename={node}", "state=down", "reason=lost_in_test")
+
+    def bring_back(self, node: str) -> None:
+        """Start the node's slurmd again and resume it."""
+        self.start_node(node)
+        self.run("scontrol", "update", f"nodename={node}", "state=resume", check=False)
 
     def stop(self) -> None:
-        """SIGTERM each daemon by its pid file, slurmd first; SIGKILL what is still alive after 10 s."""
+        """SIGTERM each daemon by its pid file, the nodes first; SIGKILL what is still alive after 10 s."""
         pids = []
-        for name in ("slurmd", "slurmctld", "munged"):
+        for name in (*(f"slurmd-{n}" for n in NODES), "slurmctld", "slurmdbd", "mariadbd", "munged"):
             try:
                 pid = int(self.pid_files[name].read_text().split()[0])
                 os.kill(pid, signal.SIGTERM)
                 pids.append(pid)
             except (FileNotFoundError, ValueError, ProcessLookupError, IndexError):
                 pass
-        deadline = time.time() + 10
+        deadline = time.time() + 15
         for pid in pids:
             while time.time() < deadline and _alive(pid):
                 time.sleep(0.1)
@@ -140,6 +219,40 @@ class Cluster:
         out = self.run("scontrol", "show", "job", "-o", str(job_id), check=False)
         return dict(field.split("=", 1) for field in out.split() if "=" in field)
 
+    def sacct(self, job_id: str) -> dict[str, str]:
+        """What accounting says of a job: State, ExitCode (code:signal), Restarts... of its allocation."""
+        out = self.run("sacct", "-n", "-X", "-P", "-j", str(job_id), "-o", "JobID,State,ExitCode,NodeList", check=False)
+        rows = [dict(zip(("JobID", "State", "ExitCode", "NodeList"), line.split("|"))) for line in out.splitlines()]
+        return rows[-1] if rows else {}
+
+
+def _pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]
+
+
+def _read(pid: int, name: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/{name}").read_bytes()
+    except OSError:
+        return b""
+
+
+def _comm(pid: int) -> str:
+    return _read(pid, "comm").decode(errors="replace").strip()
+
+
+def _environ(pid: int) -> dict[str, str]:
+    pairs = (item.decode(errors="replace").partition("=") for item in _read(pid, "environ").split(b"\0") if item)
+    return {k: v for k, _, v in pairs}
+
+
+def _stepd_node(pid: int) -> str | None:
+    """The node a slurmstepd serves: the node name of any of its child tasks."""
+    for child in _pids():
+        if _read(child, "stat").split(b") ")[-1].split()[1:2] == [str(pid).encode()]:
+            return _environ(child).get("SLURMD_NODENAME")
+    return None
+
 
 def _alive(pid: int) -> bool:
     try:
@@ -147,9 +260,22 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     try:  # a zombie of ours counts as gone
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[0] != "Z"
     except (FileNotFoundError, IndexError):
         return False
+
+
+def leftovers(markers: tuple[str, ...] = ("run.py", "torchrun", "roadmap-slurm-")) -> list[str]:
+    """The live (not zombie) processes a test left behind: SLURM's and the database's daemons, job steps, srun,
+    and training processes (a command line naming ``run.py``, ``torchrun`` or a test cluster's folder)."""
+    found = []
+    for pid in _pids():
+        cmdline = _read(pid, "cmdline").replace(b"\0", b" ").decode(errors="replace").strip()
+        if not _alive(pid) or not cmdline:
+            continue
+        if _comm(pid) in (*DAEMONS, "srun") or any(m in cmdline for m in markers):
+            found.append(f"{pid} {cmdline[:160]}")
+    return found
 
 
 if __name__ == "__main__":

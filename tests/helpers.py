@@ -128,3 +128,24 @@ class SlowFirstAttempt(L.Callback):
             import time
 
             time.sleep(self.seconds)
+
+
+class DieOnStep(L.Callback):
+    """The training process of step ``step`` dies without a word after its first optimizer step, once (a marker
+    file ``<markers>/<step>`` remembers it, so the same command run again trains): ``how`` is ``SIGKILL`` (the
+    OOM killer's signal) or ``segfault`` (a read of address 0)."""
+
+    def __init__(self, step: str, how: str, markers: str):
+        self.step, self.how, self.marker = step, how, Path(markers) / step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.get().runtime.choices.get("step") != self.step or self.marker.exists():
+            return
+        self.marker.write_text(self.how)
+        if self.how == "segfault":
+            import ctypes
+
+            ctypes.string_at(0)
+        os.kill(os.getpid(), signal.SIGKILL)

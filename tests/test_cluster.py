@@ -1,6 +1,7 @@
-"""Clusters for real: the README's SLURM commands through a single-node SLURM that these tests start
-(tests/cluster.py: slurm-wlm + munge, a preemptible ``debug`` partition and a high-priority ``urgent`` one),
-and multi-process DDP (gloo on CPU) under SLURM and locally.
+"""Clusters for real: the README's SLURM commands through a two-node SLURM with accounting that these tests
+start (tests/cluster.py: slurm-wlm, munge, slurmdbd on MariaDB; nodes n1 and n2 of one CPU each; a preemptible
+``debug`` partition and a high-priority ``urgent`` one), a small one without accounting, and multi-process DDP
+(gloo on CPU) over two SLURM nodes and locally.
 
 Every job is the README's ``python run.py -m ... trainer=slurm`` with the CPU overrides below, on a tiny LN
 step (3 epochs × 4 steps) of a narrow regime (``tests.helpers.TINY_REGIME`` on ``$ROADMAP_CONFIG_PATH``:
@@ -35,6 +36,7 @@ CPU_SLURM = ["trainer=slurm", "trainer.accelerator=cpu", "trainer.devices=1", "t
              "hydra.launcher.timeout_min=10"]
 STEP = "bn_to_ln"  # LN: no batch statistics, so a 2-process run can equal a 1-process one
 SLOW = "+callbacks.slow._target_=tests.helpers.SlowFirstAttempt"
+AUDIT = REPO / "tests" / "rank_audit"  # its sitecustomize logs, per global rank, every file a process writes
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -68,10 +70,10 @@ def _run_dir(root: Path, step: str) -> Path:
     return found
 
 
-def _launch(cluster: Cluster, root: Path, *overrides: str, steps: str = STEP) -> subprocess.Popen:
-    """The README's sweep command through submitit, in the background."""
+def _launch(cluster: Cluster, root: Path, *overrides: str, steps: str = STEP, env: dict | None = None) -> subprocess.Popen:
+    """The README's sweep command through submitit, in the background (``env``: more variables for its jobs)."""
     return subprocess.Popen([sys.executable, "run.py", "-m", f"+step={steps}", *TINY, *CPU_SLURM, f"run.root={root}",
-                             *overrides], cwd=REPO, env=cluster.env, stdout=subprocess.PIPE,
+                             *overrides], cwd=REPO, env={**cluster.env, **(env or {})}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
 
@@ -118,7 +120,7 @@ def test_a_sweep_survives_a_preemption_and_builds_the_table(cluster, tmp_path, r
     steps = f"{STEP},gelu,separate_downsampling"
     proc = _launch(cluster, tmp_path, SLOW, "+callbacks.slow.seconds=1", "run.checkpoint_every_n_steps=1", steps=steps)
     _wait_for_training(tmp_path, proc)
-    cluster.run("sbatch", "-p", "urgent", "-c", str(cluster.cpus), "-o", "/dev/null", "--wrap", "sleep 2")
+    cluster.run("sbatch", "-p", "urgent", "-N", "2", "-o", "/dev/null", "--wrap", "sleep 2")  # both nodes
     code, out, seen = _wait(cluster, proc, tmp_path)
     assert code == 0, out[-3000:]
     assert "sweep: 3 of 3 steps done" in out and f"{REGIME}/{STEP} seed 0: done" in out
@@ -200,10 +202,105 @@ def test_two_process_ddp_equals_one_process_locally(tmp_path, reference):
     _assert_same_within_float_tolerance(_run_dir(tmp_path, STEP), reference)
 
 
+def _audited(root: Path, logs: Path) -> dict:
+    """The environment under which every process logs what it writes under ``root`` (tests/rank_audit)."""
+    logs.mkdir()
+    return {"PYTHONPATH": str(AUDIT), "ROADMAP_AUDIT_ROOT": str(root), "ROADMAP_AUDIT_DIR": str(logs)}
+
+
+def _assert_only_rank_zero_wrote(logs: Path, ranks: int = 2) -> None:
+    """Rank 0 wrote the run's record, config, checkpoints and logger files; no other rank wrote anything but its own
+    submitit result (``.submitit/<job>/<job>_<rank>_result.pkl``) and Hydra's job folder, which every task's
+    Hydra job makes (``mkdir``, empty: its files are rank 0's, hydra_plugins/roadmap_slurm_launcher)."""
+    def theirs(line: str) -> bool:
+        return "/.submitit/" in line or (" os.mkdir " in line and "/multirun/" in line)
+
+    written = {r: "".join(line for line in (logs / f"rank{r}.log").read_text().splitlines(keepends=True)
+                          if not theirs(line)) if (logs / f"rank{r}.log").exists() else ""
+               for r in range(ranks)}
+    assert all(name in written[0] for name in ("metrics.json", "config.yaml", "last.ckpt", "csv/")), written[0][-2000:]
+    assert all(not written[r] for r in range(1, ranks)), {r: written[r][:2000] for r in range(1, ranks)}
+
+
 @pytest.mark.slurm
-def test_two_process_ddp_under_slurm_equals_one_process(cluster, tmp_path, reference):
-    code, out, _ = _wait(cluster, _launch(cluster, tmp_path, "trainer.devices=2", "budget.batch_size=4"), tmp_path)
+def test_two_node_ddp_under_slurm_equals_one_process(cluster, tmp_path, reference):
+    """The README's SLURM command with trainer.num_nodes=2: one task on n1, one on n2 (gloo over loopback)."""
+    env = _audited(tmp_path, tmp_path.parent / f"{tmp_path.name}-audit")
+    code, out, _ = _wait(cluster, _launch(cluster, tmp_path, "trainer.num_nodes=2", "budget.batch_size=4", env=env),
+                         tmp_path)
     assert code == 0, out[-3000:]
     (job,) = _sweep_jobs(tmp_path)
-    assert cluster.job(job)["NumTasks"] == "2"
+    state = cluster.job(job)
+    assert state["NodeList"] == "n[1-2]" and state["NumNodes"] == "2" and state["NumTasks"] == "2", state
+    assert cluster.sacct(job)["State"] == "COMPLETED"
     _assert_same_within_float_tolerance(_run_dir(tmp_path, STEP), reference)
+    _assert_only_rank_zero_wrote(Path(env["ROADMAP_AUDIT_DIR"]))
+
+
+def _died(markers: Path, *deaths: tuple[str, str]) -> list[str]:
+    """Overrides under which each (step, how) dies once, after its first optimizer step (tests.helpers.DieOnStep)."""
+    return [o for i, (step, how) in enumerate(deaths) for o in (
+        f"+callbacks.die{i}._target_=tests.helpers.DieOnStep", f"+callbacks.die{i}.step={step}",
+        f"+callbacks.die{i}.how={how}", f"+callbacks.die{i}.markers={markers}")]
+
+
+def _ended_at(cluster: Cluster, jobs: list[str]) -> float:
+    """When SLURM says the last of ``jobs`` ended (epoch seconds)."""
+    return max(time.mktime(time.strptime(cluster.job(j)["EndTime"], "%Y-%m-%dT%H:%M:%S")) for j in jobs)
+
+
+def _assert_recorded_death(cluster, root: Path, out: str, step: str, job: str, said: str) -> None:
+    line = next(line for line in out.splitlines() if f"{REGIME}/{step} seed 0: failed" in line)
+    assert f"SLURM job {job}: FAILED" in line and said in line and "_log.err" in line, line
+    died = RunRecord.read(_run_dir(root, step))
+    assert died.status == "failed" and f"SLURM job {job}: FAILED" in died.error and said in died.error
+
+
+@pytest.mark.slurm
+def test_a_process_killed_without_a_signal_is_recorded_failed_and_the_sweep_goes_on(cluster, tmp_path):
+    """Three steps; one is SIGKILLed (the OOM killer's way), one segfaults. Accounting knows both FAILED; the
+    sweep records each with what SLURM said, trains the third to done, ends within a minute with one line per
+    step and exit 1, no traceback. The same command again retrains only the two that died."""
+    steps, markers = f"{STEP},gelu,separate_downsampling", tmp_path.parent / f"{tmp_path.name}-markers"
+    markers.mkdir()
+    command = _died(markers, ("gelu", "SIGKILL"), ("separate_downsampling", "segfault"))
+    proc = _launch(cluster, tmp_path, *command, steps=steps)
+    code, out, _ = _wait(cluster, proc, tmp_path, timeout_s=240)
+    finished = time.time()
+    assert code == 1 and "sweep: 1 of 3 steps done" in out, out[-3000:]
+    assert "Traceback" not in out and "Bypassing sacct" not in out, out[-3000:]
+    jobs = _sweep_jobs(tmp_path)
+    assert finished - _ended_at(cluster, jobs) < 60
+    by_step = dict(zip(steps.split(","), jobs))
+    assert cluster.sacct(by_step["gelu"])["State"] == "FAILED" and cluster.sacct(by_step[STEP])["State"] == "COMPLETED"
+    _assert_recorded_death(cluster, tmp_path, out, "gelu", by_step["gelu"], "SIGKILL")
+    _assert_recorded_death(cluster, tmp_path, out, "separate_downsampling", by_step["separate_downsampling"],
+                           "segmentation fault")
+    done_before = _run_dir(tmp_path, STEP) / "metrics.json"
+    stamp = done_before.stat().st_mtime_ns
+    code, out, _ = _wait(cluster, _launch(cluster, tmp_path, *command, steps=steps), tmp_path, timeout_s=240)
+    assert code == 0 and "sweep: 3 of 3 steps done" in out, out[-3000:]
+    assert done_before.stat().st_mtime_ns == stamp  # the finished step was not retrained
+    assert all(RunRecord.read(_run_dir(tmp_path, s)).status == "done" for s in steps.split(","))
+
+
+@pytest.mark.slurm
+def test_a_killed_process_ends_the_sweep_without_accounting(tiny_regime, tmp_path):
+    """On a small cluster without slurmdbd (sacct fails), a SIGKILLed step is recorded failed from scontrol's
+    word, and the sweep ends with exit 1 instead of polling forever."""
+    try:
+        small = Cluster(accounting=False, port=16917).start()
+    except Unavailable as err:
+        pytest.skip(str(err))
+    try:
+        markers = tmp_path.parent / f"{tmp_path.name}-markers"
+        markers.mkdir()
+        proc = _launch(small, tmp_path, *_died(markers, (STEP, "SIGKILL")))
+        code, out, _ = _wait(small, proc, tmp_path, timeout_s=180)
+        assert code == 1 and "sweep: 0 of 1 steps done" in out and "Traceback" not in out, out[-3000:]
+        assert out.count("sacct fails") <= 1 and "Bypassing sacct" not in out, out[-3000:]
+        (job,) = _sweep_jobs(tmp_path)
+        assert time.time() - _ended_at(small, [job]) < 60
+        _assert_recorded_death(small, tmp_path, out, STEP, job, "SIGKILL")
+    finally:
+        small.stop()

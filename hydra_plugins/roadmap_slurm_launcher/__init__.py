@@ -1,0 +1,1 @@
+"""The roadmap's Hydra launcher plugin (Hydra finds launchers only in the hydra_plugins namespace)."""
