@@ -8,7 +8,7 @@ import time
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 
 
 class Throughput(L.Callback):
@@ -50,6 +50,15 @@ class ResumableProgressBar(TQDMProgressBar):
         if trainer.fit_loop.restarted_mid_epoch:
             self.on_train_epoch_start(trainer, pl_module)
             self.train_progress_bar.initial = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+
+class MidEpochCheckpoint(ModelCheckpoint):
+    """``every_n_train_steps`` checkpoints, but none at an epoch's last batch: Lightning resumes one saved there in
+    the next epoch, before that epoch's validation ran (the epoch-end checkpoint follows it anyway)."""
+
+    def on_train_batch_end(self, trainer, *args, **kwargs) -> None:
+        if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            super().on_train_batch_end(trainer, *args, **kwargs)
 
 
 class History(L.Callback):

@@ -22,7 +22,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from roadmap import record
-from roadmap.callbacks import History, Preemption, ResumableProgressBar, Throughput
+from roadmap.callbacks import History, MidEpochCheckpoint, Preemption, ResumableProgressBar, Throughput
 from roadmap.checkpoints import AtomicCheckpointIO, resume_point
 from roadmap.cpu_allocator import retain_freed_memory
 from roadmap.data import RoadmapDataModule
@@ -59,7 +59,7 @@ def checkpoint_callbacks(cfg: DictConfig, paths: RunPaths) -> list[ModelCheckpoi
                   enable_version_counter=False)  # only, overwritten in place
     found = [ModelCheckpoint(**newest, every_n_epochs=1)]
     if cfg.run.checkpoint_every_n_steps:
-        found.append(ModelCheckpoint(**newest, every_n_train_steps=cfg.run.checkpoint_every_n_steps))
+        found.append(MidEpochCheckpoint(**newest, every_n_train_steps=cfg.run.checkpoint_every_n_steps))
     found.append(ModelCheckpoint(dirpath=paths.checkpoints, filename=paths.best_ckpt.stem,
                                  monitor=record.table_metric(cfg.recipe), mode="max", save_top_k=1,
                                  save_weights_only=True, enable_version_counter=False, every_n_epochs=1))

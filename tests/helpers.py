@@ -149,3 +149,29 @@ class DieOnStep(L.Callback):
 
             ctypes.string_at(0)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class DieDuringSave(L.Callback):
+    """SIGKILL this process in the middle of writing the checkpoint of optimizer step ``step``: half of its bytes
+    are in the file being written (``torch.save`` is swapped for one that stops there), as a death during the
+    save leaves it."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        if trainer.global_step < self.step:
+            return
+        import io
+
+        save = torch.save
+
+        def half_then_die(obj, f, *args, **kwargs):
+            buffer = io.BytesIO()
+            save(obj, buffer, *args, **kwargs)
+            f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+            f.flush()
+            os.fsync(f.fileno())
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        torch.save = half_then_die

@@ -25,7 +25,7 @@ from roadmap.lit import RoadmapModule
 from roadmap.steps import compose_config, instantiate_model
 from roadmap.evaluate import evaluate
 from roadmap.train import train
-from tests.helpers import assert_same_weights_and_history, tiny_run_config
+from tests.helpers import TINY, TINY_SYNTHETIC, assert_same_weights_and_history, tiny_run_config
 
 pytestmark = pytest.mark.slow  # trains through run.py subprocesses (make test-fast leaves these out)
 REPO = Path(__file__).resolve().parent.parent
@@ -33,6 +33,9 @@ RESUMABLE = [sys.executable, "run.py", "+step=separate_downsampling", "budget=sm
              "budget.epoch_scale=0.01", "budget.limit_train_batches=4", "budget.limit_val_batches=2",
              "budget.num_workers=1", "data.train_size=64", "data.val_size=16", "run.export_weights=false",
              "trainer.enable_progress_bar=false"]  # 3 epochs × 4 batches
+
+
+TINY_CLI = [*TINY, *TINY_SYNTHETIC]  # tiny_run_config's overrides, on run.py's command line
 
 
 def _run(root, *extra, env=None):
@@ -98,6 +101,39 @@ def test_mid_epoch_checkpoint_resumes_exactly_after_a_hard_kill(uninterrupted, t
     assert bars and all("/4 " in line for line in bars), bars[:3]
     assert "not resumable" not in resumed.stderr
     _assert_same_run(run_dir, uninterrupted)
+
+
+def test_a_death_mid_save_leaves_a_checkpoint_to_resume_from(uninterrupted, tmp_path):
+    """SIGKILL halfway through writing step 6's checkpoint: ``last.ckpt`` is still step 4's. With it truncated too
+    (a disk that lost it), the run resumes from ``previous.ckpt``, and ends with the uninterrupted run's weights."""
+    every = ["run.checkpoint_every_n_steps=2"]
+    killed = _run(tmp_path, *every, "+callbacks.die._target_=tests.helpers.DieDuringSave", "+callbacks.die.step=6")
+    assert killed.returncode == -9
+    checkpoints = _run_dir(tmp_path) / "checkpoints"
+    (half,) = checkpoints.glob(".last.*.tmp.ckpt")  # the save that died, beside the checkpoint
+    assert half.stat().st_size > 0
+    last = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == 4
+    with open(checkpoints / "last.ckpt", "r+b") as f:
+        f.truncate(os.path.getsize(checkpoints / "last.ckpt") // 2)
+    resumed = _run(tmp_path, *every)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "checkpoints/last.ckpt is unreadable" in resumed.stdout and "resuming from" in resumed.stdout
+    assert not half.exists() and not (checkpoints / "previous.ckpt").exists()  # removed: the run is done
+    _assert_same_run(_run_dir(tmp_path), uninterrupted)
+
+
+def test_a_run_whose_checkpoints_are_unreadable_is_refused_in_one_line(tmp_path):
+    cfg = tiny_run_config("gelu", tmp_path)
+    paths = record.RunPaths(Path(cfg.run.dir))
+    paths.checkpoints.mkdir(parents=True)
+    paths.last_ckpt.write_bytes(b"PK\x03\x04 cut short")
+    proc = subprocess.run([sys.executable, "run.py", "+step=gelu", *TINY_CLI, f"run.root={tmp_path}"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert "checkpoints/last.ckpt is unreadable" in line and "Move the checkpoints folder away" in line
+    assert not paths.metrics.exists()  # refused before the record says running
 
 
 @pytest.mark.parametrize("name,status,at_step,saved_step", [
