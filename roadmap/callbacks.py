@@ -8,7 +8,7 @@ import time
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
 
 
 class Throughput(L.Callback):
@@ -50,6 +50,52 @@ class ResumableProgressBar(TQDMProgressBar):
         if trainer.fit_loop.restarted_mid_epoch:
             self.on_train_epoch_start(trainer, pl_module)
             self.train_progress_bar.initial = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+
+class ProgressLines(ProgressBar):
+    """The progress bar where output is not a terminal (a SLURM job's ``.out``, CI): one line per
+    ``every_percent`` % of an epoch or per ``every_s`` seconds, whichever comes first, with the epoch, the step,
+    the training loss, images/s (all processes) and the run's ETA, from global rank 0; instead of a line per
+    update of tqdm's bar (carriage returns)."""
+
+    def __init__(self, every_percent: float = 10, every_s: float = 30):
+        super().__init__()
+        self.every_percent, self.every_s, self.enabled = every_percent, every_s, True
+        self._since = None
+
+    def disable(self) -> None:
+        self.enabled = False
+
+    def enable(self) -> None:
+        self.enabled = True
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._since = None  # measured from the epoch's (or the resumed run's) first batch on
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not (self.enabled and trainer.is_global_zero):
+            return
+        done, total, now = trainer.fit_loop.epoch_loop.batch_progress.current.processed, self.total_train_batches, time.time()
+        if self._since is None:
+            self._since = self._last = (now, done, 0.0)
+            return
+        percent = 100 * done / total
+        if percent - self._last[2] < self.every_percent and now - self._last[0] < self.every_s and done < total:
+            return
+        self._last = (now, done, percent)
+        per_batch = (now - self._since[0]) / max(1, done - self._since[1])
+        left = (total - done) + (trainer.max_epochs - trainer.current_epoch - 1) * total
+        loss = trainer.callback_metrics.get("train/loss_step")
+        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} step {done}/{total} ({percent:.0f}%) | "
+              f"global step {trainer.global_step} | loss {float(loss) if loss is not None else float('nan'):.4f} | "
+              f"{len(batch[0]) * trainer.world_size / per_batch:.1f} img/s | ETA {_duration(left * per_batch)}",
+              flush=True)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 class MidEpochCheckpoint(ModelCheckpoint):

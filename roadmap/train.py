@@ -8,6 +8,7 @@ weights are exported (:func:`roadmap.weights.export_run_weights`).
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -22,7 +23,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from roadmap import record
-from roadmap.callbacks import History, MidEpochCheckpoint, Preemption, ResumableProgressBar, Throughput
+from roadmap.callbacks import History, MidEpochCheckpoint, Preemption, ProgressLines, ResumableProgressBar, Throughput
 from roadmap.checkpoints import AtomicCheckpointIO, resume_point
 from roadmap.cpu_allocator import retain_freed_memory
 from roadmap.data import RoadmapDataModule
@@ -70,8 +71,8 @@ def build_trainer(cfg: DictConfig, run, paths: RunPaths, callbacks: list) -> L.T
     """Lightning's trainer: hardware and switches from ``cfg.trainer``, the loop's length, clipping,
     accumulation and batch limits from the effective run."""
     extra = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
-    if cfg.trainer.get("enable_progress_bar", True):
-        extra.append(ResumableProgressBar())
+    if cfg.trainer.get("enable_progress_bar", True):  # a bar on a terminal, lines in a log file
+        extra.append(ResumableProgressBar() if sys.stdout.isatty() else ProgressLines())
     plugins = [*(instantiate(p) for p in cfg.trainer.get("plugins") or []),
                AtomicCheckpointIO(keep_previous={paths.last_ckpt: paths.previous_ckpt})]
     try:

@@ -13,6 +13,17 @@ if not Path("/dev/nvidiactl").exists():
 os.environ.setdefault("ROADMAP_CACHE_DIR", tempfile.mkdtemp(prefix="roadmap-cache-"))
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """Nothing left behind: no SLURM or database daemon, job step, srun or training process of the suite's is
+    alive once every fixture has stopped what it started (zombies, which only wait to be reaped, do not count)."""
+    from tests.cluster import leftovers
+
+    alive = leftovers()
+    if alive:
+        print("\nthe suite left these processes alive:", *alive, sep="\n  ")
+        session.exitstatus = 1
+
+
 def pytest_terminal_summary(terminalreporter):
     """Name the cluster tests (marked ``slurm``) and their outcome, so a CI log shows they ran, not skipped."""
     rows = [(report.nodeid, outcome) for outcome in ("passed", "failed", "skipped")

@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parent.parent
 REGIME = "tiny"
 TINY = [f"regime={REGIME}", "budget=smoke", "logger=csv", "budget.epoch_scale=0.01", "budget.limit_train_batches=4",
         "budget.limit_val_batches=1.0", "data.train_size=64", "data.val_size=15", "recipe.mixup=0", "recipe.cutmix=0",
-        "recipe.drop_path_rate=0", "recipe.base_lr=0.5", "run.export_weights=false", "trainer.enable_progress_bar=false"]
+        "recipe.drop_path_rate=0", "recipe.base_lr=0.5", "run.export_weights=false", "trainer.enable_progress_bar=false",
+        "depthwise=native"]  # no path measurement in each job: these tests are about clusters
 CPU_SLURM = ["trainer=slurm", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.num_nodes=1",
              "trainer.precision=32-true", "channels_last=false", "hydra.launcher.gpus_per_node=0",
              "hydra.launcher.partition=debug", "hydra.launcher.mem_gb=3", "hydra.launcher.cpus_per_task=1",

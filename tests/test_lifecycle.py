@@ -83,7 +83,7 @@ def _assert_same_run(resumed: Path, uninterrupted: Path):
 
 def test_mid_epoch_checkpoint_resumes_exactly_after_a_hard_kill(uninterrupted, tmp_path):
     """``run.checkpoint_every_n_steps=2``, SIGKILL at step 7 (epoch 2, batch 3): the run resumes from step 6's
-    checkpoint, its progress bar knows the epoch's length, Lightning does not call the loader unresumable, and
+    checkpoint, its progress lines (not a terminal) know the epoch's length, Lightning does not call the loader unresumable, and
     it ends with the uninterrupted run's weights, on the depthwise paths its checkpoint kept, though the
     resuming process's store holds other choices."""
     every = ["run.checkpoint_every_n_steps=2"]
@@ -97,8 +97,9 @@ def test_mid_epoch_checkpoint_resumes_exactly_after_a_hard_kill(uninterrupted, t
                    env=_store_with_other_paths(tmp_path / "other-store"))
     assert resumed.returncode == 0 and "resuming from" in resumed.stdout, resumed.stderr[-2000:]
     assert _depthwise_paths(run_dir) == _depthwise_paths(uninterrupted)
-    bars = [line for line in resumed.stdout.replace("\r", "\n").splitlines() if line.startswith("Epoch 1:")]
-    assert bars and all("/4 " in line for line in bars), bars[:3]
+    bars = [line for line in resumed.stdout.splitlines() if line.startswith("epoch 2/3 step ")]  # not a TTY: lines
+    assert "\r" not in resumed.stdout and bars and all("/4 (" in line and "img/s | ETA " in line for line in bars), bars
+    assert len(bars) <= 2  # step 7 starts the resumed run's measurement; 8 ends the epoch
     assert "not resumable" not in resumed.stderr
     _assert_same_run(run_dir, uninterrupted)
 
