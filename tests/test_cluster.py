@@ -337,3 +337,4 @@ def test_a_node_lost_mid_run_requeues_the_two_node_job_which_resumes(cluster, tm
     assert f"resuming from {last}" in attempts
     _assert_same_within_float_tolerance(_run_dir(tmp_path, STEP), reference)
     print(f"node loss: statuses seen {sorted(seen)}, trained to step {trained}, resumed at {resumes_at}")
+
