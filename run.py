@@ -5,11 +5,13 @@ signal after saving a checkpoint (preempted or cancelled: the same command resum
 ``make roadmap``) every step runs whatever the others do, and the sweep ends with one line per step and the
 worst of these codes (roadmap.sweep.SweepReport). ``mode=eval ckpt=PATH`` evaluates weights.
 """
+import os
 import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.pytorch.plugins.environments import TorchElasticEnvironment
 from omegaconf import DictConfig
 
 from roadmap.callbacks import Stopped
@@ -54,4 +56,6 @@ if __name__ == "__main__":
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    if TorchElasticEnvironment.detect() and int(os.environ["RANK"]):  # torchrun runs this script in every worker:
+        sys.argv += ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=stdout"]  # the run is rank 0's
     main()

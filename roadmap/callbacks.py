@@ -107,6 +107,14 @@ class MidEpochCheckpoint(ModelCheckpoint):
             super().on_train_batch_end(trainer, *args, **kwargs)
 
 
+class LayoutChange(L.Callback):
+    """A checkpoint resumed on another layout of the same effective batch (devices × nodes × batch): the data
+    module counts the restored epoch's batches in this run's layout (:meth:`RoadmapDataModule.relayout_loop`)."""
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        trainer.datamodule.relayout_loop(checkpoint)
+
+
 class History(L.Callback):
     """Validation metrics of every epoch; kept in checkpoints so a resumed run knows its past epochs."""
 

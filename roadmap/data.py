@@ -9,6 +9,7 @@ must learn spatial structure.
 """
 from __future__ import annotations
 
+import math
 import random
 import signal
 from concurrent.futures import ThreadPoolExecutor
@@ -270,22 +271,42 @@ class RoadmapDataModule(L.LightningDataModule):
     # The position lives here: Lightning restores a data module's state before any loader exists, whatever the
     # checkpoint. The training loader hands the same state on (ResumableLoader), which makes it "resumable".
     def state_dict(self) -> dict:
-        """Where a checkpoint saved now resumes: the epoch (the next one once the last batch ran) and the batches
-        of it already trained on (a mid-epoch checkpoint: preemption, ``checkpoint_every_n_steps``)."""
+        """Where a checkpoint saved now resumes: the epoch (the next one once the last batch ran) and how many of
+        its samples every process together trained on (a mid-epoch checkpoint: preemption,
+        ``checkpoint_every_n_steps``). In samples, the position holds on any layout of the same effective batch:
+        the epoch's order is one permutation whatever the number of processes, each taking every n-th sample."""
         progress = self.trainer.fit_loop.epoch_loop.batch_progress
         at_epoch_end = progress.is_last_batch
+        batches = 0 if at_epoch_end else progress.current.processed
         return {"resume_epoch": self.trainer.current_epoch + int(at_epoch_end),
-                "resume_batch": 0 if at_epoch_end else progress.current.processed,
+                "resume_samples": batches * self.batch_size * self.trainer.world_size,
                 "batch_size": self.batch_size, "world_size": self.trainer.world_size}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.resume_epoch, self.resume_batch = state_dict["resume_epoch"], state_dict.get("resume_batch", 0)
-        layout = (state_dict.get("batch_size", self.batch_size), state_dict.get("world_size", self.trainer.world_size))
-        if self.resume_batch and layout != (self.batch_size, self.trainer.world_size):
-            raise ConfigError(f"the checkpoint was saved in the middle of an epoch with batch {layout[0]} × "
-                              f"{layout[1]} processes; this run has {self.batch_size} × {self.trainer.world_size}: "
-                              f"resume mid-epoch on the same layout (the effective batch may stay the same on "
-                              f"another layout from an end-of-epoch checkpoint)")
+        self.resume_epoch = state_dict["resume_epoch"]
+        samples = state_dict.get("resume_samples", state_dict.get("resume_batch", 0) * self._batch_of(state_dict))
+        per_batch = self._batch_of({})
+        if samples % per_batch:
+            raise ConfigError(f"the checkpoint was saved {samples} samples into epoch {self.resume_epoch}, not a whole "
+                              f"number of this run's batches of {self.batch_size} × {self.trainer.world_size} "
+                              f"processes: resume on a layout whose batch × processes divides {samples}")
+        self.resume_batch = samples // per_batch
+
+    def _batch_of(self, state: dict) -> int:
+        """Samples per batch of all processes together in the layout that saved ``state`` (this run's where
+        ``state`` does not say)."""
+        return state.get("batch_size", self.batch_size) * state.get("world_size", self.trainer.world_size)
+
+    def relayout_loop(self, checkpoint: dict) -> None:
+        """Count the restored epoch's batches in this run's layout: Lightning's loop state in ``checkpoint``
+        counts them in the saving run's, and ends the epoch, steps and accumulates by that count
+        (:class:`roadmap.callbacks.LayoutChange` calls this before Lightning restores its loops)."""
+        saved_batch, batch = self._batch_of(checkpoint[type(self).__qualname__]), self._batch_of({})
+        progress = checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]
+        shift = math.ceil(progress["current"]["processed"] * saved_batch / batch) - progress["current"]["processed"]
+        for counts in (progress["current"], progress["total"]):
+            for key in ("ready", "started", "processed", "completed"):
+                counts[key] += shift
 
     def train_dataloader(self):
         trainer = self.trainer

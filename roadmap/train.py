@@ -23,7 +23,8 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from roadmap import record
-from roadmap.callbacks import History, MidEpochCheckpoint, Preemption, ProgressLines, ResumableProgressBar, Throughput
+from roadmap.callbacks import (History, LayoutChange, MidEpochCheckpoint, Preemption, ProgressLines,
+                               ResumableProgressBar, Throughput)
 from roadmap.checkpoints import AtomicCheckpointIO, resume_point
 from roadmap.cpu_allocator import retain_freed_memory
 from roadmap.data import RoadmapDataModule
@@ -166,7 +167,7 @@ def train(cfg: DictConfig) -> RunRecord:
     module = RoadmapModule(model, cfg.recipe, num_classes=cfg.data.num_classes, run=run, seed=cfg.seed,
                            channels_last=cfg.channels_last, compile=cfg.compile, compile_cache=cfg.compile_cache,
                            depthwise=cfg.depthwise)
-    trainer = build_trainer(cfg, run, paths, [history, throughput, preemption])
+    trainer = build_trainer(cfg, run, paths, [history, throughput, preemption, LayoutChange()])
     resume = resume_point(paths) if cfg.run.resume and not cfg.run.force else None
     if rank_zero_only.rank == 0:
         header.write(paths.root)
@@ -186,8 +187,8 @@ def train(cfg: DictConfig) -> RunRecord:
             import wandb
 
             wandb.finish()
-    if not trainer.is_global_zero:
-        return header
+    if not trainer.is_global_zero:  # its part is done (a launcher that restarts failed workers reads its exit code)
+        return header.with_status("done", None, history.epochs, time.time() - started)
     paths.previous_ckpt.unlink(missing_ok=True)  # kept only while the run may resume from it
     exported = export_run_weights(module, paths) if cfg.run.export_weights else {}
     result = header.finished(

@@ -268,8 +268,11 @@ def _alive(pid: int) -> bool:
 def leftovers(markers: tuple[str, ...] = ("run.py", "torchrun", "roadmap-slurm-")) -> list[str]:
     """The live (not zombie) processes a test left behind: SLURM's and the database's daemons, job steps, srun,
     and training processes (a command line naming ``run.py``, ``torchrun`` or a test cluster's folder)."""
-    found = []
-    for pid in _pids():
+    found, ancestors, pid = [], set(), os.getpid()
+    while pid > 1:  # the suite's own command line may name them (pytest -k torchrun)
+        ancestors.add(pid)
+        pid = int(_read(pid, "stat").decode().rsplit(") ", 1)[1].split()[1] or 1)
+    for pid in set(_pids()) - ancestors:
         cmdline = _read(pid, "cmdline").replace(b"\0", b" ").decode(errors="replace").strip()
         if not _alive(pid) or not cmdline:
             continue

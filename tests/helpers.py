@@ -131,17 +131,20 @@ class SlowFirstAttempt(L.Callback):
 
 
 class DieOnStep(L.Callback):
-    """The training process of step ``step`` dies without a word after its first optimizer step, once (a marker
-    file ``<markers>/<step>`` remembers it, so the same command run again trains): ``how`` is ``SIGKILL`` (the
-    OOM killer's signal) or ``segfault`` (a read of address 0)."""
+    """The training process of step ``step`` dies without a word after optimizer step ``after`` (global rank
+    ``rank`` alone where given), once (a marker file ``<markers>/<step>`` remembers it, so the same command run
+    again, or a restarted worker, trains): ``how`` is ``SIGKILL`` (the OOM killer's signal) or ``segfault`` (a
+    read of address 0)."""
 
-    def __init__(self, step: str, how: str, markers: str):
-        self.step, self.how, self.marker = step, how, Path(markers) / step
+    def __init__(self, step: str, how: str, markers: str, after: int = 1, rank: int | None = None):
+        self.step, self.how, self.marker, self.after, self.rank = step, how, Path(markers) / step, after, rank
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         from hydra.core.hydra_config import HydraConfig
 
         if HydraConfig.get().runtime.choices.get("step") != self.step or self.marker.exists():
+            return
+        if trainer.global_step < self.after or self.rank not in (None, trainer.global_rank):
             return
         self.marker.write_text(self.how)
         if self.how == "segfault":

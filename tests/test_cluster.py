@@ -12,6 +12,7 @@ it starts it again; the tests start such jobs at once (``scontrol update StartTi
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -178,7 +179,7 @@ def test_scancel_is_recorded_as_cancelled_and_the_same_command_resumes(cluster, 
     assert_same_weights_and_history(_run_dir(tmp_path, STEP), reference)
 
 
-def _assert_same_within_float_tolerance(run_dir: Path, reference: Path) -> None:
+def _assert_same_within_float_tolerance(run_dir: Path, reference: Path, devices: int = 2) -> None:
     """Two processes at batch 4 = one at batch 8: weights within float tolerance of the 1-process run's (the
     updates differ by < 1e-4 of their size), every validation image counted once."""
     import lightning as L
@@ -194,7 +195,7 @@ def _assert_same_within_float_tolerance(run_dir: Path, reference: Path) -> None:
         result = RunRecord.read(ran)
         assert result.status == "done" and all(e["val/images"] == 15 for e in result.history)
     assert RunRecord.read(run_dir).effective_run["effective_batch"] == 8
-    assert RunRecord.read(run_dir).hardware["devices"] == 2
+    assert RunRecord.read(run_dir).hardware["devices"] == devices
 
 
 def test_two_process_ddp_equals_one_process_locally(tmp_path, reference):
@@ -203,6 +204,25 @@ def test_two_process_ddp_equals_one_process_locally(tmp_path, reference):
                            "channels_last=false", "budget.batch_size=4"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     _assert_same_within_float_tolerance(_run_dir(tmp_path, STEP), reference)
+
+
+def test_a_mid_epoch_checkpoint_of_two_processes_resumes_on_one_at_twice_the_batch(tmp_path, reference):
+    """2 processes at batch 4 get SIGUSR2 after optimizer step 2 of epoch 0 and stop at the next (a checkpoint,
+    `preempted`); 1 process at batch 8, given the run's folder (another per-device batch names another one),
+    resumes at the same sample of the epoch (24) and ends within float tolerance of the uninterrupted
+    1-process run."""
+    local = [sys.executable, "run.py", f"+step={STEP}", *TINY, f"run.root={tmp_path}", "trainer.accelerator=cpu",
+             "trainer.precision=32-true", "channels_last=false"]
+    stop = ["+callbacks.preempt._target_=tests.helpers.SignalAtStep", "+callbacks.preempt.step=2"]
+    first = subprocess.run([*local, *stop, "trainer=ddp", "trainer.devices=2", "budget.batch_size=4"], cwd=REPO,
+                           capture_output=True, text=True)
+    assert first.returncode == 3 and "preempted: signal SIGUSR2" in first.stderr, first.stderr[-3000:]
+    run_dir = _run_dir(tmp_path, STEP)
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert saved["global_step"] == 3 and saved["RoadmapDataModule"]["resume_samples"] == 24
+    again = subprocess.run([*local, f"run.dir={run_dir}"], cwd=REPO, capture_output=True, text=True)  # its folder
+    assert again.returncode == 0 and "resuming from" in again.stdout, again.stderr[-3000:]
+    _assert_same_within_float_tolerance(run_dir, reference, devices=1)
 
 
 def _audited(root: Path, logs: Path) -> dict:
@@ -238,6 +258,42 @@ def test_two_node_ddp_under_slurm_equals_one_process(cluster, tmp_path, referenc
     assert cluster.sacct(job)["State"] == "COMPLETED"
     _assert_same_within_float_tolerance(_run_dir(tmp_path, STEP), reference)
     _assert_only_rank_zero_wrote(Path(env["ROADMAP_AUDIT_DIR"]))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_agents_restart_a_killed_worker_which_resumes(tmp_path, reference):
+    """The README's torchrun command on two "nodes" (agents of --nnodes=2 --nproc-per-node=1 on loopback, static
+    rendezvous) with --max-restarts=1: rank 1 is SIGKILLed after optimizer step 2, both agents restart their
+    workers, which resume from step 1's checkpoint and end within float tolerance of 1 process at batch 8;
+    only rank 0 wrote the run."""
+    markers, env = tmp_path.parent / f"markers-{tmp_path.name}", _audited(tmp_path, tmp_path.parent / f"audit-{tmp_path.name}")
+    markers.mkdir()
+    port = _free_port()
+    agents = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1", f"--node-rank={rank}",
+         "--master-addr=127.0.0.1", f"--master-port={port}", "--max-restarts=1", "run.py", f"+step={STEP}", *TINY,
+         "trainer=torchrun", "trainer.accelerator=cpu", "trainer.precision=32-true", "channels_last=false",
+         "budget.batch_size=4", "run.checkpoint_every_n_steps=1", f"run.root={tmp_path}",
+         *_died(markers, (STEP, "SIGKILL")), "+callbacks.die0.after=2", "+callbacks.die0.rank=1"],
+        cwd=REPO, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in range(2)]
+    try:
+        outs = [agent.communicate(timeout=300)[0] for agent in agents]
+    finally:
+        for agent in agents:
+            agent.kill()
+    assert [a.returncode for a in agents] == [0, 0], [out[-3000:] for out in outs]
+    assert (markers / STEP).exists() and "resuming from" in outs[0], outs[0][-3000:]
+    _assert_same_within_float_tolerance(_run_dir(tmp_path, STEP), reference)
+    _assert_only_rank_zero_wrote(Path(env["ROADMAP_AUDIT_DIR"]))
+    print(outs[0][-3000:])
 
 
 def _died(markers: Path, *deaths: tuple[str, str]) -> list[str]:

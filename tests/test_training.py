@@ -14,9 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from roadmap import ConfigError, list_steps
+from roadmap import ConfigError, list_steps, record
 from roadmap.data import RoadmapDataModule, SyntheticShapes, generate_shapes
 from roadmap.effective import effective_run, scaled_lr
+from roadmap.schema import refuse_loop_overrides
 from roadmap.lit import RoadmapModule
 from roadmap.steps import compose_config, instantiate_model
 from roadmap.train import train
@@ -43,12 +44,27 @@ def test_run_py_cli_trains_and_skips_finished_run(tmp_path):
     (["+step=gelu", "model.kernel_size=4"], "error: kernel_size must be a positive odd integer"),
     (["+step=gelu", "data=imagefolder", "data.root=/no/such/dir"], "error: data.root '/no/such/dir' does not exist"),
     (["budget=smoke"], "error: no step chosen: add +step=<name>; valid steps:"),
+    (["+step=gelu", "trainer.max_epochs=3"], "error: trainer.max_epochs is set by the effective run from the recipe "
+                                             "and budget: set budget.epoch_scale (or recipe.epochs) instead"),
 ])
 def test_run_py_bad_input_is_one_line(args, message, tmp_path):
     proc = subprocess.run([sys.executable, "run.py", *args, "logger=csv", f"run.root={tmp_path}"],
                           cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [proc.stderr.strip().splitlines()[-1]]
+    assert not list(tmp_path.rglob(record.RESULT_FILE))  # no record
+
+
+@pytest.mark.parametrize("key", ["max_epochs", "gradient_clip_val", "accumulate_grad_batches", "limit_train_batches",
+                                 "limit_val_batches"])
+def test_every_loop_key_is_refused_with_or_without_plus(key):
+    """What run.py checks before Hydra composes: Hydra would answer the plain form with its struct error."""
+    for override in (f"trainer.{key}=3", f"+trainer.{key}=3", f"++trainer.{key}=3"):
+        with pytest.raises(ConfigError, match=f"^trainer.{key} is set by the effective run from the recipe and "
+                                              f"budget: set .* instead$"):
+            refuse_loop_overrides(["+step=gelu", override])
+    refuse_loop_overrides(["+step=gelu", "trainer.devices=2", "budget.limit_train_batches=3"])
 
 
 def test_unknown_step_names_the_valid_ones():

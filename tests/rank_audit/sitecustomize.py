@@ -23,7 +23,7 @@ if _root:
             return
         named = [p for p in (path, *(args[1:2] if event in ("os.rename", "os.link") else ()))
                  if isinstance(p, (str, bytes, os.PathLike))]
-        if writes and named and os.path.abspath(os.fsdecode(named[0])).startswith(_root):
+        if writes and named and os.path.abspath(os.fsdecode(named[0])).startswith(os.path.join(_root, "")):
             os.write(_log, f"{os.getpid()} {event} {' -> '.join(os.fsdecode(p) for p in named)}\n".encode())
 
     sys.addaudithook(_audit)
