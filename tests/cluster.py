@@ -98,6 +98,7 @@ class Cluster:
             "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core_Memory",
             "SchedulerType=sched/backfill", f"DefMemPerCPU={self.memory_mb // self.cpus}",  # else a job takes it all
             "ReturnToService=2", "MpiDefault=none", "KillWait=30", "MinJobAge=3600",  # finished jobs stay visible
+            "SlurmdDebug=debug",  # a node's log says when it took a job's kill (bring_back)
             "SlurmdTimeout=20",  # a silent node is marked down after 20 s (default 300)
             "JobCompType=jobcomp/none", "JobAcctGatherType=jobacct_gather/none", *accounting,
             "PreemptType=preempt/partition_prio", "PreemptMode=REQUEUE", *nodes,
@@ -188,13 +189,41 @@ class Cluster:
                 pass
         self.run("scontrol", "update", f"nodename={node}", "state=down", "reason=lost_in_test")
 
-    def bring_back(self, node: str) -> None:
-        """Start the node's slurmd again and resume it."""
+    def bring_back(self, node: str, requeued: str | None = None, timeout_s: float = 60) -> None:
+        """Start the node's slurmd again (it returns to service as it registers: ``ReturnToService=2``). With
+        ``requeued``, the id of a job the node's loss requeued, wait until the node has taken the kill of that
+        job's lost attempt: SLURM delivers it once the node is back, and it kills the same job id's tasks that
+        a requeued attempt started there before (SLURM's own hold of a requeued job, ~2 min, covers this; a job
+        released at once, as the tests do, would lose its task on the node)."""
+        log = self.folder / "log" / f"slurmd-{node}.log"
+        seen = log.stat().st_size if log.exists() else 0
         self.start_node(node)
-        self.run("scontrol", "update", f"nodename={node}", "state=resume", check=False)
+        if requeued:
+            self._until(lambda: f"credential for job {requeued} revoked" in log.read_text()[seen:], timeout_s,
+                        f"{node} never took the kill of job {requeued}'s lost attempt")
+
+    def cancel_jobs(self, timeout_s: float = 20) -> None:
+        """``scancel`` every job and wait until none runs; SIGKILL what is left of their processes (a test that
+        failed halfway leaves them: a DDP rank waiting for a dead peer ignores the signals)."""
+        if not self.pid_files["slurmctld"].exists():
+            return  # stopped (or never started): no job runs
+        self.run("scancel", "--full", f"--user={os.geteuid()}", check=False)
+        deadline = time.time() + timeout_s
+        while time.time() < deadline and self.run("squeue", "-h", "-o", "%i", check=False).split():
+            time.sleep(0.5)
+        job_processes = [pid for pid in _pids() if _environ(pid).get("SLURM_CONF") == str(self.conf)
+                         and _environ(pid).get("SLURM_JOB_ID")]
+        job_processes += [pid for pid in _pids() if _comm(pid) == "slurmstepd" and str(self.folder) in _open_files(pid)]
+        for pid in job_processes:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def stop(self) -> None:
-        """SIGTERM each daemon by its pid file, the nodes first; SIGKILL what is still alive after 10 s."""
+        """Cancel every job (:meth:`cancel_jobs`), then SIGTERM each daemon by its pid file, the nodes first;
+        SIGKILL what is still alive after 15 s."""
+        self.cancel_jobs()
         pids = []
         for name in (*(f"slurmd-{n}" for n in NODES), "slurmctld", "slurmdbd", "mariadbd", "munged"):
             try:
@@ -209,6 +238,8 @@ class Cluster:
                 time.sleep(0.1)
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+        for pid_file in self.pid_files.values():
+            pid_file.unlink(missing_ok=True)
 
     def run(self, *cmd: str, check: bool = True) -> str:
         """A SLURM client command against this cluster; its stdout."""
@@ -252,6 +283,15 @@ def _stepd_node(pid: int) -> str | None:
         if _read(child, "stat").split(b") ")[-1].split()[1:2] == [str(pid).encode()]:
             return _environ(child).get("SLURMD_NODENAME")
     return None
+
+
+def _open_files(pid: int) -> str:
+    """The paths a process holds open (its cwd too), newline-separated."""
+    try:
+        fds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        return "\n".join([os.readlink(f"/proc/{pid}/cwd"), *fds])
+    except OSError:
+        return ""
 
 
 def _alive(pid: int) -> bool:

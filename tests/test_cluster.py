@@ -13,6 +13,7 @@ it starts it again; the tests start such jobs at once (``scontrol update StartTi
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -72,11 +73,35 @@ def _run_dir(root: Path, step: str) -> Path:
     return found
 
 
+_LAUNCHED: list[tuple[subprocess.Popen, Cluster | None]] = []  # this test's background commands
+
+
+@pytest.fixture(autouse=True)
+def _end_what_a_test_launched():
+    """After each test, even one that failed halfway: its background commands killed, its cluster's jobs
+    cancelled (a hung job would hold its nodes, and its DDP port, for the next test)."""
+    yield
+    while _LAUNCHED:
+        proc, cluster = _LAUNCHED.pop()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if cluster is not None:
+            cluster.cancel_jobs()
+
+
+def _background(command: list[str], cluster: Cluster | None = None, **kwargs) -> subprocess.Popen:
+    """``command`` in a session of its own (killed with all its children if the test does not end it)."""
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, **kwargs)
+    _LAUNCHED.append((proc, cluster))
+    return proc
+
+
 def _launch(cluster: Cluster, root: Path, *overrides: str, steps: str = STEP, env: dict | None = None) -> subprocess.Popen:
     """The README's sweep command through submitit, in the background (``env``: more variables for its jobs)."""
-    return subprocess.Popen([sys.executable, "run.py", "-m", f"+step={steps}", *TINY, *CPU_SLURM, f"run.root={root}",
-                             *overrides], cwd=REPO, env={**cluster.env, **(env or {})}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return _background([sys.executable, "run.py", "-m", f"+step={steps}", *TINY, *CPU_SLURM, f"run.root={root}",
+                        *overrides], cluster, env={**cluster.env, **(env or {})})
 
 
 def _jobs(cluster: Cluster, state: str = "") -> list[str]:
@@ -276,24 +301,18 @@ def test_torchrun_two_agents_restart_a_killed_worker_which_resumes(tmp_path, ref
     markers, env = tmp_path.parent / f"markers-{tmp_path.name}", _audited(tmp_path, tmp_path.parent / f"audit-{tmp_path.name}")
     markers.mkdir()
     port = _free_port()
-    agents = [subprocess.Popen(
+    agents = [_background(
         [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1", f"--node-rank={rank}",
          "--master-addr=127.0.0.1", f"--master-port={port}", "--max-restarts=1", "run.py", f"+step={STEP}", *TINY,
          "trainer=torchrun", "trainer.accelerator=cpu", "trainer.precision=32-true", "channels_last=false",
          "budget.batch_size=4", "run.checkpoint_every_n_steps=1", f"run.root={tmp_path}",
          *_died(markers, (STEP, "SIGKILL")), "+callbacks.die0.after=2", "+callbacks.die0.rank=1"],
-        cwd=REPO, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for rank in range(2)]
-    try:
-        outs = [agent.communicate(timeout=300)[0] for agent in agents]
-    finally:
-        for agent in agents:
-            agent.kill()
+        env={**os.environ, **env}) for rank in range(2)]
+    outs = [agent.communicate(timeout=300)[0] for agent in agents]
     assert [a.returncode for a in agents] == [0, 0], [out[-3000:] for out in outs]
     assert (markers / STEP).exists() and "resuming from" in outs[0], outs[0][-3000:]
     _assert_same_within_float_tolerance(_run_dir(tmp_path, STEP), reference)
     _assert_only_rank_zero_wrote(Path(env["ROADMAP_AUDIT_DIR"]))
-    print(outs[0][-3000:])
 
 
 def _died(markers: Path, *deaths: tuple[str, str]) -> list[str]:
@@ -365,8 +384,6 @@ def test_a_killed_process_ends_the_sweep_without_accounting(tiny_regime, tmp_pat
         small.stop()
 
 
-@pytest.mark.skip(reason="passed alone (72 s), hung once in the file's run: the requeued 2-node job ran on n1 while "
-                         "n2's task never started (docs/cluster.md); kept out of CI until that race is understood")
 @pytest.mark.slurm
 def test_a_node_lost_mid_run_requeues_the_two_node_job_which_resumes(cluster, tmp_path, reference):
     """Mid-run, node n2's slurmd and its job processes are SIGKILLed (a node off the network), then n2 is set
@@ -386,7 +403,7 @@ def test_a_node_lost_mid_run_requeues_the_two_node_job_which_resumes(cluster, tm
         time.sleep(0.5)
     resumes_at = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
     assert resumes_at >= trained  # the checkpoint of the step before the loss, or a later one
-    cluster.bring_back("n2")
+    cluster.bring_back("n2", requeued=job)
     code, out, seen = _wait(cluster, proc, tmp_path)
     assert code == 0 and "sweep: 1 of 1 steps done" in out, out[-3000:]
     state = cluster.job(job)
