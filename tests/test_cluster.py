@@ -223,14 +223,6 @@ def _assert_same_within_float_tolerance(run_dir: Path, reference: Path, devices:
     assert RunRecord.read(run_dir).hardware["devices"] == devices
 
 
-def test_two_process_ddp_equals_one_process_locally(tmp_path, reference):
-    proc = subprocess.run([sys.executable, "run.py", f"+step={STEP}", *TINY, f"run.root={tmp_path}", "trainer=ddp",
-                           "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
-                           "channels_last=false", "budget.batch_size=4"], cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    _assert_same_within_float_tolerance(_run_dir(tmp_path, STEP), reference)
-
-
 def test_a_mid_epoch_checkpoint_of_two_processes_resumes_on_one_at_twice_the_batch(tmp_path, reference):
     """2 processes at batch 4 get SIGUSR2 after optimizer step 2 of epoch 0 and stop at the next (a checkpoint,
     `preempted`); 1 process at batch 8, given the run's folder (another per-device batch names another one),

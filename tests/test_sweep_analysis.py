@@ -32,7 +32,8 @@ def tiny_regime(tmp_path_factory):
 
 
 SMOKE = ["budget=smoke", "logger=csv", "data.train_size=16", "data.val_size=8", "trainer.enable_progress_bar=false",
-         "run.export_weights=false", "+callbacks.fail._target_=tests.helpers.FailOnStep", "+callbacks.fail.step=kernel_9"]
+         "run.export_weights=false", "+callbacks.fail._target_=tests.helpers.FailOnStep", "+callbacks.fail.step=kernel_9",
+         "depthwise=native"]  # measuring the paths took 79 of 95 s for 3 steps (tests/test_depthwise.py checks them)
 
 
 def sweep(root, steps):
