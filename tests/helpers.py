@@ -45,7 +45,8 @@ def write_run(root: Path, group: str, regime: str, step: str, seed: int = 0, **f
     return key.path(root)
 
 
-TINY = ["budget=smoke", "logger=csv", "trainer.enable_progress_bar=false", "run.export_weights=false"]
+TINY = ["budget=smoke", "logger=csv", "trainer.enable_progress_bar=false", "run.export_weights=false",
+        "depthwise=native"]  # no path measurement per run: tests/test_depthwise.py and the lifecycle tests' own runs do it
 TINY_SYNTHETIC = ["data.train_size=32", "data.val_size=16"]
 TINY_VARIANT = "+".join(o.replace("=", "@") for o in TINY_SYNTHETIC)  # what these overrides add to the run's group folder
 
