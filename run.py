@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from roadmap.callbacks import Stopped
 from roadmap.errors import ConfigError
 from roadmap.schema import refuse_loop_overrides
-from roadmap.sweep import EXIT, write_outcome
+from roadmap.sweep import EXIT, OTHER_RANKS_HYDRA, write_outcome
 from roadmap.evaluate import evaluate
 from roadmap.train import train
 
@@ -57,5 +57,5 @@ if __name__ == "__main__":
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     if TorchElasticEnvironment.detect() and int(os.environ["RANK"]):  # torchrun runs this script in every worker:
-        sys.argv += ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=stdout"]  # the run is rank 0's
+        sys.argv += ["hydra.run.dir=.", *OTHER_RANKS_HYDRA]  # the run folder is rank 0's
     main()

@@ -279,29 +279,30 @@ class RoadmapDataModule(L.LightningDataModule):
         at_epoch_end = progress.is_last_batch
         batches = 0 if at_epoch_end else progress.current.processed
         return {"resume_epoch": self.trainer.current_epoch + int(at_epoch_end),
-                "resume_samples": batches * self.batch_size * self.trainer.world_size,
+                "resume_samples": batches * self._batch_of(),
                 "batch_size": self.batch_size, "world_size": self.trainer.world_size}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.resume_epoch = state_dict["resume_epoch"]
         samples = state_dict.get("resume_samples", state_dict.get("resume_batch", 0) * self._batch_of(state_dict))
-        per_batch = self._batch_of({})
+        per_batch = self._batch_of()
         if samples % per_batch:
             raise ConfigError(f"the checkpoint was saved {samples} samples into epoch {self.resume_epoch}, not a whole "
                               f"number of this run's batches of {self.batch_size} × {self.trainer.world_size} "
                               f"processes: resume on a layout whose batch × processes divides {samples}")
         self.resume_batch = samples // per_batch
 
-    def _batch_of(self, state: dict) -> int:
-        """Samples per batch of all processes together in the layout that saved ``state`` (this run's where
-        ``state`` does not say)."""
+    def _batch_of(self, state: dict | None = None) -> int:
+        """Samples per batch of all processes together: in the layout that saved ``state``, or this run's (where
+        ``state`` is not given or does not say)."""
+        state = state or {}
         return state.get("batch_size", self.batch_size) * state.get("world_size", self.trainer.world_size)
 
     def relayout_loop(self, checkpoint: dict) -> None:
         """Count the restored epoch's batches in this run's layout: Lightning's loop state in ``checkpoint``
         counts them in the saving run's, and ends the epoch, steps and accumulates by that count
         (:class:`roadmap.callbacks.LayoutChange` calls this before Lightning restores its loops)."""
-        saved_batch, batch = self._batch_of(checkpoint[type(self).__qualname__]), self._batch_of({})
+        saved_batch, batch = self._batch_of(checkpoint[type(self).__qualname__]), self._batch_of()
         progress = checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]
         shift = math.ceil(progress["current"]["processed"] * saved_batch / batch) - progress["current"]["processed"]
         for counts in (progress["current"], progress["total"]):

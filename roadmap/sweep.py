@@ -22,6 +22,8 @@ from roadmap.steps import list_steps
 
 OUTCOME_FILE = "outcome.json"
 # run.py's exit code for each outcome; a sweep exits with the first of failed/missing, refused, stopped it has
+# A job's Hydra files (.hydra/, the job log) are global rank 0's: the overrides the other ranks' Hydra runs with
+OTHER_RANKS_HYDRA = ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
 EXIT = {"done": 0, "failed": 1, "missing": 1, "refused": 2, "preempted": 3, "cancelled": 3}
 
 

@@ -211,14 +211,14 @@ class Cluster:
         deadline = time.time() + timeout_s
         while time.time() < deadline and self.run("squeue", "-h", "-o", "%i", check=False).split():
             time.sleep(0.5)
-        job_processes = [pid for pid in _pids() if _environ(pid).get("SLURM_CONF") == str(self.conf)
-                         and _environ(pid).get("SLURM_JOB_ID")]
-        job_processes += [pid for pid in _pids() if _comm(pid) == "slurmstepd" and str(self.folder) in _open_files(pid)]
-        for pid in job_processes:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        for pid in _pids():
+            environ = _environ(pid)
+            job_process = environ.get("SLURM_CONF") == str(self.conf) and "SLURM_JOB_ID" in environ
+            if job_process or (_comm(pid) == "slurmstepd" and str(self.folder) in _open_files(pid)):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     def stop(self) -> None:
         """Cancel every job (:meth:`cancel_jobs`), then SIGTERM each daemon by its pid file, the nodes first;

@@ -205,8 +205,9 @@ def test_scancel_is_recorded_as_cancelled_and_the_same_command_resumes(cluster, 
 
 
 def _assert_same_within_float_tolerance(run_dir: Path, reference: Path, devices: int = 2) -> None:
-    """Two processes at batch 4 = one at batch 8: weights within float tolerance of the 1-process run's (the
-    updates differ by < 1e-4 of their size), every validation image counted once."""
+    """Two processes at batch 4 (for all of the run, or until a resume on ``devices``) = one at batch 8: weights
+    within float tolerance of the 1-process run's (the updates differ by < 1e-4 of their size), every validation
+    image counted once."""
     import lightning as L
 
     from roadmap.steps import compose_config, instantiate_model

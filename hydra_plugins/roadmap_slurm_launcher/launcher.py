@@ -21,8 +21,10 @@ class RoadmapSlurmLauncher(SlurmLauncher):
     def __call__(self, sweep_overrides, job_dir_key, job_num, job_id, singleton_state):
         import submitit
 
+        from roadmap.sweep import OTHER_RANKS_HYDRA
+
         if submitit.JobEnvironment().global_rank:
-            sweep_overrides = [*sweep_overrides, "hydra.output_subdir=null", "hydra/job_logging=stdout"]
+            sweep_overrides = [*sweep_overrides, *OTHER_RANKS_HYDRA]
         return super().__call__(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)
 
     def launch(self, job_overrides, initial_job_idx: int):
