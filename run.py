@@ -9,17 +9,14 @@ import os
 import sys
 
 import hydra
+import torch.distributed
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.plugins.environments import TorchElasticEnvironment
 from omegaconf import DictConfig
 
-from roadmap.callbacks import Stopped
-from roadmap.errors import ConfigError
-from roadmap.schema import refuse_loop_overrides
+from roadmap.errors import ConfigError, Stopped
+from roadmap.schema import refuse_loop_overrides, validate
 from roadmap.sweep import EXIT, OTHER_RANKS_HYDRA, write_outcome
-from roadmap.evaluate import evaluate
-from roadmap.train import train
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
@@ -28,10 +25,15 @@ def main(cfg: DictConfig) -> None:
     if sweeping:  # a job that dies without a word stays "running": the launcher turns it into failed
         write_outcome(cfg, "running", None)
     try:
+        validate(cfg)  # bad values are refused in seconds: the training stack (Lightning, timm) loads after
         if cfg.mode == "eval":
+            from roadmap.evaluate import evaluate
+
             evaluate(cfg)
             status, error = "done", None
         else:
+            from roadmap.train import train
+
             status, error = train(cfg).status, None
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -56,6 +58,6 @@ if __name__ == "__main__":
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    if TorchElasticEnvironment.detect() and int(os.environ["RANK"]):  # torchrun runs this script in every worker:
+    if torch.distributed.is_torchelastic_launched() and int(os.environ["RANK"]):  # torchrun runs this script in every worker:
         sys.argv += ["hydra.run.dir=.", *OTHER_RANKS_HYDRA]  # the run folder is rank 0's
     main()

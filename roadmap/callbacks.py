@@ -10,6 +10,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
 
+from roadmap.errors import Stopped
+
 
 class Throughput(L.Callback):
     """Training images/s (forward + backward + optimizer step, data loading excluded) after ``warmup_batches``,
@@ -132,15 +134,6 @@ class History(L.Callback):
 
     def load_state_dict(self, state_dict):
         self.epochs = list(state_dict["epochs"])
-
-
-class Stopped(Exception):
-    """The run stopped on a signal after saving a resumable checkpoint; ``status`` says why: ``preempted``
-    (a time-limit warning or a preemption: requeued) or ``cancelled`` (scancel, kill: rerun to resume)."""
-
-    def __init__(self, message: str, status: str):
-        super().__init__(message)
-        self.status = status
 
 
 def stop_reason(signum: int) -> str:

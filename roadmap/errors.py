@@ -1,10 +1,20 @@
-"""The one exception type for bad user input, and the CLI wrapper that shows it as one line."""
+"""The exception types a command ends on (bad user input; a stop after a checkpoint), and the CLI wrapper that shows
+bad input as one line."""
 import functools
 import sys
 
 
 class ConfigError(ValueError):
     """Invalid step, knob, path or data; ``str(err)`` is the one-line message shown to the user."""
+
+
+class Stopped(Exception):
+    """The run stopped on a signal after saving a resumable checkpoint; ``status`` says why: ``preempted``
+    (a time-limit warning or a preemption: requeued) or ``cancelled`` (scancel, kill: rerun to resume)."""
+
+    def __init__(self, message: str, status: str):
+        super().__init__(message)
+        self.status = status
 
 
 def exit_on_config_error(main):

@@ -18,7 +18,7 @@ from PIL import Image
 from analysis.roadmap import load_runs, roadmap_table
 from roadmap import ConfigError, build_model, depthwise, record, weights
 from roadmap.record import RunRecord
-from roadmap.callbacks import Stopped
+from roadmap.errors import Stopped
 from roadmap.compat import to_reference_state_dict
 from roadmap.data import RoadmapDataModule
 from roadmap.effective import effective_run
