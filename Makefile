@@ -6,6 +6,10 @@ REGIME ?= r50
 ARGS ?=
 SEEDS ?= 0
 OUTPUTS ?= outputs
+# Two pytest workers (pytest-xdist), a test file each at a time: the cluster tests mostly wait on SLURM while the
+# other worker trains (tests/conftest.py starts the longest files first). WORKERS=0 runs in one process.
+WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: install test test-fast test-slurm train profile bench roadmap analysis notebook clean
 
@@ -18,13 +22,13 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: install  ## the whole test suite (what CI runs), the SLURM cluster tests included (they start their own SLURM)
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 test-fast: install  ## the quick loop while developing: everything but the tests marked slow and slurm
-	$(PY) -m pytest -q -m "not slow and not slurm"
+	$(PYTEST) -m "not slow and not slurm"
 
 test-slurm: install  ## only the cluster tests: a single-node SLURM from Debian's slurm-wlm + munge (root, apt)
-	$(PY) -m pytest -q -m slurm
+	$(PYTEST) -m slurm
 
 train: install  ## train one roadmap step on the embedded default data: make train STEP=gelu REGIME=r50
 	$(PY) run.py +step=$(STEP) regime=$(REGIME) $(ARGS)

@@ -1,6 +1,7 @@
 """Session-wide test settings."""
 import os
 import tempfile
+from collections import defaultdict
 from pathlib import Path
 
 # Triton picks interpreter or compiler when it is first imported (lightning and timm import it). Without a GPU
@@ -8,15 +9,34 @@ from pathlib import Path
 if not Path("/dev/nvidiactl").exists():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# Parallel workers (make test: pytest-xdist) share the cores: each worker, and what it starts (run.py, SLURM
+# jobs), gets its share of threads, instead of each taking every core (and their threads waiting on each other's).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
 # Depthwise convs measure their fastest path once per machine (roadmap/depthwise.py): keep the choices of this
 # session, subprocess runs included, out of the user's cache.
 os.environ.setdefault("ROADMAP_CACHE_DIR", tempfile.mkdtemp(prefix="roadmap-cache-"))
 
 
+def pytest_collection_modifyitems(items):
+    """The longest files first, so that parallel workers (``make test``: pytest-xdist, a file per worker at a time)
+    end together: the SLURM cluster's file, then those that train through run.py (marked ``slow``), then the rest."""
+    marks = defaultdict(set)
+    for item in items:
+        marks[item.path] |= set(item.keywords)
+    items.sort(key=lambda item: ("slurm" not in marks[item.path], "slow" not in marks[item.path]))  # stable
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Nothing left behind: no SLURM or database daemon, job step, srun or training process of the suite's is
-    alive once every fixture has stopped what it started (zombies, which only wait to be reaped, do not count)."""
+    alive once every fixture has stopped what it started (zombies, which only wait to be reaped, do not count).
+    Checked once, by the process that started the session (a pytest-xdist worker would see the other's)."""
     from tests.cluster import leftovers
+
+    if hasattr(session.config, "workerinput"):
+        return
 
     alive = leftovers()
     if alive:

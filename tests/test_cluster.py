@@ -142,18 +142,19 @@ def _sweep_jobs(root: Path) -> list[str]:
 
 @pytest.mark.slurm
 def test_a_sweep_survives_a_preemption_and_builds_the_table(cluster, tmp_path, reference):
-    """Three steps through submitit; a job of the urgent partition preempts the running ones (SLURM: SIGTERM,
-    GraceTime): each saves a checkpoint at once, says `preempted`, is requeued, resumes and ends done."""
-    steps = f"{STEP},gelu,separate_downsampling"
+    """Two steps through submitit, one on each node; a job of the urgent partition takes both nodes and preempts
+    them (SLURM: SIGTERM, GraceTime): each saves a checkpoint at once, says `preempted`, is requeued, resumes and
+    ends done."""
+    steps = f"{STEP},gelu"
     proc = _launch(cluster, tmp_path, SLOW, "+callbacks.slow.seconds=1", "run.checkpoint_every_n_steps=1", steps=steps)
     _wait_for_training(tmp_path, proc)
     cluster.run("sbatch", "-p", "urgent", "-N", "2", "-o", "/dev/null", "--wrap", "sleep 2")  # both nodes
     code, out, seen = _wait(cluster, proc, tmp_path)
     assert code == 0, out[-3000:]
-    assert "sweep: 3 of 3 steps done" in out and f"{REGIME}/{STEP} seed 0: done" in out
+    assert "sweep: 2 of 2 steps done" in out and f"{REGIME}/{STEP} seed 0: done" in out
     assert "preempted" in seen and "failed" not in seen
     jobs = {job: cluster.job(job) for job in _sweep_jobs(tmp_path)}
-    assert len(jobs) == 3 and all(j["JobState"] == "COMPLETED" for j in jobs.values()), jobs
+    assert len(jobs) == 2 and all(j["JobState"] == "COMPLETED" for j in jobs.values()), jobs
     assert any(int(j["Restarts"]) >= 1 for j in jobs.values())  # requeued, not resubmitted
     for step in steps.split(","):
         assert RunRecord.read(_run_dir(tmp_path, step)).status == "done"
@@ -168,16 +169,13 @@ def test_a_two_node_time_limit_requeues_mid_epoch_and_resumes(cluster, tmp_path,
     """A 2-node job (one task on each node) with a 2-minute time limit; submitit asks for SIGUSR2 60 s before it.
     The first attempt (slowed down) is training then: every task gets the signal, one checkpoint is written at
     the next step, submitit requeues the job once, and the requeued job resumes on both nodes and ends within
-    float tolerance of the 1-process run. A second step of the sweep fails: the sweep says which, exits 1, and
-    the requeued step is done, not failed."""
+    float tolerance of the 1-process run; the sweep exits 0."""
     proc = _launch(cluster, tmp_path, SLOW, "+callbacks.slow.seconds=8", "hydra.launcher.timeout_min=2",
-                   "hydra.launcher.signal_delay_s=60", "+callbacks.fail._target_=tests.helpers.FailOnStep",
-                   "+callbacks.fail.step=gelu", "trainer.num_nodes=2", "budget.batch_size=4", steps=f"{STEP},gelu")
+                   "hydra.launcher.signal_delay_s=60", "trainer.num_nodes=2", "budget.batch_size=4")
     code, out, seen = _wait(cluster, proc, tmp_path)
-    assert code == 1 and "sweep: 1 of 2 steps done" in out, out[-3000:]
-    assert f"{REGIME}/{STEP} seed 0: done" in out and f"{REGIME}/gelu seed 0: failed: RuntimeError: forced failure of gelu" in out
-    assert "preempted" in seen
-    job = next(j for j in _sweep_jobs(tmp_path) if j.endswith("_0"))
+    assert code == 0 and "sweep: 1 of 1 steps done" in out and f"{REGIME}/{STEP} seed 0: done" in out, out[-3000:]
+    assert "preempted" in seen and "failed" not in seen
+    (job,) = _sweep_jobs(tmp_path)
     state = cluster.job(job)
     assert state["JobState"] == "COMPLETED" and state["Restarts"] == "1" and state["NumNodes"] == "2", state
     logs = [p.read_text() for p in sorted(tmp_path.glob(f"multirun/*/.submitit/{job}/{job}_*_log.err"))]
