@@ -26,14 +26,15 @@ from roadmap.lit import RoadmapModule
 from roadmap.steps import compose_config, instantiate_model
 from roadmap.evaluate import evaluate
 from roadmap.train import train
-from tests.helpers import TINY, TINY_SYNTHETIC, assert_same_weights_and_history, tiny_run_config
+from tests.helpers import (TINY, TINY_SYNTHETIC, assert_same_weights_and_history, tiny_regime_on_config_path,
+                           tiny_run_config)
 
 pytestmark = pytest.mark.slow  # trains through run.py subprocesses (make test-fast leaves these out)
 REPO = Path(__file__).resolve().parent.parent
-RESUMABLE = [sys.executable, "run.py", "+step=separate_downsampling", "budget=smoke", "logger=csv",
+RESUMABLE = [sys.executable, "run.py", "+step=separate_downsampling", "regime=tiny", "budget=smoke", "logger=csv",
              "budget.epoch_scale=0.01", "budget.limit_train_batches=4", "budget.limit_val_batches=2",
              "budget.num_workers=1", "data.train_size=64", "data.val_size=16", "run.export_weights=false",
-             "trainer.enable_progress_bar=false"]  # 3 epochs × 4 batches
+             "trainer.enable_progress_bar=false"]  # 3 epochs × 4 batches of the narrow regime (tests.helpers.TINY_REGIME)
 
 
 TINY_CLI = [*TINY, *TINY_SYNTHETIC]  # tiny_run_config's overrides, on run.py's command line
@@ -64,12 +65,17 @@ def _depthwise_paths(run_dir: Path) -> dict[str, str]:
 
 
 def _run_dir(root) -> Path:
-    (run_dir,) = Path(root).glob("*/r50/separate_downsampling/seed0")
+    (run_dir,) = Path(root).glob("*/tiny/separate_downsampling/seed0")
     return run_dir
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def tiny_regime(tmp_path_factory):
+    yield from tiny_regime_on_config_path(tmp_path_factory.mktemp("conf"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_regime, tmp_path_factory):
     root = tmp_path_factory.mktemp("uninterrupted")
     proc = _run(root)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.mark.slow
 def test_run_py_cli_trains_and_skips_finished_run(tmp_path):
     cmd = [sys.executable, "run.py", "+step=gelu", "budget=smoke", "logger=csv", "data.train_size=16",
-           "data.val_size=8", f"run.root={tmp_path}"]
+           "data.val_size=8", "depthwise=native", f"run.root={tmp_path}"]  # auto's measurement: tests/test_lifecycle.py
     first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr[-2000:]
     assert "== gelu (r50, seed 0): done ==" in first.stdout and "PROXY" in first.stdout
