@@ -6,10 +6,10 @@ REGIME ?= r50
 ARGS ?=
 SEEDS ?= 0
 OUTPUTS ?= outputs
-# Two pytest workers (pytest-xdist), a test file each at a time: the cluster tests mostly wait on SLURM while the
-# other worker trains (tests/conftest.py starts the longest files first). WORKERS=0 runs in one process.
+# Two pytest workers (pytest-xdist): a file whose tests share module fixtures runs on one worker (its xdist_group),
+# every other test wherever a worker is free; tests/conftest.py starts the longest files first. WORKERS=0: one process.
 WORKERS ?= 2
-PYTEST := $(PY) -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder
+PYTEST := $(PY) -m pytest -q -n $(WORKERS) --dist loadgroup --no-loadscope-reorder
 
 .PHONY: install test test-fast test-slurm train profile bench roadmap analysis notebook clean
 

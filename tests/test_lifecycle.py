@@ -29,7 +29,8 @@ from roadmap.train import train
 from tests.helpers import (TINY, TINY_SYNTHETIC, assert_same_weights_and_history, tiny_regime_on_config_path,
                            tiny_run_config)
 
-pytestmark = pytest.mark.slow  # trains through run.py subprocesses (make test-fast leaves these out)
+pytestmark = [pytest.mark.slow,  # trains through run.py subprocesses (make test-fast leaves these out)
+              pytest.mark.xdist_group("lifecycle")]  # one worker: the tests share module fixtures
 REPO = Path(__file__).resolve().parent.parent
 RESUMABLE = [sys.executable, "run.py", "+step=separate_downsampling", "regime=tiny", "budget=smoke", "logger=csv",
              "budget.epoch_scale=0.01", "budget.limit_train_batches=4", "budget.limit_val_batches=2",
@@ -225,7 +226,7 @@ def test_overrides_get_their_own_run_and_a_changed_config_is_refused(tmp_path):
 
 def test_ema_follows_optimizer_steps_under_accumulation(tmp_path):
     cfg = compose_config("separate_downsampling", overrides=["budget=smoke", "recipe.ema.enabled=true",
-                                                             "data.train_size=64"])
+                                                             "data.train_size=64", "depthwise=native"])
     cfg.budget.accumulate_grad_batches, cfg.budget.limit_train_batches = 4, 8
     module = RoadmapModule(instantiate_model(cfg.model, num_classes=8), cfg.recipe, num_classes=8,
                            run=effective_run(cfg, train_size=64))
