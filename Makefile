@@ -6,10 +6,12 @@ REGIME ?= r50
 ARGS ?=
 SEEDS ?= 0
 OUTPUTS ?= outputs
-# Two pytest workers (pytest-xdist): a file whose tests share module fixtures runs on one worker (its xdist_group),
-# every other test wherever a worker is free; tests/conftest.py starts the longest files first. WORKERS=0: one process.
+# Two pytest workers (pytest-xdist), a test file each at a time (its tests share module fixtures: the cluster, a
+# sweep, reference runs); tests/conftest.py starts the longest files first. WORKERS=0 runs in one process.
+# Not --dist loadgroup: with pytest 9.2 it ignores xdist_group marks (xdist 3.8 renames item._nodeid, which
+# pytest 9.2 no longer reads), and splits a file's tests over both workers.
 WORKERS ?= 2
-PYTEST := $(PY) -m pytest -q -n $(WORKERS) --dist loadgroup --no-loadscope-reorder
+PYTEST := $(PY) -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: install test test-fast test-slurm train profile bench roadmap analysis notebook clean
 

@@ -21,8 +21,8 @@ os.environ.setdefault("ROADMAP_CACHE_DIR", tempfile.mkdtemp(prefix="roadmap-cach
 
 
 def pytest_collection_modifyitems(items):
-    """The longest files first, so that parallel workers (``make test``: pytest-xdist) end together: the SLURM
-    cluster's file, then those that train through run.py (marked ``slow``), then the rest."""
+    """The longest files first, so that parallel workers (``make test``: pytest-xdist, a file per worker at a time)
+    end together: the SLURM cluster's file, then those that train through run.py (marked ``slow``), then the rest."""
     marks = defaultdict(set)
     for item in items:
         marks[item.path] |= set(item.keywords)

@@ -40,7 +40,6 @@ CPU_SLURM = ["trainer=slurm", "trainer.accelerator=cpu", "trainer.devices=1", "t
 STEP = "bn_to_ln"  # LN: no batch statistics, so a 2-process run can equal a 1-process one
 SLOW = "+callbacks.slow._target_=tests.helpers.SlowFirstAttempt"
 AUDIT = REPO / "tests" / "rank_audit"  # its sitecustomize logs, per global rank, every file a process writes
-pytestmark = pytest.mark.xdist_group("cluster")  # one worker: the tests share the cluster and the reference run
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -29,8 +29,7 @@ from roadmap.train import train
 from tests.helpers import (TINY, TINY_SYNTHETIC, assert_same_weights_and_history, tiny_regime_on_config_path,
                            tiny_run_config)
 
-pytestmark = [pytest.mark.slow,  # trains through run.py subprocesses (make test-fast leaves these out)
-              pytest.mark.xdist_group("lifecycle")]  # one worker: the tests share module fixtures
+pytestmark = pytest.mark.slow  # trains through run.py subprocesses (make test-fast leaves these out)
 REPO = Path(__file__).resolve().parent.parent
 RESUMABLE = [sys.executable, "run.py", "+step=separate_downsampling", "regime=tiny", "budget=smoke", "logger=csv",
              "budget.epoch_scale=0.01", "budget.limit_train_batches=4", "budget.limit_val_batches=2",

@@ -19,8 +19,7 @@ from roadmap.record import RunKey, RunRecord
 from roadmap.sweep import sweep_size
 from tests.helpers import tiny_regime_on_config_path, write_run
 
-pytestmark = [pytest.mark.slow,  # trains through run.py subprocesses (make test-fast leaves these out)
-              pytest.mark.xdist_group("sweep")]  # one worker: the tests share the sweep
+pytestmark = pytest.mark.slow  # trains through run.py subprocesses (make test-fast leaves these out)
 REPO = Path(__file__).resolve().parent.parent
 STEPS = [s.name for s in list_steps("r50")]  # every regime has the same steps
 REGIME = "tiny"
