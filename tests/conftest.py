@@ -4,6 +4,8 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 # Triton picks interpreter or compiler when it is first imported (lightning and timm import it). Without a GPU
 # its kernels can only run interpreted, on CPU tensors: that is how tests/test_depthwise.py checks them here.
 if not Path("/dev/nvidiactl").exists():
@@ -18,6 +20,15 @@ if _WORKERS > 1:
 # Depthwise convs measure their fastest path once per machine (roadmap/depthwise.py): keep the choices of this
 # session, subprocess runs included, out of the user's cache.
 os.environ.setdefault("ROADMAP_CACHE_DIR", tempfile.mkdtemp(prefix="roadmap-cache-"))
+
+
+@pytest.fixture(scope="module")
+def tiny_regime(tmp_path_factory):
+    """The narrow regime (``tests.helpers.TINY_REGIME``) on $ROADMAP_CONFIG_PATH, for this process, its
+    subprocesses and the SLURM jobs, while the requesting module runs."""
+    from tests.helpers import tiny_regime_on_config_path  # after the settings above: it imports torch and lightning
+
+    yield from tiny_regime_on_config_path(tmp_path_factory.mktemp("conf"))
 
 
 def pytest_collection_modifyitems(items):

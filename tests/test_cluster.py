@@ -25,7 +25,7 @@ import torch
 from roadmap import record
 from roadmap.record import RunRecord
 from tests.cluster import Cluster, Unavailable
-from tests.helpers import assert_same_weights_and_history, last_weights, tiny_regime_on_config_path
+from tests.helpers import assert_same_weights_and_history, last_weights
 
 REPO = Path(__file__).resolve().parent.parent
 REGIME = "tiny"
@@ -40,12 +40,7 @@ CPU_SLURM = ["trainer=slurm", "trainer.accelerator=cpu", "trainer.devices=1", "t
 STEP = "bn_to_ln"  # LN: no batch statistics, so a 2-process run can equal a 1-process one
 SLOW = "+callbacks.slow._target_=tests.helpers.SlowFirstAttempt"
 AUDIT = REPO / "tests" / "rank_audit"  # its sitecustomize logs, per global rank, every file a process writes
-
-
-@pytest.fixture(scope="module", autouse=True)
-def tiny_regime(tmp_path_factory):
-    """The narrow regime on $ROADMAP_CONFIG_PATH, for this process, its subprocesses and the SLURM jobs."""
-    yield from tiny_regime_on_config_path(tmp_path_factory.mktemp("conf"))
+pytestmark = pytest.mark.usefixtures("tiny_regime")  # tests/conftest.py: every job runs on REGIME
 
 
 @pytest.fixture(scope="module")

@@ -26,8 +26,7 @@ from roadmap.lit import RoadmapModule
 from roadmap.steps import compose_config, instantiate_model
 from roadmap.evaluate import evaluate
 from roadmap.train import train
-from tests.helpers import (TINY, TINY_SYNTHETIC, assert_same_weights_and_history, tiny_regime_on_config_path,
-                           tiny_run_config)
+from tests.helpers import TINY, TINY_SYNTHETIC, assert_same_weights_and_history, tiny_run_config
 
 pytestmark = pytest.mark.slow  # trains through run.py subprocesses (make test-fast leaves these out)
 REPO = Path(__file__).resolve().parent.parent
@@ -67,11 +66,6 @@ def _depthwise_paths(run_dir: Path) -> dict[str, str]:
 def _run_dir(root) -> Path:
     (run_dir,) = Path(root).glob("*/tiny/separate_downsampling/seed0")
     return run_dir
-
-
-@pytest.fixture(scope="module")
-def tiny_regime(tmp_path_factory):
-    yield from tiny_regime_on_config_path(tmp_path_factory.mktemp("conf"))
 
 
 @pytest.fixture(scope="module")

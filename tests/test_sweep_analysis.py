@@ -17,18 +17,14 @@ from roadmap import list_steps
 from roadmap.profile import profile_table
 from roadmap.record import RunKey, RunRecord
 from roadmap.sweep import sweep_size
-from tests.helpers import tiny_regime_on_config_path, write_run
+from tests.helpers import write_run
 
-pytestmark = pytest.mark.slow  # trains through run.py subprocesses (make test-fast leaves these out)
+pytestmark = [pytest.mark.slow,  # trains through run.py subprocesses (make test-fast leaves these out)
+              pytest.mark.usefixtures("tiny_regime")]  # tests/conftest.py: the sweep runs on REGIME
 REPO = Path(__file__).resolve().parent.parent
 STEPS = [s.name for s in list_steps("r50")]  # every regime has the same steps
 REGIME = "tiny"
 GROUP = "synthetic-smoke+data.train_size@16+data.val_size@8"  # the data sizes are part of the runs' identity
-
-
-@pytest.fixture(scope="module", autouse=True)
-def tiny_regime(tmp_path_factory):
-    yield from tiny_regime_on_config_path(tmp_path_factory.mktemp("conf"))
 
 
 SMOKE = ["budget=smoke", "logger=csv", "data.train_size=16", "data.val_size=8", "trainer.enable_progress_bar=false",

@@ -21,7 +21,7 @@ from roadmap.schema import refuse_loop_overrides
 from roadmap.lit import RoadmapModule
 from roadmap.steps import compose_config, instantiate_model
 from roadmap.train import train
-from tests.helpers import TINY_VARIANT, RecordLR, tiny_regime_on_config_path, tiny_run_config
+from tests.helpers import TINY_VARIANT, RecordLR, tiny_run_config
 
 REPO = Path(__file__).resolve().parent.parent
 # every step trains in tests/test_sweep_analysis.py's sweep (run.py -m, on the tiny regime); full-size
@@ -70,11 +70,6 @@ def test_every_loop_key_is_refused_with_or_without_plus(key):
 def test_unknown_step_names_the_valid_ones():
     with pytest.raises(ConfigError, match="unknown step 'gelu2'; valid steps: .*gelu"):
         compose_config("gelu2", overrides=["budget=smoke"])
-
-
-@pytest.fixture
-def tiny_regime(tmp_path):
-    yield from tiny_regime_on_config_path(tmp_path / "conf")
 
 
 @pytest.mark.slow
