@@ -15,7 +15,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from roadmap.errors import ConfigError, Stopped
-from roadmap.schema import refuse_loop_overrides, validate
+from roadmap.schema import check_overrides
+from roadmap.steps import check_composition, refuse_bad_run
 from roadmap.sweep import EXIT, OTHER_RANKS_HYDRA, write_outcome
 
 
@@ -25,7 +26,7 @@ def main(cfg: DictConfig) -> None:
     if sweeping:  # a job that dies without a word stays "running": the launcher turns it into failed
         write_outcome(cfg, "running", None)
     try:
-        validate(cfg)  # bad values are refused in seconds: the training stack (Lightning, timm) loads after
+        refuse_bad_run(cfg)  # bad values are refused in seconds: the training stack loads after
         if cfg.mode == "eval":
             from roadmap.evaluate import evaluate
 
@@ -52,12 +53,19 @@ def main(cfg: DictConfig) -> None:
         sys.exit(EXIT.get(status, 1))
 
 
-if __name__ == "__main__":
+def cli(argv: list[str]) -> None:
+    """``python run.py ARGS``: the command line checked before Hydra composes it (one line, exit 2), then Hydra."""
     try:
-        refuse_loop_overrides(sys.argv[1:])
+        check_overrides(argv)
+        check_composition(argv)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    sys.argv = [sys.argv[0], *argv]
     if torch.distributed.is_torchelastic_launched() and int(os.environ["RANK"]):  # torchrun runs this script in every worker:
         sys.argv += ["hydra.run.dir=.", *OTHER_RANKS_HYDRA]  # the run folder is rank 0's
     main()
+
+
+if __name__ == "__main__":
+    cli(sys.argv[1:])

@@ -9,13 +9,13 @@ they name. Written to ``OUTPUTS_DIR/compare-<regime>.{csv,md}`` (the CSV is the 
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pandas as pd
 
 from analysis.agreement import agreement
 from analysis.roadmap import describe, groups, load_runs, roadmap_table
+from roadmap.cli import Parser
 from roadmap.errors import ConfigError, exit_on_config_error
 from roadmap.files import write_text
 from roadmap.steps import available_regimes
@@ -56,7 +56,7 @@ def compare(runs: pd.DataFrame, regime: str) -> tuple[pd.DataFrame, pd.DataFrame
 
 @exit_on_config_error
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m analysis.compare", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m analysis.compare", description=__doc__.splitlines()[0])
     parser.add_argument("outputs", type=Path)
     parser.add_argument("--regime", default="r50", choices=available_regimes())
     args = parser.parse_args(argv)

@@ -6,15 +6,15 @@ The notebook in git stays without outputs; the executed copy lands in OUTPUTS_DI
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
 
 from analysis.roadmap import groups, load_runs
+from roadmap.cli import Parser
+from roadmap.errors import ConfigError, exit_on_config_error
 from roadmap.files import atomic_path
 from roadmap.steps import available_regimes
 
@@ -35,14 +35,15 @@ def run_notebook(outputs: Path, regime: str = "r50", group: str | None = None,
     return nb
 
 
+@exit_on_config_error
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m analysis.notebook", description=__doc__.splitlines()[0])
     parser.add_argument("outputs", type=Path, help="the sweep's outputs root (run.root)")
     parser.add_argument("--regime", default="r50", choices=available_regimes())
     parser.add_argument("--group", default=None, help="<data>-<budget> folder; default: the first for the regime")
     args = parser.parse_args(argv)
     if not args.outputs.is_dir():
-        sys.exit(f"error: outputs folder {args.outputs} does not exist; run `make roadmap OUTPUTS=...` first")
+        raise ConfigError(f"outputs folder {args.outputs} does not exist; run `make roadmap OUTPUTS=...` first")
     group = args.group or _first_group(args.outputs, args.regime)
     nb = run_notebook(args.outputs, args.regime, group)
     target = args.outputs / group / args.regime / "roadmap.ipynb"
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
 def _first_group(outputs: Path, regime: str) -> str:
     found = [g for g, r in groups(load_runs(outputs)) if r == regime]
     if not found:
-        sys.exit(f"error: no {regime} runs under {outputs}; run `make roadmap REGIME={regime} OUTPUTS={outputs}` first")
+        raise ConfigError(f"no {regime} runs under {outputs}; run `make roadmap REGIME={regime} OUTPUTS={outputs}` first")
     return found[0]
 
 

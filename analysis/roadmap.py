@@ -9,7 +9,6 @@ runs: ``OUTPUTS_DIR/<group>/<regime>/roadmap.{csv,md,tex,png,svg}``.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +16,7 @@ import pandas as pd
 from analysis.agreement import agreement, delta_verdicts
 from roadmap import record
 from roadmap.record import RunRecord
+from roadmap.cli import Parser
 from roadmap.errors import ConfigError, exit_on_config_error
 from roadmap.files import write_text
 from roadmap.steps import available_regimes, list_steps, regime_table
@@ -78,7 +78,9 @@ def roadmap_table(runs: pd.DataFrame, regime: str) -> pd.DataFrame:
 
 
 def groups(runs: pd.DataFrame) -> list[tuple[str, str]]:
-    return sorted(set(zip(runs.group, runs.regime))) if not runs.empty else []
+    """Every (group, regime) with a run that started: a folder without a record (``missing``) shows nothing."""
+    started = runs[runs.status != "missing"] if not runs.empty else runs
+    return sorted(set(zip(started.group, started.regime))) if not started.empty else []
 
 
 def describe(runs: pd.DataFrame, group: str) -> str:
@@ -136,7 +138,7 @@ def write_outputs(table: pd.DataFrame, out_dir: Path, regime: str, title: str, n
 
 @exit_on_config_error
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m analysis.roadmap", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m analysis.roadmap", description=__doc__.splitlines()[0])
     parser.add_argument("outputs", type=Path)
     parser.add_argument("--group", help="only this <data>-<budget> group")
     parser.add_argument("--regime", choices=available_regimes(), help="only this regime")

@@ -38,9 +38,12 @@ from roadmap.depthwise import set_depthwise_impl
 from roadmap.depthwise_paths import IMPLS
 from roadmap.devices import chosen_device, device_name
 from roadmap.effective import effective_run
+from roadmap.cli import Parser, non_negative_int, output_file, output_folder, positive_int
+from roadmap.config_files import options
 from roadmap.errors import ConfigError, exit_on_config_error
 from roadmap.files import atomic_path
-from roadmap.profile import count_gflops, count_params_m, render
+from roadmap.profile import render
+from roadmap.shapes import check_input_size, count_gflops, count_params_m
 from roadmap.record import benchmark_file
 from roadmap.steps import available_regimes, compose_config, instantiate_model, list_steps, regime_table
 from roadmap.timing import median_seconds
@@ -182,13 +185,18 @@ def run_benchmark(regime: str = "r50", steps: list[str] | None = None, device: s
     unknown = [s for s in steps if s not in order]
     if unknown:
         raise ConfigError(f"unknown step(s) {unknown} for regime {regime}; valid: {', '.join(order)}")
+    configs = {step: compose_config(step, regime, list(overrides)) for step in steps}
+    for step, cfg in configs.items():  # every size and config refused before the first measurement
+        with torch.device("meta"):
+            check_input_size(instantiate_model(cfg.model, num_classes=1000), img_size, f"--img-size {img_size}", step)
+    data_cfg = compose_config(None, regime, [f"data.img_size={img_size}", *overrides]) if data_batches > 0 else None
     bench = ModelBench(device, warmup, repeats, batch_size, img_size, channels_last, compile)
     log(f"benchmark: regime {regime}, device {device} ({device_name(device)}), batch {batch_size}, {img_size}px, "
         f"{'bf16 autocast' if device.type == 'cuda' else 'float32'}, channels_last={channels_last}, "
         f"compile={compile}, depthwise={depthwise}, torch threads {torch.get_num_threads()}, median of {repeats} after {warmup} warm-up")
     rows = []
     for step in sorted(steps, key=order.index):
-        cfg = compose_config(step, regime, list(overrides))
+        cfg = configs[step]
         torch.manual_seed(0)
         model = instantiate_model(cfg.model, num_classes=1000)  # as it trains, with the paper's 1000-class head
         set_depthwise_impl(model, depthwise)
@@ -211,12 +219,11 @@ def run_benchmark(regime: str = "r50", steps: list[str] | None = None, device: s
         log(f"  {step}: infer {row['infer_img_s']:.1f} img/s, train {row['train_img_s']:.1f} img/s"
             + (f" (timm {reference}: ×{row['infer_ratio']:.2f} infer, ×{row['train_ratio']:.2f} train)"
                if reference else ""))
-    if data_batches > 0:
-        cfg = compose_config(None, regime, [f"data.img_size={img_size}", *overrides])
-        if cfg.data.kind == "synthetic":  # only what the timed batches need
-            cfg.data.train_size = data_batches * batch_size
-        rows.append({"model": f"data pipeline ({cfg.data.name}, recipe {cfg.recipe.name}, per worker)",
-                     "infer_img_s": float("nan"), "train_img_s": data_pipeline_img_s(cfg, batch_size, data_batches)})
+    if data_cfg is not None:
+        if data_cfg.data.kind == "synthetic":  # only what the timed batches need
+            data_cfg.data.train_size = data_batches * batch_size
+        rows.append({"model": f"data pipeline ({data_cfg.data.name}, recipe {data_cfg.recipe.name}, per worker)",
+                     "infer_img_s": float("nan"), "train_img_s": data_pipeline_img_s(data_cfg, batch_size, data_batches)})
     return (pd.DataFrame(rows).assign(img_size=img_size, batch_size=batch_size, device=device_name(device))
             .reindex(columns=COLUMNS))
 
@@ -248,35 +255,33 @@ def sweep_cost(df: pd.DataFrame, regime: str, budget: str = "paper", train_image
 
 @exit_on_config_error
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    parser = argparse.ArgumentParser(prog="python -m roadmap.benchmark", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m roadmap.benchmark", description=__doc__.splitlines()[0])
     parser.add_argument("--regime", default="r50", choices=available_regimes())
     parser.add_argument("--steps", help="comma-separated subset of the regime's steps (default: all)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--batch-size", type=int, help="default: 128 on CUDA, 16 on CPU")
-    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=positive_int, help="default: 128 on CUDA, 16 on CPU")
+    parser.add_argument("--img-size", type=positive_int, default=224)
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                         help="default: on for CUDA, off on CPU")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model (warm-up compiles)")
     parser.add_argument("--depthwise", default="auto", choices=IMPLS,
                         help="depthwise conv path (roadmap/depthwise.py); auto measures each on first use")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=non_negative_int, default=2)
+    parser.add_argument("--repeats", type=positive_int, default=5)
     parser.add_argument("--no-reference", action="store_true", help="skip the timm reference models")
-    parser.add_argument("--data-batches", type=int, default=4, help="batches timed for the data pipeline (0: skip)")
-    parser.add_argument("--summary", metavar="BUDGET", nargs="?", const="paper",
+    parser.add_argument("--data-batches", type=non_negative_int, default=4, help="batches timed for the data pipeline (0: skip)")
+    parser.add_argument("--summary", metavar="BUDGET", nargs="?", const="paper", choices=sorted(options("budget")),
                         help="add each step's device-hours at this budget (default paper: 300 epochs, 90 for row 0) "
                              "and the whole roadmap's in one line")
-    parser.add_argument("--train-images", type=int, default=IMAGENET_TRAIN, help="--summary: images per epoch")
-    parser.add_argument("--val-images", type=int, default=IMAGENET_VAL, help="--summary: validation images")
-    parser.add_argument("--csv", type=Path, help="also write the table here (atomically)")
-    parser.add_argument("--outputs", type=Path, help="also write the table where analysis of the runs under this "
+    parser.add_argument("--train-images", type=positive_int, default=IMAGENET_TRAIN, help="--summary: images per epoch")
+    parser.add_argument("--val-images", type=positive_int, default=IMAGENET_VAL, help="--summary: validation images")
+    parser.add_argument("--csv", type=output_file, help="also write the table here (atomically)")
+    parser.add_argument("--outputs", type=output_folder, help="also write the table where analysis of the runs under this "
                                                      "outputs folder finds it (OUTPUTS/benchmark/<regime>.csv)")
     parser.add_argument("--format", default="table", choices=("table", "csv", "markdown"))
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the data pipeline, e.g. data=cifar10 data.root=...")
     args = parser.parse_args(argv)
     retain_freed_memory()
-    if args.warmup < 0 or args.repeats < 1:
-        raise ConfigError(f"--warmup must be >= 0 and --repeats >= 1, got {args.warmup} and {args.repeats}")
     if args.compile and args.warmup < 1:
         raise ConfigError("--compile needs --warmup >= 1 (the first call compiles)")
     df = run_benchmark(args.regime, args.steps.split(",") if args.steps else None, args.device, args.batch_size,

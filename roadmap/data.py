@@ -20,11 +20,12 @@ import numpy as np
 import torch
 import torchvision
 from PIL import Image, UnidentifiedImageError
-from timm.data import create_transform
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from roadmap.errors import ConfigError
+from roadmap.recipe_parts import build_transform
+from roadmap.schema import data_root
 
 SHAPES = ("stripes_h", "stripes_v", "stripes_diag", "checkerboard", "disk", "ring", "square", "plus")
 TORCHVISION_SETS = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "fashion_mnist": "FashionMNIST",
@@ -231,22 +232,12 @@ class RoadmapDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.resume_epoch, self.resume_batch = 0, 0
 
-    def transforms(self, is_training: bool):
-        r, size = self.recipe, self.data.img_size
-        if is_training:
-            return create_transform(size, is_training=True, scale=tuple(self.recipe.train_crop_scale),
-                                    auto_augment=r.auto_augment, color_jitter=r.color_jitter or None,
-                                    interpolation=r.interpolation, re_prob=r.re_prob, re_mode="pixel", re_count=1)
-        return create_transform(size, is_training=False, interpolation=r.interpolation, crop_pct=self.data.crop_pct)
-
     def build_split(self, train: bool):
-        d, transform = self.data, _RGB(self.transforms(train))
+        d, transform = self.data, _RGB(build_transform(self.recipe, self.data, train))
         if d.kind == "synthetic":
             n = d.train_size if train else d.val_size
             return SyntheticShapes(n, d.img_size, seed=d.seed * 2 + (0 if train else 1), transform=transform)
-        root = Path(d.root).expanduser() if d.root else None
-        if root is None or not root.exists():
-            raise ConfigError(f"data.root {d.root!r} does not exist: set data.root=/path/to/{d.name}")
+        root = data_root(d)
         if d.kind == "imagefolder":
             return verified_image_folder(root / ("train" if train else "val"), transform, d.verify_images)
         if d.kind == "torchvision":

@@ -21,8 +21,10 @@ from roadmap import depthwise
 from roadmap.cpu_allocator import retain_freed_memory
 from roadmap.depthwise_paths import PATHS
 from roadmap.devices import chosen_device, device_name
+from roadmap.cli import Parser, positive_int
 from roadmap.errors import ConfigError, exit_on_config_error
 from roadmap.profile import render
+from roadmap.shapes import check_input_size
 from roadmap.steps import available_regimes, compose_config, instantiate_model, list_steps
 
 
@@ -32,7 +34,9 @@ def one_iteration(step: str, regime: str, batch_size: int, img_size: int, device
     cfg = compose_config(step, regime, [])
     torch.manual_seed(0)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = instantiate_model(cfg.model, num_classes=1000).to(device, memory_format=memory_format).train()
+    model = instantiate_model(cfg.model, num_classes=1000)
+    check_input_size(model, img_size, f"--img-size {img_size}", step)
+    model = model.to(device, memory_format=memory_format).train()
     x = torch.randn(batch_size, 3, img_size, img_size, device=device).contiguous(memory_format=memory_format)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         loss = model(x).float().logsumexp(1).mean()
@@ -70,11 +74,11 @@ def totals(calls: dict[str, int], choices: dict[str, dict]) -> dict[str, tuple[f
 
 @exit_on_config_error
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    parser = argparse.ArgumentParser(prog="python -m roadmap.depthwise_report", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m roadmap.depthwise_report", description=__doc__.splitlines()[0])
     parser.add_argument("--step", required=True)
     parser.add_argument("--regime", default="r50", choices=available_regimes())
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--img-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--img-size", type=positive_int, default=128)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                         help="default: on for CUDA, off on CPU (as the benchmark and the trainer)")

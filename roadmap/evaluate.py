@@ -2,8 +2,10 @@
 
 Top-1/top-5 of the raw weights (and of the EMA weights when the checkpoint has them) on the data config's
 validation split with its eval transform (ImageNet: resize to 224/0.875, centre crop 224, as the paper).
-The result is appended to ``evaluations`` in the record of the run the checkpoint belongs to
-(``<run>/checkpoints/*.ckpt`` or ``<run>/weights/*.safetensors``), else written beside it as ``<ckpt>.eval.json``.
+The result names the step, the regime and the weights (path and SHA-256). It is appended to ``evaluations`` in the
+record of the run the checkpoint belongs to (``<run>/checkpoints/*.ckpt`` or ``<run>/weights/*.safetensors``), which
+must be a run of the same step, regime and model knobs (else refused: :func:`roadmap.record.check_evaluation_target`),
+or written beside the file as ``<ckpt>.eval.json``.
 """
 from __future__ import annotations
 
@@ -17,19 +19,15 @@ from omegaconf import DictConfig
 from roadmap import weights
 from roadmap.data import RoadmapDataModule
 from roadmap.errors import ConfigError
-from roadmap.files import write_text
+from roadmap.files import sha256_of, write_text
 from roadmap.lit import RoadmapModule
-from roadmap.profile import check_input_size
 from roadmap.record import RunPaths, RunRecord
-from roadmap.schema import validate
-from roadmap.steps import instantiate_model
+from roadmap.steps import chosen_step, instantiate_model, refuse_bad_run
 
 
 def evaluate(cfg: DictConfig) -> dict:
     """Evaluate ``cfg.ckpt`` on the data's validation split; returns the evaluation (also recorded)."""
-    validate(cfg)
-    if not cfg.ckpt:
-        raise ConfigError("mode=eval needs the weights to evaluate: ckpt=<run>/checkpoints/best.ckpt (or a .safetensors)")
+    refuse_bad_run(cfg)
     ckpt = Path(cfg.ckpt).expanduser().resolve()
     state, ema_state = weights.read_model_and_ema(ckpt)
     if "fc.weight" in state and state["fc.weight"].shape[0] != cfg.data.num_classes:
@@ -37,7 +35,6 @@ def evaluate(cfg: DictConfig) -> dict:
                           f"{cfg.data.num_classes}: evaluate on data with the same classes")
     ema = ema_state is not None
     model = instantiate_model(cfg.model, init_from=None)
-    check_input_size(model, cfg.data.img_size, cfg.model.in_chans)
     weights.load_into(model, state, str(ckpt))
     recipe = cfg.recipe.copy()
     recipe.ema.enabled = ema
@@ -50,7 +47,8 @@ def evaluate(cfg: DictConfig) -> dict:
     trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     metrics = trainer.validate(module, dataloaders=loader, verbose=False)[0]
-    result = {"ckpt": str(ckpt), "data": cfg.data.name, "img_size": cfg.data.img_size,
+    result = {"step": chosen_step(), "regime": cfg.regime.name, "ckpt": str(ckpt), "sha256": sha256_of(ckpt),
+              "data": cfg.data.name, "img_size": cfg.data.img_size,
               "crop_pct": cfg.data.crop_pct, "images": len(loader.dataset),
               **{k: round(float(metrics[f"val/{k}"]), 4) for k in ("top1", "top5", "top1_ema", "top5_ema")
                  if f"val/{k}" in metrics},

@@ -23,9 +23,10 @@ from omegaconf import DictConfig, OmegaConf
 from roadmap.errors import ConfigError, exit_on_config_error
 from roadmap.effective import effective_run
 from roadmap.steps import CONF_DIR, compose_config, config_dirs
-from roadmap.schema import refuse_loop_overrides
+from roadmap.schema import check_overrides
 
 REFERENCE = ["+experiment=paper_in1k", "data.root=/imagenet"]
+USAGE = "python -m roadmap.explain +step=<name> [any run.py override ...] (--help: what it shows)"
 _INTERPOLATION = re.compile(r"^\$\{([\w.]+)\}$")
 
 
@@ -134,10 +135,10 @@ class Provenance:
 
 def explain(overrides: list[str]) -> str:
     """The effective run of ``run.py <overrides>`` beside the paper's, as text."""
-    refuse_loop_overrides(overrides)
+    check_overrides(overrides)
     step = next((o.split("=", 1)[1] for o in overrides if o.startswith("+step=")), None)
     if step is None:
-        raise ConfigError("no step chosen: add +step=<name> (as for run.py)")
+        raise ConfigError(f"no step chosen: add +step=<name> (as for run.py); usage: {USAGE}")
     rest = [o for o in overrides if not o.startswith(("+step=", "regime="))]
     regime = next((o.split("=", 1)[1] for o in overrides if o.startswith("regime=")), "r50")
     cfg = compose_config(step, regime, rest)
@@ -170,9 +171,12 @@ def explain(overrides: list[str]) -> str:
 @exit_on_config_error
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] in ("-h", "--help"):
+    if args and args[0] in ("-h", "--help"):
         print(__doc__)
         return
+    if not args:
+        print(f"usage: {USAGE}", file=sys.stderr)
+        sys.exit(2)
     print(explain(args))
 
 

@@ -1,9 +1,11 @@
 """Atomic file writes: every result, record, table, chart, cache entry and checkpoint is written through these, so
 a reader never sees half a file and a crash never leaves one: written beside its place, flushed to disk (fsync),
-renamed over it, and the rename itself flushed (the folder's fsync)."""
+renamed over it, and the rename itself flushed (the folder's fsync). And the content hash that names a file's content."""
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,3 +42,30 @@ def _fsync(path: Path) -> None:
 def write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file's content (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def unwritable_folder(path: Path) -> str | None:
+    """Why ``path`` cannot be a folder this process writes in, or None: it must be a folder, or its nearest existing
+    ancestor a folder where files can be created (probed, nothing left behind)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        return f"{path} is a file, not a folder"
+    ancestor = path
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{ancestor} is a file, so no folder can be made under it"
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=ancestor, prefix=".write-check-"))
+    except OSError as err:
+        return f"cannot write in {ancestor} ({err.strerror})"
+    return None

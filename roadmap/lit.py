@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler, StepLRScheduler
 from timm.utils import ModelEmaV3, accuracy
 from torch import nn
@@ -20,6 +19,7 @@ from torchmetrics import MeanMetric, SumMetric
 from roadmap import depthwise
 from roadmap.depthwise import set_depthwise_impl
 from roadmap.effective import EffectiveRun
+from roadmap.recipe_parts import build_optimizer
 
 
 def use_compile_cache(root: Path) -> None:
@@ -133,9 +133,7 @@ class RoadmapModule(L.LightningModule):
         r, run = self.recipe, self.run
         if run is None or run.total_steps is None:
             raise ValueError("RoadmapModule needs the effective run with its steps to train (effective_run(cfg, train_size))")
-        opt = create_optimizer_v2(self.model, opt=r.optimizer.name, lr=run.peak_lr, weight_decay=r.optimizer.weight_decay,
-                                  momentum=r.optimizer.momentum, filter_bias_and_bn=r.optimizer.no_decay_1d,
-                                  **({"betas": tuple(r.optimizer.betas)} if r.optimizer.betas else {}))
+        opt = build_optimizer(self.model, r.optimizer, run.peak_lr)
         if run.schedule == "cosine":
             sched = CosineLRScheduler(opt, t_initial=run.total_steps - run.warmup_steps, lr_min=r.lr_min,
                                       warmup_t=run.warmup_steps, warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)

@@ -13,20 +13,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from timm.layers import DropPath, GroupNorm, LayerNorm2d, get_act_layer, get_norm_layer, trunc_normal_
+from timm.layers import DropPath, LayerNorm2d, trunc_normal_
 from torch import nn
 
 from roadmap.depthwise import DepthwiseConv2d
 from roadmap.errors import ConfigError
+from roadmap.layers import NORM_ALIASES, act_factory, norm_factory
 
 BLOCKS = ("bottleneck", "inverted", "inverted_dw_first")
 STEMS = ("resnet", "patchify")
 CONV_GROUPS = ("dense", "depthwise")
 DOWNSAMPLES = ("in_block", "separate")
 INITS = ("torchvision", "convnext")
-# Short names of the roadmap; any other name goes to timm's norm / activation factories
-NORM_ALIASES = {"bn": nn.BatchNorm2d, "ln": lambda dim: LayerNorm2d(dim, eps=1e-6), "group": GroupNorm}
-ACT_ALIASES = {"relu": lambda: nn.ReLU(inplace=True), "gelu": nn.GELU}
 
 
 def _choice(name: str, value, allowed) -> None:
@@ -38,30 +36,6 @@ def _flags(name: str, value: Sequence[bool]) -> tuple[bool, bool, bool]:
     if len(value) != 3:
         raise ConfigError(f"{name} needs one true/false per block conv (3 values), got {list(value)}")
     return tuple(bool(v) for v in value)
-
-
-def norm_factory(norm: str | Callable) -> Callable[[int], nn.Module]:
-    """``bn``, ``ln`` (LayerNorm over channels, eps 1e-6), ``group`` (32 groups), any timm norm name
-    (``batchnorm2d``, ``groupnorm1``, ``rmsnorm2d``, ...) or a callable taking the channel count."""
-    if callable(norm):
-        return norm
-    try:
-        return NORM_ALIASES.get(norm) or get_norm_layer(norm)
-    except (KeyError, AssertionError, AttributeError):
-        raise ConfigError(f"unknown norm {norm!r}; use bn, ln, group, a timm norm name (batchnorm2d, groupnorm1, "
-                          f"rmsnorm2d, ...) or {{_target_: pkg.Class, _partial_: true}}") from None
-
-
-def act_factory(act: str | Callable) -> Callable[[], nn.Module]:
-    """``relu`` (in place), ``gelu``, any timm activation name (``silu``, ``mish``, ``hard_swish``, ...) or a
-    callable returning a module."""
-    if callable(act):
-        return act
-    try:
-        return ACT_ALIASES.get(act) or get_act_layer(act)
-    except (KeyError, AttributeError):
-        raise ConfigError(f"unknown act {act!r}; use relu, gelu, a timm activation name (silu, mish, hard_swish, "
-                          f"...) or {{_target_: pkg.Class, _partial_: true}}") from None
 
 
 def conv_norm_act(in_dim, out_dim, kernel_size=1, stride=1, groups=1, *, norm=None, act=None):

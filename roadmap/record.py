@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from roadmap.errors import ConfigError
 from roadmap.files import write_text
 
 SCHEMA_VERSION = 3
@@ -103,9 +104,84 @@ def identity_differences(saved: dict, requested: dict) -> list[str]:
 
 
 def read_config(run_dir: Path) -> dict | None:
-    """A run's saved ``config.yaml`` (resolved), or None."""
+    """A run's saved ``config.yaml`` (resolved), or None; one that is not a readable config is refused naming it."""
     path = RunPaths(run_dir).config
-    return yaml.safe_load(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        mark = getattr(err, "problem_mark", None)
+        raise ConfigError(f"{path}{f', line {mark.line + 1}' if mark else ''} is not readable YAML: restore it, or "
+                          f"run.force=true to start this run over") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path} holds no config: restore it, or run.force=true to start this run over")
+    return saved
+
+
+def saved_identity(run_dir: Path) -> dict | None:
+    """:func:`identity` of a run's saved ``config.yaml`` (None without one); an incomplete one is refused naming it."""
+    saved = read_config(run_dir)
+    if saved is None:
+        return None
+    try:
+        return identity(saved)
+    except Exception as err:  # noqa: BLE001 - a hand-edited config fails in many places
+        raise ConfigError(f"{RunPaths(run_dir).config} is incomplete ({type(err).__name__}: "
+                          f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}): restore it, or run.force=true "
+                          f"to start this run over") from None
+
+
+def check_identity(cfg: DictConfig) -> None:
+    """Refuse to reuse a run folder (``run.dir``) whose saved config computes something else (run.force=true
+    overwrites)."""
+    if cfg.run.force:
+        return
+    paths = RunPaths(Path(cfg.run.dir).resolve())
+    saved = saved_identity(paths.root)
+    if saved is None:
+        return
+    differences = identity_differences(saved, identity(cfg))
+    if differences:
+        layout_changed = any(d.startswith("effective.effective_batch") for d in differences)
+        # the config values that differ; the effective run's only where nothing else does (it follows from them)
+        differences = [d for d in differences if not d.startswith("effective.")] or differences
+        shown = "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4 else "")
+        layout = (" (per-device batch × devices × nodes × accumulation may change, their product may not)"
+                  if layout_changed else "")
+        raise ConfigError(f"{paths.root} holds a run of another config ({shown}){layout}: run.force=true "
+                          f"overwrites it, or change run.root")
+
+
+
+# Model knobs that do not change what trained weights compute: the head follows the data, the others only start
+# training (a layer scale's presence changes the weights' keys, which loading checks)
+NOT_WEIGHTS_IDENTITY = ("num_classes", "init", "init_from", "drop_path_rate", "layer_scale_init")
+
+
+def check_evaluation_target(cfg: DictConfig, step: str) -> None:
+    """``mode=eval``: the weights exist and, when they are a run's, that run is of this step and regime and its
+    model knobs are this config's (the evaluation lands in that run's record)."""
+    ckpt = Path(str(cfg.ckpt or "")).expanduser()
+    if not cfg.ckpt:
+        raise ConfigError("mode=eval needs the weights to evaluate: ckpt=<run>/checkpoints/best.ckpt (or a .safetensors)")
+    if not ckpt.is_file():
+        raise ConfigError(f"no weights file {ckpt}: point ckpt= at a run's checkpoints/*.ckpt or weights/*.safetensors")
+    paths = RunPaths.holding(ckpt.resolve())
+    run = RunRecord.read(paths.root) if paths else None
+    if run is None:
+        return
+    regime = cfg.regime.name
+    if (run.step, run.regime) != (step, regime):
+        raise ConfigError(f"{ckpt} holds weights of the {run.step} run ({run.regime}), not of {step} ({regime}): "
+                          f"evaluate them with +step={run.step} regime={run.regime}")
+    saved = (read_config(paths.root) or {}).get("model") or {}
+    requested = resolved(cfg)["model"]
+    differ = [f"model.{k}={saved[k]} (this command: {requested.get(k)})" for k in saved
+              if k not in NOT_WEIGHTS_IDENTITY and saved[k] != requested.get(k)]
+    if differ:
+        raise ConfigError(f"{ckpt} was trained with {', '.join(differ[:3])}: give the run's own overrides "
+                          f"(its folder {paths.root.parent.parent.parent.name} names them)")
 
 
 @dataclass(frozen=True)
@@ -266,12 +342,16 @@ class RunRecord:
         blank = dict(step=key.step, regime=key.regime, seed=key.seed, group=key.group, data="?", budget="?",
                      run_dir=str(run_dir))
         try:
-            return cls.from_dict(json.loads(RunPaths(run_dir).metrics.read_text()))
+            record = cls.from_dict(json.loads(RunPaths(run_dir).metrics.read_text()))
         except FileNotFoundError:
             return cls(status="missing", error="no metrics.json (never started or killed before writing it)", **blank)
         except (ValueError, TypeError, UnicodeDecodeError) as err:
             return cls(status="corrupt", error=f"unreadable metrics.json ({err}); re-run the step to rewrite it",
                        **blank)
+        if record.status not in STATUSES:
+            return cls(status="corrupt", error=f"metrics.json has the unknown status {record.status!r} (known: "
+                                               f"{', '.join(STATUSES)}); re-run the step to rewrite it", **blank)
+        return record
 
     def summary(self) -> str:
         """The lines a finished run prints."""

@@ -1,20 +1,71 @@
-"""The typed schema of a composed run config: every bad value fails at composition, in one line.
+"""The schema of a composed run config, and every check that refuses a run before it starts, in one line.
 
-Types are checked by merging the config into OmegaConf structured configs (the dataclasses below: keys
-they do not name pass through unchecked, so a data config may add its own); ranges and choices by
-:data:`RULES`. :func:`validate` raises :class:`~roadmap.errors.ConfigError` naming the key, the bad value
-and what it accepts.
+* **Keys**: every key must be one the code reads. The dataclasses below name them (a data config's by its
+  ``kind``); the model's are the builder's arguments (``conf/model/roadmap.yaml``); a ``_target_`` node's
+  (trainer, loggers, callbacks, plugins) are the arguments of what it builds. An unknown key, with or without
+  ``+``, is refused with the nearest known one.
+* **Values**: types by merging into OmegaConf structured configs, ranges and choices by :data:`RULES`, and
+  every name a library resolves later by that library's own registry or parser: optimizer, RandAugment and
+  interpolation (timm, :mod:`roadmap.recipe_parts`), activation and norm (:mod:`roadmap.layers`), precision,
+  accelerator and strategy (Lightning).
+* **The command line** (:func:`check_overrides`, before Hydra composes): a key given twice, an unknown group
+  choice (step, regime, data, ...), a loop key of the trainer.
+* **This process** (:func:`check_environment`): the launcher a trainer needs (torchrun, SLURM), a device for the
+  accelerator, writable run paths, ``ckpt`` only with ``mode=eval``.
+
+Each raises :class:`~roadmap.errors.ConfigError` naming the key, the bad value and what it accepts.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Optional
+import difflib
+import inspect
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from roadmap.config_files import builder_arguments, check_choice, config_groups, options, read_yaml
 from roadmap.depthwise_paths import IMPLS
 from roadmap.errors import ConfigError
+from roadmap.files import unwritable_folder
+
+
+@dataclass
+class StageRatio:
+    depths: list[int] = MISSING
+    width: int = MISSING
+
+
+@dataclass
+class PaperNumbers:
+    top1: Optional[float] = None
+    gflops: Optional[float] = None
+
+
+@dataclass
+class Reference:
+    name: str = MISSING
+    top1: float = MISSING
+
+
+@dataclass
+class Regime:
+    """A regime file (``conf/regime/<name>.yaml``) and its ``name`` (the choice)."""
+
+    name: str = MISSING
+    resnet: str = MISSING
+    convnext: str = MISSING
+    resnet_depths: list[int] = MISSING
+    stage_ratio: StageRatio = field(default_factory=StageRatio)
+    wide_width: int = MISSING
+    drop_path_rate: float = MISSING
+    # optional: timm's model of a step's architecture, a model to draw beside the roadmap, the paper's numbers
+    timm_references: Optional[dict[str, str]] = None
+    reference: Optional[Reference] = None
+    paper: Optional[dict[str, PaperNumbers]] = None
 
 
 @dataclass
@@ -82,8 +133,30 @@ class Data:
 
 
 @dataclass
+class ImageFolderData(Data):
+    verify_images: bool = MISSING
+
+
+@dataclass
+class TorchvisionData(Data):
+    download: bool = MISSING
+
+
+@dataclass
+class SyntheticData(Data):
+    train_size: int = MISSING
+    val_size: int = MISSING
+    seed: int = MISSING
+
+
+DATA_KINDS = {"imagefolder": ImageFolderData, "torchvision": TorchvisionData, "synthetic": SyntheticData}
+
+
+@dataclass
 class Run:
     root: str = MISSING
+    group: Optional[str] = None  # derived in conf/config.yaml from Hydra's runtime: not typed here
+    dir: Optional[str] = None
     resume: bool = MISSING
     force: bool = MISSING
     export_weights: bool = MISSING
@@ -92,17 +165,26 @@ class Run:
 
 @dataclass
 class Schema:
-    """What every composed config has, with its type; no defaults: the config files are the defaults."""
+    """Every key of a composed config, with its type; no defaults: the config files are the defaults. The
+    ``dict`` sections are checked by what reads them (the builder, the ``_target_`` of each node)."""
 
     seed: int = MISSING
     mode: str = MISSING
+    ckpt: Optional[str] = MISSING
     compile: bool = MISSING
+    compile_cache: str = MISSING
     channels_last: bool = MISSING
     depthwise: str = MISSING
-    budget: Budget = field(default_factory=Budget)
+    callbacks: dict[str, Any] = field(default_factory=dict)
+    lineage: dict[str, Any] = field(default_factory=dict)  # a step's chain of changes (none without a step)
+    regime: Regime = field(default_factory=Regime)
+    model: dict[str, Any] = field(default_factory=dict)
     recipe: Recipe = field(default_factory=Recipe)
     data: Data = field(default_factory=Data)
+    budget: Budget = field(default_factory=Budget)
     run: Run = field(default_factory=Run)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    logger: dict[str, Any] = field(default_factory=dict)
 
 
 # Lightning trainer arguments that the effective run (roadmap/effective.py) sets from the recipe and budget
@@ -143,21 +225,153 @@ RULES = [  # (key, check, what it must be)
     ("data.crop_pct", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("run.checkpoint_every_n_steps", lambda v: v is None or v >= 1, "a positive integer or null"),
     ("trainer.num_nodes", lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
+    ("model.in_chans", lambda v: v == 3, "3: every data kind gives RGB images (grayscale ones are converted)"),
 ]
 
 
 def _one_line(err: Exception) -> str:
-    return " ".join(str(err).split("\n")[0].split())
+    return " ".join(str(err).strip().split("\n")[0].split()) or type(err).__name__
+
+
+def nearest_key(name: str, known) -> str:
+    """``; did you mean <key>?`` for the known key whose last part is closest to ``name``'s, or ''."""
+    by_leaf = {k.rsplit(".", 1)[-1]: k for k in known}
+    near = difflib.get_close_matches(name.rsplit(".", 1)[-1], list(by_leaf), n=1, cutoff=0.6)
+    return f"; did you mean {by_leaf[near[0]]}?" if near else ""
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _dataclass_of(annotation):
+    """The dataclass an annotation holds (``X``, ``Optional[X]``), or None."""
+    candidates = [annotation, *typing.get_args(annotation)]
+    return next((c for c in candidates if is_dataclass(c)), None)
+
+
+def unknown_keys(tree: dict, cls, prefix: str = "") -> list[tuple[str, list[str]]]:
+    """``(key, the keys known beside it)`` for every key of ``tree`` that the dataclass ``cls`` does not name,
+    through nested dataclasses and ``dict[str, dataclass]`` fields."""
+    hints, found = _hints(cls), []
+    for key, value in tree.items():
+        if key not in hints:
+            found.append((f"{prefix}{key}", [f"{prefix}{k}" for k in hints]))
+            continue
+        nested = _dataclass_of(hints[key])
+        if nested and isinstance(value, dict):
+            found += unknown_keys(value, nested, f"{prefix}{key}.")
+        elif typing.get_origin(hints[key]) is dict and isinstance(value, dict):
+            inner = _dataclass_of(typing.get_args(hints[key])[1])
+            for name, item in value.items():
+                if inner and isinstance(item, dict):
+                    found += unknown_keys(item, inner, f"{prefix}{key}.{name}.")
+    return found
+
+
+def target_arguments(target: str, where: str) -> set[str] | None:
+    """The arguments of what a ``_target_`` builds (None: it takes any keyword)."""
+    from hydra._internal.utils import _locate  # hydra.utils.get_object, without its error log
+
+    try:
+        built = _locate(target)
+    except Exception as err:  # noqa: BLE001 - an import can fail many ways
+        cause = err.__cause__ or err
+        raise ConfigError(f"{where}._target_={target}: cannot import it ({type(cause).__name__}: "
+                          f"{_one_line(cause)})") from None
+    try:
+        parameters = inspect.signature(built).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return {p.name for p in parameters}
+
+
+HYDRA_KEYS = {"_target_", "_partial_", "_args_", "_recursive_", "_convert_"}
+# Lightning trainer arguments that roadmap.train sets itself (besides the effective run's loop arguments)
+SET_BY_TRAIN = {"callbacks": "+callbacks.NAME._target_=pkg.Class", "logger": "logger=csv|default",
+                "default_root_dir": "run.dir", "enable_checkpointing": "run.checkpoint_every_n_steps",
+                "use_distributed_sampler": "nothing: the data module shards the data itself"}
+
+
+def _check_target_node(node, where: str, refused: dict[str, str] | None = None) -> None:
+    """A node Hydra instantiates: its class imports and every key is one of its arguments (``refused``: keys the
+    run sets itself, with what to set instead)."""
+    refused = refused or {}
+    if not isinstance(node, dict) or "_target_" not in node:
+        raise ConfigError(f"{where} must be a node with _target_: pkg.Class (and its arguments), got {node!r}")
+    arguments = target_arguments(str(node["_target_"]), where)
+    for key in node:
+        if key in refused:
+            raise ConfigError(f"{where}.{key} is set by the run: set {refused[key]} instead")
+        if arguments is not None and key not in arguments | HYDRA_KEYS:
+            raise ConfigError(f"unknown key {where}.{key}: not an argument of {node['_target_']}"
+                              + nearest_key(key, [f"{where}.{a}" for a in arguments]))
+
+
+def _check_keys(tree: dict) -> None:
+    """Every key of the composed config is one that the code (or the library it configures) reads."""
+    data_schema = DATA_KINDS.get((tree.get("data") or {}).get("kind"), Data)
+    schema_tree = {k: v for k, v in tree.items() if k not in ("data", "hydra")}
+    problems = unknown_keys(schema_tree, Schema) + unknown_keys(tree.get("data") or {}, data_schema, "data.")
+    model_keys = builder_arguments()
+    problems += [(f"model.{k}", [f"model.{m}" for m in model_keys]) for k in tree.get("model") or {} if k not in model_keys]
+    if problems:
+        key, beside = problems[0]
+        known = beside + [k for k in _all_keys(Schema) if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]]
+        raise ConfigError(f"unknown key {key}{nearest_key(key, known) or ': not a key any config or code reads'}"
+                          + f" (python -m roadmap.explain shows a run's keys)")
+    trainer = tree.get("trainer") or {}
+    _check_target_node(trainer, "trainer", SET_BY_TRAIN)
+    for i, plugin in enumerate(trainer.get("plugins") or []):
+        _check_target_node(plugin, f"trainer.plugins[{i}]")
+    for section in ("logger", "callbacks"):
+        for name, node in (tree.get(section) or {}).items():
+            _check_target_node(node, f"{section}.{name}")
+
+
+def flat_keys(cfg: DictConfig) -> list[str]:
+    """Every leaf key of a composed config (dotted), unresolved."""
+    def walk(node, prefix):
+        if isinstance(node, dict):
+            return [k for key, value in node.items() for k in walk(value, f"{prefix}{key}.")]
+        return [prefix[:-1]]
+    return walk(OmegaConf.to_container(cfg, resolve=False), "")
+
+
+def _all_keys(cls, prefix: str = "") -> list[str]:
+    out = []
+    for name, annotation in _hints(cls).items():
+        nested = _dataclass_of(annotation)
+        out += _all_keys(nested, f"{prefix}{name}.") if nested else [f"{prefix}{name}"]
+    return out
 
 
 def _checked_part(cfg: DictConfig) -> dict:
-    """The values the schema checks, interpolations resolved (run.dir needs Hydra's runtime: not included)."""
-    part = {key: OmegaConf.select(cfg, key) for key in ("seed", "mode", "compile", "channels_last", "depthwise")}
+    """The values the schema types, interpolations resolved (but run.dir and run.group, which need Hydra's runtime;
+    the dict sections are checked by what reads them)."""
+    part = {key: OmegaConf.select(cfg, key) for key in ("seed", "mode", "ckpt", "compile", "compile_cache", "channels_last",
+                                                        "depthwise")}
     part.update({key: OmegaConf.to_container(cfg[key], resolve=True, throw_on_missing=True)
-                 for key in ("budget", "recipe", "data")})
-    part["run"] = {key: cfg.run.get(key) for key in Run.__dataclass_fields__}
+                 for key in ("regime", "budget", "recipe", "data")})
+    part["run"] = {key: cfg.run.get(key) for key in ("root", "resume", "force", "export_weights", "checkpoint_every_n_steps")}
     part["trainer"] = {key: cfg.trainer.get(key) for key in ("num_nodes",)}
+    part["model"] = {key: cfg.model.get(key) for key in ("in_chans",)}
     return part
+
+
+def _typed(cfg: DictConfig) -> DictConfig:
+    """The checked part of ``cfg`` merged into :class:`Schema` (a data config by its kind)."""
+    schema = OmegaConf.structured(Schema)
+    OmegaConf.set_struct(schema, False)  # the dict sections are typed by what reads them
+    schema.data = OmegaConf.structured(DATA_KINDS.get(OmegaConf.select(cfg, "data.kind"), Data))
+    try:
+        return OmegaConf.merge(schema, _checked_part(cfg))
+    except MissingMandatoryValue as err:
+        raise ConfigError(f"{err.full_key} is not set: add {err.full_key}=... to the command line") from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{err.full_key or 'config'}={err.value}: {_one_line(err)}") from None
 
 
 def _loop_key_refused(key: str) -> ConfigError:
@@ -174,20 +388,48 @@ def refuse_loop_overrides(overrides: list[str]) -> None:
             raise _loop_key_refused(key.removeprefix("trainer."))
 
 
+def _check_library_names(checked: DictConfig, cfg: DictConfig) -> None:
+    """The names timm and Lightning resolve later, resolved now by them."""
+    from roadmap.layers import act_factory, norm_factory
+    from roadmap.recipe_parts import check_recipe
+
+    check_recipe(checked.recipe, checked.data)
+    for knob, factory in (("act", act_factory), ("norm", norm_factory)):
+        value = cfg.model.get(knob)
+        if isinstance(value, str):
+            try:
+                factory(value)
+            except ConfigError as err:
+                raise ConfigError(f"model.{knob}={value}: {err}") from None
+    _check_trainer_values(cfg.trainer)
+
+
+def _check_trainer_values(trainer) -> None:
+    from lightning.fabric.connector import _convert_precision_to_unified_args
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    try:
+        _convert_precision_to_unified_args(trainer.get("precision"))
+    except ValueError as err:
+        raise ConfigError(f"trainer.precision={trainer.get('precision')}: Lightning refuses it ({_one_line(err)})") from None
+    for key, known in (("accelerator", {"auto", "gpu", *AcceleratorRegistry.available_accelerators()}),
+                       ("strategy", {"auto", *StrategyRegistry.available_strategies()})):
+        value = trainer.get(key)
+        if isinstance(value, str) and value not in known:
+            raise ConfigError(f"trainer.{key}={value}: not one of Lightning's{nearest_key(value, known) or ''} "
+                              f"(known: {', '.join(sorted(known)[:12])}, ...)")
+
+
 def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError (one line) for the first value of ``cfg`` of the wrong type or out of range."""
+    """Raise ConfigError (one line) for the first unknown key, or value of the wrong type, out of range, or
+    refused by the library that reads it."""
     for key in EFFECTIVE_RUN_ARGUMENTS:
         if key in cfg.trainer:  # a trainer file of the user's
             raise _loop_key_refused(key)
-    schema = OmegaConf.structured(Schema)
-    for node in (schema, schema.budget, schema.recipe, schema.recipe.optimizer, schema.recipe.ema, schema.data, schema.run):
-        OmegaConf.set_struct(node, False)  # keys the schema does not name pass through unchecked
-    try:
-        checked = OmegaConf.merge(schema, _checked_part(cfg))
-    except MissingMandatoryValue as err:
-        raise ConfigError(f"{err.full_key} is not set: add {err.full_key}=... to the command line") from None
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"{err.full_key or 'config'}={err.value}: {_one_line(err)}") from None
+    tree = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=False)
+    _check_keys(tree)
+    checked = _typed(cfg)
     missing = sorted(OmegaConf.missing_keys(checked))
     if missing:
         raise ConfigError(f"{missing[0]} is not set: add it to its config file or {missing[0]}=... to the command line")
@@ -202,3 +444,109 @@ def validate(cfg: DictConfig) -> None:
     if (checked.recipe.mixup > 0 or checked.recipe.cutmix > 0) and checked.budget.batch_size % 2:
         raise ConfigError(f"budget.batch_size={checked.budget.batch_size}: mixup/cutmix pair the images of a batch, "
                           f"so it must be even (or set recipe.mixup=0 recipe.cutmix=0)")
+    _check_library_names(checked, cfg)
+
+
+def check_regime_file(path: Path) -> None:
+    """A regime file against :class:`Regime`: no unknown key, every required one, each of its type."""
+    content = read_yaml(path)
+    problems = unknown_keys(content, Regime)
+    if problems:
+        key, beside = problems[0]
+        raise ConfigError(f"{path}: unknown key {key}{nearest_key(key, beside)} (a regime's keys: conf/regime/r50.yaml)")
+    try:
+        checked = OmegaConf.merge(OmegaConf.structured(Regime), {"name": path.stem, **content})
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{path}: {err.full_key}={err.value}: {_one_line(err)}") from None
+    missing = sorted(OmegaConf.missing_keys(checked))
+    if missing:
+        raise ConfigError(f"{path}: {missing[0]} is not set (a regime's keys: conf/regime/r50.yaml)")
+
+
+def data_root(data) -> Path:
+    """The folder a data config reads (not the synthetic kind's: it has none), which must exist."""
+    root = Path(data.root).expanduser() if data.root else None
+    if root is None or not root.exists():
+        raise ConfigError(f"data.root {data.root!r} does not exist: set data.root=/path/to/{data.name}")
+    return root
+
+
+# Cluster environments a trainer file may ask for, and how to start a process that has one
+LAUNCHERS = {"SLURMEnvironment": "it runs as SLURM jobs: add -m to submit them (python run.py -m trainer=slurm ...), "
+                                 "or start it with srun inside an allocation",
+             "TorchElasticEnvironment": "it runs under torchrun: torchrun --nproc-per-node=N run.py trainer=torchrun ..."}
+
+
+def _check_launcher(trainer) -> None:
+    from hydra._internal.utils import _locate
+
+    for plugin in trainer.get("plugins") or []:
+        environment = _locate(plugin["_target_"])
+        if not hasattr(environment, "detect") or environment.detect():
+            continue
+        base = next((c.__name__ for c in environment.__mro__ if c.__name__ in LAUNCHERS), None)
+        how = LAUNCHERS.get(base, f"{environment.__name__}.detect() is false in this process")
+        raise ConfigError(f"trainer.plugins has {environment.__name__}, but this process was not started by its "
+                          f"launcher: {how}")
+
+
+def check_environment(cfg: DictConfig) -> None:
+    """What this process must provide for the run: its trainer's launcher (torchrun, SLURM), a device for its
+    accelerator, its data's folder, writable run paths; and ``ckpt`` only where it is read (``mode=eval``)."""
+    import torch
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from roadmap.effective import world_size
+
+    if cfg.mode == "train" and cfg.ckpt:
+        raise ConfigError(f"ckpt={cfg.ckpt} is read by mode=eval only: to start training from weights, set "
+                          f"model.init_from={cfg.ckpt}")
+    _check_launcher(cfg.trainer)
+    if world_size(cfg.trainer) is None:
+        raise ConfigError(f"trainer.devices={cfg.trainer.devices} (all visible) but no CUDA device is visible: set "
+                          f"trainer.devices=N, and trainer.accelerator=cpu on a machine without GPUs")
+    if cfg.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={cfg.trainer.accelerator} but no CUDA device is visible: add "
+                          f"trainer.accelerator=cpu trainer.precision=32-true on a machine without GPUs")
+    if cfg.data.kind != "synthetic":
+        data_root(cfg.data)
+    for key in ("run.root", "run.dir") if rank_zero_only.rank == 0 else ():  # the run folder is global rank 0's
+        problem = unwritable_folder(Path(OmegaConf.select(cfg, key)).expanduser())
+        if problem:
+            raise ConfigError(f"{key}={OmegaConf.select(cfg, key)}: {problem}: choose another {key}")
+
+
+HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                          "--config-dir", "-cd", "--experimental-rerun"}
+
+
+def check_overrides(argv: list[str], repeats: bool = False) -> None:
+    """The command line before Hydra composes it: a loop key of the trainer, a key given twice (unless ``repeats``),
+    a group choice (step, regime, data, ...) that no config folder holds, a user's regime or step file that is
+    broken."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    overrides = [a for i, a in enumerate(argv) if not a.startswith("-") and "=" in a
+                 and (i == 0 or argv[i - 1] not in HYDRA_FLAGS_WITH_VALUE)]
+    refuse_loop_overrides(overrides)
+    parser, parsed = OverridesParser.create(), []
+    for text in overrides:
+        try:
+            parsed += parser.parse_overrides([text])
+        except OverrideParseException as err:
+            raise ConfigError(f"cannot read the override {text} ({_one_line(err)}): quote a value with special "
+                              f"characters, e.g. 'key=\"a b\"'; ~ is not expanded, give the full path") from None
+    seen: dict[str, str] = {}
+    for override, text in zip(parsed, overrides):
+        key = override.key_or_group
+        if key in seen and not repeats:
+            raise ConfigError(f"{key} is given twice ({seen[key]}, {text}): keep one")
+        seen[key] = text
+        if key in config_groups() and not override.is_delete():
+            values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+            for value in values:
+                path = check_choice(key, str(value))
+                if key == "regime":
+                    check_regime_file(path)
+    options("step")  # every user step file is checked, whichever is chosen: a broken one breaks the roadmap

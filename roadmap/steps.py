@@ -1,41 +1,35 @@
 """Roadmap steps as Hydra configs: discover regimes and steps, compose a step, build a step's model.
 
-Config folders: ``conf/`` and every folder of ``$ROADMAP_CONFIG_PATH`` (``os.pathsep``-separated, same layout:
-``regime/``, ``step/``, ...), which Hydra searches too (``hydra.searchpath`` in ``conf/config.yaml``). A regime
-is any ``regime/<name>.yaml``; a step is any ``step/<name>.yaml``. The roadmap order is the steps' parent
+Config folders: ``conf/`` and those of ``$ROADMAP_CONFIG_PATH`` (:mod:`roadmap.config_files`). A regime is any
+``regime/<name>.yaml``; a step is any ``step/<name>.yaml``. The roadmap order is the steps' parent
 chain (each step file's first default is the step it changes), siblings in natural name order, all of a
 step's children listed before their own children (kernel 5, 7, 9, 11, then GELU on top of kernel 7).
 """
 from __future__ import annotations
 
-import os
 import re
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, InstantiationException
+from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from roadmap.config_files import (CONF_DIR, CONFIG_PATH_ENV, check_choice, config_dirs, options, read_yaml,  # noqa: F401
+                                   step_parent)
 from roadmap.errors import ConfigError
-from roadmap.record import run_dir, run_variant
+from roadmap.record import check_evaluation_target, check_identity, run_dir, run_variant
+from roadmap.schema import (check_environment, check_overrides, check_regime_file, flat_keys, nearest_key,
+                            target_arguments, validate)
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-CONFIG_PATH_ENV = "ROADMAP_CONFIG_PATH"
 GROUP_NAMES = ("regime", "recipe", "data", "budget")  # groups whose <group>.name is their Hydra choice (config.yaml)
-
-
-def config_dirs() -> list[Path]:
-    """``conf/`` first, then the folders of ``$ROADMAP_CONFIG_PATH``."""
-    extra = os.environ.get(CONFIG_PATH_ENV, "")
-    return [CONF_DIR, *(Path(p).expanduser().resolve() for p in extra.split(os.pathsep) if p)]
 
 
 def on_cuda(accelerator: str) -> bool:
@@ -62,44 +56,23 @@ class StepInfo:
     paper_gflops: float | None
 
 
-def _options(group: str) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for folder in config_dirs():
-        for path in sorted((folder / group).glob("*.yaml")):
-            found.setdefault(path.stem, path)
-    return found
-
-
 def available_regimes() -> list[str]:
-    return sorted(_options("regime"))
+    return sorted(options("regime"))
 
 
 def available_steps() -> list[str]:
     """Every step config (the paper's and any a user added under conf/step/ or $ROADMAP_CONFIG_PATH)."""
-    return sorted(_options("step"))
+    return sorted(options("step"))
 
 
 def check_regime(regime: str) -> None:
-    if regime not in available_regimes():
-        raise ConfigError(f"unknown regime {regime!r}; choose one of: {', '.join(available_regimes())} "
-                          f"(or add conf/regime/{regime}.yaml)")
-
-
-def check_step(step: str) -> None:
-    if step not in available_steps():
-        raise ConfigError(f"unknown step {step!r}; valid steps: {', '.join(available_steps())} "
-                          f"(or add conf/step/{step}.yaml)")
+    check_regime_file(check_choice("regime", regime))
 
 
 def regime_table(regime: str = "r50") -> DictConfig:
     """The regime's config: ResNet depths, widths, the paper's numbers (optional), its reference model."""
     check_regime(regime)
-    return OmegaConf.load(_options("regime")[regime])
-
-
-def step_parent(step_file: dict) -> str | None:
-    """The step a step file changes: the first plain entry of its defaults list."""
-    return next((d for d in step_file.get("defaults") or [] if isinstance(d, str) and d != "_self_"), None)
+    return OmegaConf.create(read_yaml(options("regime")[regime]))
 
 
 def _natural(name: str) -> list:
@@ -127,7 +100,7 @@ def list_steps(regime: str = "r50") -> list[StepInfo]:
     """Every step in roadmap order, with its one change (from its own file) and the regime's paper numbers."""
     table = regime_table(regime)
     paper = table.get("paper") or {}
-    files = {name: yaml.safe_load(path.read_text()) or {} for name, path in _options("step").items()}
+    files = {name: read_yaml(path) for name, path in options("step").items()}
     parents = {name: step_parent(f) for name, f in files.items()}
     rows = []
     for name in roadmap_order(parents):
@@ -148,12 +121,8 @@ def compose_config(step: str | None = None, regime: str = "r50", overrides: list
     ``as_run=True`` also composes and installs Hydra's own config, as ``run.py`` would have it, so the
     result can be passed to :func:`roadmap.train.train` (the tests' way of running run.py in-process).
     """
-    from roadmap.schema import validate
-
-    check_regime(regime)
-    if step is not None:
-        check_step(step)
     args = [f"regime={regime}", *([f"+step={step}"] if step else []), *overrides]
+    check_overrides(args, repeats=True)  # a later override of the Python API's list replaces an earlier one
     if GlobalHydra.instance().is_initialized():  # inside a Hydra app (or a test): compose with a fresh instance
         GlobalHydra.instance().clear()
     try:
@@ -171,12 +140,92 @@ def compose_config(step: str | None = None, regime: str = "r50", overrides: list
     return cfg
 
 
+def _first_of_each_sweep(overrides: list[str]) -> list[str]:
+    """The overrides of a multirun's first job (each sweep's first value): what one job composes."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    first = []
+    for text, override in zip(overrides, OverridesParser.create().parse_overrides(overrides)):
+        if override.is_sweep_override():
+            prefix = text[:len(text) - len(text.lstrip("+~"))]
+            text = f"{prefix}{override.key_or_group}={next(iter(override.sweep_string_iterator()))}"
+        first.append(text)
+    return first
+
+
+def check_composition(overrides: list[str]) -> None:
+    """Hydra's composition of ``run.py`` overrides (a multirun's first job), its errors in one line: a key no config
+    has, given without ``+``, is an unknown key like one given with it (:func:`roadmap.schema.validate`)."""
+    args = _first_of_each_sweep([o for o in overrides if not o.startswith("-") and "=" in o])
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            compose("config", overrides=args, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        key = re.match(r"Could not override '([^']+)'\.( No match in the defaults list\.)?$", first)
+        if key and key[2]:
+            value = next(a.split("=", 1)[1] for a in args if a.split("=", 1)[0] == key[1])
+            raise ConfigError(f"{key[1]} is added with +: +{key[1]}={value} (no {key[1]} is in the defaults)") from None
+        if key:
+            rest = [a for a in args if a.lstrip("+~").split("=", 1)[0] != key[1]]
+            with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+                known = compose("config", overrides=rest)
+            parent, _, leaf = key[1].rpartition(".")
+            target = OmegaConf.select(known, f"{parent}._target_") if parent else None
+            if target and leaf in (target_arguments(target, parent) or {leaf}):  # an argument its file leaves out
+                raise ConfigError(f"{key[1]} is an argument of {target} that this config does not set: add it with "
+                                  f"+{key[1]}=...") from None
+            raise ConfigError(f"unknown key {key[1]}{nearest_key(key[1], flat_keys(known)) or ': no config has it'}") from None
+        raise ConfigError(f"cannot compose the config: {first}") from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
 def chosen_step() -> str:
     """The step of the running Hydra app or :func:`compose_config` (``+step=<name>``)."""
     step = HydraConfig.get().runtime.choices.get("step") if HydraConfig.initialized() else None
     if not step:
         raise ConfigError(f"no step chosen: add +step=<name>; valid steps: {', '.join(available_steps())}")
     return step
+
+
+def refuse_bad_run(cfg: DictConfig) -> None:
+    """Every refusal of ``run.py``'s job, before it does any work: the config (:func:`roadmap.schema.validate`), a
+    step chosen, this process (:func:`roadmap.schema.check_environment`), the model's knobs and input size (built on
+    the meta device), for ``mode=eval`` weights that are the
+    chosen step's (:func:`roadmap.record.check_evaluation_target`), else a run folder that holds no other config's
+    run (:func:`roadmap.record.check_identity`) and a readable ``model.init_from``."""
+    validate(cfg)
+    step = chosen_step()
+    check_environment(cfg)
+    from roadmap.shapes import check_input_size
+
+    with torch.device("meta"):  # every knob the builder checks, and the input size, on shapes only
+        model = instantiate_model(cfg.model, init_from=None)
+    check_input_size(model, cfg.data.img_size)
+    if cfg.mode == "eval":
+        check_evaluation_target(cfg, step)
+        return
+    check_identity(cfg)
+    if cfg.model.init_from:
+        from roadmap.weights import check_init_source
+
+        check_init_source(model, str(cfg.model.init_from))
+
+
+class RefuseBeforeRun(Callback):
+    """Hydra callback: a single run's refusals (:func:`refuse_bad_run`) before Hydra makes the run's folder
+    (``hydra.run.dir`` is the run folder), so a refused command leaves nothing behind: ``error: <one line>``, exit 2.
+    A multirun's jobs are refused by ``run.py`` itself, each recorded as ``refused``."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        HydraConfig.instance().set_config(config)
+        try:
+            refuse_bad_run(config)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
 
 
 def model_knobs(cfg: DictConfig) -> list[str]:

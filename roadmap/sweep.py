@@ -18,7 +18,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 
 from roadmap.files import write_text
-from roadmap.steps import list_steps
+from roadmap.cli import Parser
+from roadmap.errors import exit_on_config_error
+from roadmap.steps import available_regimes, list_steps
 
 OUTCOME_FILE = "outcome.json"
 # run.py's exit code for each outcome; a sweep exits with the first of failed/missing, refused, stopped it has
@@ -93,5 +95,13 @@ class SweepReport(Callback):
             self.done += 1
 
 
+@exit_on_config_error
+def main(argv: list[str] | None = None) -> None:
+    parser = Parser(prog="python -m roadmap.sweep", description="Print a regime's steps as Hydra sweep values "
+                    "(for run.py -m \"+step=$(python -m roadmap.sweep r50)\").")
+    parser.add_argument("regime", nargs="?", default="r50", choices=available_regimes())
+    print(",".join(s.name for s in list_steps(parser.parse_args(argv).regime)))
+
+
 if __name__ == "__main__":
-    print(",".join(s.name for s in list_steps(sys.argv[1] if len(sys.argv) > 1 else "r50")))
+    main()

@@ -29,14 +29,13 @@ from roadmap.checkpoints import AtomicCheckpointIO, resume_point
 from roadmap.cpu_allocator import retain_freed_memory
 from roadmap.data import RoadmapDataModule
 from roadmap.devices import device_name
-from roadmap.effective import effective_run, world_size
+from roadmap.effective import effective_run
 from roadmap.errors import ConfigError
 from roadmap.files import write_text
 from roadmap.lit import RoadmapModule
-from roadmap.profile import check_input_size, count_gflops, count_params_m
+from roadmap.shapes import count_gflops, count_params_m
 from roadmap.record import RunPaths, RunRecord
-from roadmap.schema import validate
-from roadmap.steps import chosen_step, instantiate_model
+from roadmap.steps import chosen_step, instantiate_model, refuse_bad_run
 from roadmap.weights import export_run_weights
 
 
@@ -92,23 +91,6 @@ def _trainer_values(trainer) -> str:
                      if k in trainer)
 
 
-def check_identity(cfg: DictConfig, paths: RunPaths) -> None:
-    """Refuse to reuse a run folder whose saved config computes something else (run.force=true overwrites)."""
-    saved = record.read_config(paths.root)
-    if saved is None or cfg.run.force:
-        return
-    differences = record.identity_differences(record.identity(saved), record.identity(cfg))
-    if differences:
-        layout_changed = any(d.startswith("effective.effective_batch") for d in differences)
-        # the config values that differ; the effective run's only where nothing else does (it follows from them)
-        differences = [d for d in differences if not d.startswith("effective.")] or differences
-        shown = "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4 else "")
-        layout = (" (per-device batch × devices × nodes × accumulation may change, their product may not)"
-                  if layout_changed else "")
-        raise ConfigError(f"{paths.root} holds a run of another config ({shown}){layout}: run.force=true "
-                          f"overwrites it, or change run.root")
-
-
 def _interrupted(err: BaseException) -> tuple[str, str]:
     """(status, error) of a run that ended by ``err`` before a stop signal could save a checkpoint: a signal's
     exit (submitit requeueing a job that had not reached its first step, Ctrl-C) resumes from the last
@@ -129,21 +111,16 @@ def train(cfg: DictConfig) -> RunRecord:
 
     Everything that can refuse the run (config, input size, identity, devices, data) runs before its record
     says ``running``; after that the record ends as done, failed, preempted or cancelled."""
-    validate(cfg)
+    refuse_bad_run(cfg)
     retain_freed_memory()
     step = chosen_step()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = instantiate_model(cfg.model)
-    check_input_size(model, cfg.data.img_size, cfg.model.in_chans)
     paths = RunPaths(Path(cfg.run.dir).resolve())
-    check_identity(cfg, paths)
     previous = RunRecord.read(paths.root)
     if previous and previous.status == "done" and not cfg.run.force:
         print(f"already done, not retraining (run.force=true retrains)\n{previous.summary()}")
         return previous
-    if world_size(cfg.trainer) is None:  # before the data: verifying an image folder can take minutes
-        raise ConfigError(f"trainer.devices={cfg.trainer.devices} (all visible) but no CUDA device is visible: set "
-                          f"trainer.devices=N, and trainer.accelerator=cpu on a machine without GPUs")
     datamodule = RoadmapDataModule(cfg.data, cfg.recipe, cfg.budget.batch_size, cfg.budget.num_workers, cfg.seed)
     datamodule.setup()
     run = effective_run(cfg, train_size=len(datamodule.train_set))

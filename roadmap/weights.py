@@ -2,13 +2,12 @@
 model from weights (``model.init_from``).
 
 ``model.init_from`` takes a run's ``.ckpt`` (its raw weights), exported weights (``.safetensors`` /
-``.pth``), ``timm`` (timm's pretrained weights of the matching reference model from the local cache; never
-a download) or ``timm:/path/to/file`` (a timm state dict saved locally). When the class count differs
+``.pth``), ``timm`` (timm's weights of the paper's training of the matching reference model, from the local
+Hugging Face cache; never a download) or ``timm:/path/to/file`` (a timm state dict saved locally). When the class count differs
 the classifier is left newly initialised (fine-tuning); every other tensor must fit the step.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import timm
@@ -20,8 +19,13 @@ from roadmap.errors import ConfigError
 from roadmap.files import atomic_path
 
 HEAD_KEYS = ("fc.weight", "fc.bias")
-TIMM_REFERENCES = ("resnet50", "resnet101", "resnet152", "resnet200", "convnext_tiny", "convnext_small",
-                   "convnext_base", "convnext_large")
+# timm's architectures a step can match, with the weights of the paper's training of each: torchvision's ResNets
+# (Tables 10/11, row 0) and the official ImageNet-1K ConvNeXts (timm's default tags are other trainings, e.g.
+# convnext_tiny's in12k_ft_in1k); timm has no ImageNet-1K weights of resnet200
+TIMM_WEIGHTS = {"resnet50": "resnet50.tv_in1k", "resnet101": "resnet101.tv_in1k", "resnet152": "resnet152.tv_in1k",
+                "resnet200": None, "convnext_tiny": "convnext_tiny.fb_in1k", "convnext_small": "convnext_small.fb_in1k",
+                "convnext_base": "convnext_base.fb_in1k", "convnext_large": "convnext_large.fb_in1k"}
+TIMM_REFERENCES = tuple(TIMM_WEIGHTS)
 
 
 def _read(path: str | Path):
@@ -114,15 +118,44 @@ def _timm_match(model: torch.nn.Module) -> str:
 
 
 def timm_state_dict(name: str, file: str | None) -> dict[str, torch.Tensor]:
-    """timm's ``name`` weights from a local file, or from timm's cache with downloads switched off."""
+    """The weights of timm's ``name`` from a local file, or the paper's training of it (:data:`TIMM_WEIGHTS`) from the
+    Hugging Face cache on this machine; never a download, never a network request."""
     if file:
         return read_state_dict(file)
-    os.environ["HF_HUB_OFFLINE"] = "1"  # never a download at run time
-    try:
-        return timm.create_model(name, pretrained=True).state_dict()
-    except Exception as err:  # hub/cache errors come in many types
-        raise ConfigError(f"timm's {name} weights are not in the local cache ({type(err).__name__}); fetch them "
-                          f"once where there is internet, or give model.init_from=timm:/path/to/{name}.pth") from None
+    return timm.create_model(TIMM_WEIGHTS[name], pretrained=True,
+                             pretrained_cfg_overlay={"file": timm_weights_file(name)}).state_dict()
+
+
+def timm_weights_file(name: str) -> str:
+    """The local file of the paper's weights of timm's ``name`` (:data:`TIMM_WEIGHTS`) in this machine's Hugging Face
+    cache, found without a request; one line where there is none."""
+    from huggingface_hub import try_to_load_from_cache  # the cache only: no request, no retries
+
+    tag = TIMM_WEIGHTS[name]
+    if tag is None:
+        raise ConfigError(f"timm has no ImageNet-1K weights of {name}: give model.init_from=timm:/path/to/{name}.pth")
+    hub_id = timm.models.get_pretrained_cfg(tag).hf_hub_id
+    cached = [path for filename in ("model.safetensors", "pytorch_model.bin")
+              if isinstance(path := try_to_load_from_cache(hub_id, filename), str)]
+    if not cached:
+        raise ConfigError(f"timm's {tag} weights are not in this machine's Hugging Face cache ({hub_id}): fetch them "
+                          f"once where there is internet (timm.create_model('{tag}', pretrained=True)), or give "
+                          f"model.init_from=timm:/path/to/{name}.pth")
+    return cached[0]
+
+
+def check_init_source(model: torch.nn.Module, source: str) -> None:
+    """Refuse a ``model.init_from`` that cannot be read, before any work: a missing file, a step timm has no model
+    of, timm's weights not in the local cache (``model`` may be on the meta device: nothing is loaded)."""
+    if source == "timm" or source.startswith("timm:"):
+        name, file = _timm_match(model), source.partition(":")[2] or None
+        if file is None:
+            timm_weights_file(name)
+            return
+        source = file
+    if not Path(source).expanduser().is_file():
+        raise ConfigError(f"no weights file {source}: point model.init_from at a run's checkpoints/*.ckpt or "
+                          f"weights/*.safetensors")
 
 
 def init_from(model: torch.nn.Module, source: str) -> None:

@@ -184,32 +184,6 @@ def test_custom_step_from_a_yaml_file_alone(user_conf, tmp_path):
     assert result.status == "done" and result.final["top1"] is not None
 
 
-@pytest.mark.parametrize("args,message", [
-    (["+step=gelu", "seed=abc"], "error: seed=abc: Value 'abc' of type 'str' could not be converted to Integer"),
-    (["+step=gelu", "budget.batch_size=0"], "error: budget.batch_size=0: must be a positive integer"),
-    (["+step=gelu", "recipe.epochs=-1"], "error: recipe.epochs=-1: must be a positive integer"),
-    (["+step=gelu", "budget.epoch_scale=-1"], "error: budget.epoch_scale=-1.0: must be > 0"),
-    (["+step=separate_downsampling", "data=fashion_mnist", "data.root=/nowhere", "data.img_size=28"],
-     "error: this step needs images of at least 32 px, data.img_size is 28: set data.img_size=32"),
-    (["+step=gelu", "data=cifar10"], "error: data.root is not set: add data.root=... to the command line"),
-    (["+step=kernel_11", "depthwise=cudnn"],
-     "error: depthwise=cudnn: must be one of auto, native, switch, crop, flip, fft, triton (roadmap/depthwise.py)"),
-])
-def test_bad_values_fail_at_start_in_one_line(args, message, tmp_path):
-    proc = subprocess.run([sys.executable, "run.py", *args, "logger=csv", f"run.root={tmp_path}"],
-                          cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and message in proc.stderr
-    assert not list(tmp_path.rglob("metrics.json")) and not list(tmp_path.rglob("*.ckpt"))
-
-
-def test_an_unknown_key_is_refused_by_hydra(tmp_path):
-    proc = subprocess.run([sys.executable, "run.py", "+step=gelu", "budget.epochs=-1", f"run.root={tmp_path}"],
-                          cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode != 0 and "Could not override 'budget.epochs'" in proc.stderr
-    assert "Traceback" not in proc.stderr and not list(tmp_path.rglob("metrics.json"))
-
-
 def test_bad_values_through_the_python_api():
     with pytest.raises(ConfigError, match=r"^recipe.label_smoothing=1.5: must be in \[0, 1\)$"):
         compose_config("gelu", overrides=["recipe.label_smoothing=1.5"])

@@ -278,7 +278,7 @@ def test_triton_path_through_the_module(triton_kernels):
 
 def test_counting_flops_runs_no_depthwise_kernel(autotune_cache, monkeypatch):
     """GFLOPs and the input-size check run on meta tensors: nothing is measured, stored or run."""
-    from roadmap.profile import check_input_size, count_gflops
+    from roadmap.shapes import check_input_size, count_gflops
     from roadmap.steps import build_model
 
     monkeypatch.setattr(depthwise, "_run", lambda *a: pytest.fail("a depthwise kernel ran"))

@@ -1,6 +1,7 @@
 """A run's lifecycle: its identity (folder) is its config, exact resume after a hard kill or a preemption,
 real failures recorded, wandb continuity, EMA on optimizer steps, checkpoints and exported weights,
 evaluation without training and starting from weights."""
+import hashlib
 import json
 import os
 import re
@@ -272,7 +273,10 @@ def test_eval_mode_reproduces_the_recorded_top1_and_runs_on_other_data(trained, 
         "mode=eval", f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}", "budget.limit_val_batches=2"]))
     assert evaluated["top1"] == pytest.approx(result.final["top1"], abs=1e-3)
     assert evaluated["top1_ema"] == pytest.approx(result.final["top1_ema"], abs=1e-3)
-    assert RunRecord.read(run_dir).evaluations[-1]["top1"] == evaluated["top1"]
+    recorded = RunRecord.read(run_dir).evaluations[-1]
+    assert recorded["top1"] == evaluated["top1"]
+    assert (recorded["step"], recorded["regime"]) == ("separate_downsampling", result.regime)  # what it evaluated
+    assert recorded["sha256"] == hashlib.sha256((run_dir / "checkpoints" / "last.ckpt").read_bytes()).hexdigest()
     other = _image_folder(tmp_path / "folder", classes=8)  # another data set with the same 8 classes
     on_other = evaluate(tiny_run_config("separate_downsampling", tmp_path, overrides=[
         "mode=eval", f"ckpt={run_dir / 'weights' / 'best.safetensors'}", "data=imagefolder", f"data.root={other}",

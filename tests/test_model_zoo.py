@@ -13,7 +13,7 @@ import torchvision
 from roadmap import ConfigError, build_model, list_steps
 from roadmap.compat import load_reference_weights
 from roadmap.depthwise import set_depthwise_impl
-from roadmap.profile import count_gflops, count_params_m
+from roadmap.shapes import count_gflops, count_params_m
 from roadmap.steps import compose_config
 
 ALL_STEPS = [(regime, info.name) for regime in ("r50", "r200") for info in list_steps(regime)]
@@ -152,10 +152,42 @@ def test_bad_knobs_give_one_line(overrides, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+def test_init_from_timm_takes_the_papers_weights_from_the_local_cache_only(tmp_path, monkeypatch):
+    """``model.init_from=timm`` for ConvNeXt-T reads convnext_tiny.fb_in1k (not timm's default tag, an ImageNet-12k
+    training) from the Hugging Face cache on disk: random weights stand in for it, and there is no network here."""
+    import huggingface_hub
+    from safetensors.torch import save_file
+
+    reference = timm.create_model("convnext_tiny")
+    repo = tmp_path / "hub" / "models--timm--convnext_tiny.fb_in1k"
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    save_file(reference.state_dict(), repo / "snapshots" / ("0" * 40) / "model.safetensors")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    model = build_model("separate_downsampling", overrides=["model.init_from=timm"])
+    x = torch.randn(1, 3, 64, 64)
+    assert torch.allclose(model.eval()(x), reference.eval()(x), atol=1e-5)
+    with pytest.raises(ConfigError, match=r"^timm's resnet50.tv_in1k weights are not in this machine's Hugging Face "
+                                          r"cache \(timm/resnet50.tv_in1k\)"):
+        build_model("original_recipe", overrides=["model.init_from=timm"])
+
+
+def test_the_model_config_names_every_argument_of_the_builder():
+    """conf/model/roadmap.yaml is the model's key schema (roadmap.schema): it must be the builder's arguments."""
+    import inspect
+
+    from roadmap.config_files import builder_arguments
+    from roadmap.model import RoadmapNet
+
+    assert set(builder_arguments()) == {"_target_", "init_from", *inspect.signature(RoadmapNet).parameters}
+
+
 def test_unknown_step_and_regime():
-    with pytest.raises(ConfigError, match=r"unknown step 'kernel_8'; valid steps: .*kernel_7"):
+    with pytest.raises(ConfigError, match=r"unknown step 'kernel_8' \(did you mean kernel_9\?\); valid steps: .*kernel_7"):
         build_model("kernel_8")
-    with pytest.raises(ConfigError, match=r"unknown regime 'r101'; choose one of: r200, r50 \(or add conf/regime/r101.yaml\)"):
+    with pytest.raises(ConfigError, match=r"unknown regime 'r101'; valid regimes: r200, r50 \(or add regime/r101.yaml to "
+                                          r"conf/ or \$ROADMAP_CONFIG_PATH\)"):
         build_model("gelu", regime="r101")
     with pytest.raises(ConfigError, match=r"bad override"):
         compose_config("gelu", overrides=["model.no_such_knob=1"])

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from analysis.notebook import NOTEBOOK, main as notebook_main
-from analysis.roadmap import load_runs, main as analysis_main, roadmap_table
+from analysis.roadmap import groups, load_runs, main as analysis_main, roadmap_table
 from roadmap import list_steps
 from roadmap.profile import profile_table
 from roadmap.record import RunKey, RunRecord
@@ -129,11 +129,21 @@ def test_seeds_aggregate_to_mean_sample_std_and_delta(tmp_path):
     assert pd.isna(table.loc["modern_recipe", "top1_std"])  # one seed: no spread to report
 
 
-def test_notebook_command_rejects_a_missing_outputs_folder(tmp_path):
-    with pytest.raises(SystemExit, match="does not exist; run `make roadmap OUTPUTS=...` first"):
-        notebook_main([str(tmp_path / "nowhere")])
-    with pytest.raises(SystemExit, match="no r50 runs under"):
-        notebook_main([str(tmp_path)])
+def test_notebook_command_rejects_a_missing_outputs_folder(tmp_path, capsys):
+    for outputs, message in ((tmp_path / "nowhere", "does not exist; run `make roadmap OUTPUTS=...` first"),
+                             (tmp_path, "no r50 runs under")):
+        with pytest.raises(SystemExit) as stop:
+            notebook_main([str(outputs)])
+        assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_an_unknown_status_is_flagged_and_a_folder_without_a_record_shows_nothing(tmp_path):
+    write_run(tmp_path, "synthetic-smoke", "r50", "gelu", status="finished", final={"top1": 50.0})
+    (tmp_path / "synthetic-paper" / "r50" / "gelu" / "seed0").mkdir(parents=True)  # a folder no run wrote
+    runs = load_runs(tmp_path)
+    flagged = runs[runs.group == "synthetic-smoke"].iloc[0]
+    assert flagged.status == "corrupt" and "unknown status 'finished'" in flagged.error
+    assert groups(runs) == [("synthetic-smoke", "r50")]
 
 
 def test_groups_never_mix(tmp_path):

@@ -1,0 +1,229 @@
+"""Bad input, as a researcher types it into each tool: refused before any work, in one line naming the fix, exit 2,
+no traceback, nothing left on disk. The table runs in two processes (tests/refusal_runner.py), not one per case."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from roadmap.config_files import CONFIG_PATH_ENV
+from tests.helpers import write_run
+
+REPO = Path(__file__).resolve().parent.parent
+R50_CONFIG = "regime: {name: r50}\n"
+
+# A user's config folders, one problem each (a broken step file breaks the roadmap it belongs to)
+USER_FOLDERS = {
+    "no_header": {"step/my_step.yaml": "defaults: [kernel_7, _self_]\nmodel:\n  act: silu\n"},
+    "broken_yaml": {"step/my_step.yaml": "# @package _global_\ndefaults: [kernel_7, _self_]\nmodel:\n  act: [silu\n"},
+    "unknown_knob": {"step/my_step.yaml": "# @package _global_\ndefaults: [kernel_7, _self_]\nmodel:\n  kernal_size: 5\n"},
+    "no_parent": {"step/my_step.yaml": "# @package _global_\ndefaults: [kernel_77, _self_]\nmodel:\n  act: silu\n"},
+    "shadow": {"step/gelu.yaml": "# @package _global_\ndefaults: [kernel_7, _self_]\nmodel:\n  act: silu\n"},
+    "regime_key": {"regime/r18.yaml": "resnet: ResNet-18\nconvnext: C\nresnet_depths: [2, 2, 2, 2]\n"
+                                      "stage_ratio: {depths: [1, 1, 3, 1], width: 16}\nwide_widht: 24\ndrop_path_rate: 0\n"},
+    "regime_missing": {"regime/r18.yaml": "resnet: ResNet-18\nconvnext: C\nresnet_depths: [2, 2, 2, 2]\n"
+                                          "stage_ratio: {depths: [1, 1, 3, 1], width: 16}\ndrop_path_rate: 0\n"},
+}
+
+# (tool, arguments, what the one line says); run.py cases get run.root=<their own folder> (unless they set it)
+# and logger=csv; {user:NAME} is a folder of USER_FOLDERS on $ROADMAP_CONFIG_PATH, {tmp} the test's folder
+CASES = [
+    # unknown keys, with or without +, and keys given twice
+    ("run", "+step=gelu +recipe.base_lrr=0.1", "unknown key recipe.base_lrr; did you mean recipe.base_lr?"),
+    ("run", "+step=gelu recipe.base_lrr=0.1", "unknown key recipe.base_lrr; did you mean recipe.base_lr?"),
+    ("run", "+step=gelu budget.epochs=-1", "unknown key budget.epochs; did you mean recipe.epochs?"),
+    ("run", "+step=gelu +seeed=1", "unknown key seeed; did you mean seed?"),
+    ("run", "+step=gelu +model.kernal_size=5", "unknown key model.kernal_size; did you mean model.kernel_size?"),
+    ("run", "+step=gelu +trainer.fast_dev_runn=true", "unknown key trainer.fast_dev_runn: not an argument of "
+                                                      "lightning.Trainer; did you mean trainer.fast_dev_run?"),
+    ("run", "+step=gelu +data.verify_images=false", "unknown key data.verify_images"),
+    ("run", "+step=gelu +trainer.callbacks=[]", "trainer.callbacks is set by the run: set +callbacks.NAME._target_"),
+    ("run", "+step=gelu +callbacks.stop._target_=no.such.Callback", "callbacks.stop._target_=no.such.Callback: cannot "
+                                                                   "import it (ModuleNotFoundError"),
+    ("run", "+step=gelu +callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStopping +callbacks.stop.monitr=x",
+     "unknown key callbacks.stop.monitr: not an argument of lightning.pytorch.callbacks.EarlyStopping; did you mean "
+     "callbacks.stop.monitor?"),
+    ("run", "+step=gelu recipe.base_lr=0.1 recipe.base_lr=0.2", "recipe.base_lr is given twice (recipe.base_lr=0.1, "
+                                                                "recipe.base_lr=0.2): keep one"),
+    ("run", "+step=gelu +step=kernel_7", "step is given twice (+step=gelu, +step=kernel_7): keep one"),
+    ("run", "+step=gelu trainer.max_epochs=3", "trainer.max_epochs is set by the effective run"),
+    # group choices
+    ("run", "+step=nonexistent", "unknown step 'nonexistent'; valid steps: bn_to_ln,"),
+    ("run", "+step=gelu regime=r999", "unknown regime 'r999'; valid regimes: r200, r50"),
+    ("run", "+step=gelu data=imagenet", "unknown data 'imagenet' (did you mean imagenette?); valid data: cifar10,"),
+    ("run", "+step=gelu budget=papr", "unknown budget 'papr' (did you mean paper?)"),
+    ("run", "+step=gelu +experiment=paper", "unknown experiment 'paper' (did you mean"),
+    ("run", "+step=gelu trainer=gpus", "unknown trainer 'gpus' (did you mean gpu?)"),
+    ("run", "-m +step=gelu,kernel_77", "unknown step 'kernel_77'"),
+    ("run", "step=gelu", "step is added with +: +step=gelu"),
+    ("run", "budget=smoke", "no step chosen: add +step=<name>"),
+    ("run", "+step=gelu data.root=~/data", "cannot read the override data.root=~/data"),
+    # values a library reads: checked by that library before the run
+    ("run", "+step=gelu recipe.optimizer.name=adamww", "recipe.optimizer.name=adamww: not one of timm's optimizers; "
+                                                       "did you mean adamw"),
+    ("run", "+step=gelu recipe.auto_augment=rand-x9", "recipe.auto_augment=rand-x9: timm refuses it"),
+    ("run", "+step=gelu recipe.interpolation=bicubik", "recipe.interpolation=bicubik: timm refuses it"),
+    ("run", "+step=gelu recipe.interpolation=random", "recipe.interpolation=random: timm refuses it"),
+    ("run", "+step=gelu model.in_chans=1", "model.in_chans=1: must be 3"),
+    ("run", "+step=gelu model.act=gelux", "model.act=gelux: unknown act 'gelux'"),
+    ("run", "+step=gelu model.norm=lnorm", "model.norm=lnorm: unknown norm 'lnorm'"),
+    ("run", "+step=gelu trainer.precision=17", "trainer.precision=17: Lightning refuses it"),
+    ("run", "+step=gelu trainer.accelerator=gpux", "trainer.accelerator=gpux: not one of Lightning's; did you mean gpu?"),
+    ("run", "+step=gelu +trainer.strategy=dpp", "trainer.strategy=dpp: not one of Lightning's; did you mean ddp?"),
+    ("run", "+step=gelu trainer.strategy=ddp", "trainer.strategy is an argument of lightning.Trainer that this config "
+                                               "does not set: add it with +trainer.strategy=..."),
+    ("run", "+step=gelu recipe.schedule=cosin", "recipe.schedule=cosin: must be cosine or step"),
+    ("run", "+step=gelu mode=test", "mode=test: must be train or eval"),
+    ("run", "+step=gelu seed=abc", "seed=abc: Value 'abc' of type 'str' could not be converted to Integer"),
+    ("run", "+step=gelu budget.batch_size=0", "budget.batch_size=0: must be a positive integer"),
+    ("run", "+step=gelu recipe.epochs=-1", "recipe.epochs=-1: must be a positive integer"),
+    ("run", "+step=gelu budget.epoch_scale=-1", "budget.epoch_scale=-1.0: must be > 0"),
+    ("run", "+step=gelu recipe.label_smoothing=1.5", "recipe.label_smoothing=1.5: must be in [0, 1)"),
+    ("run", "+step=kernel_11 depthwise=cudnn", "depthwise=cudnn: must be one of auto, native, switch, crop, flip, fft, "
+                                               "triton (roadmap/depthwise.py)"),
+    ("run", "+step=gelu model.kernel_size=4", "kernel_size must be a positive odd integer"),
+    ("run", "+step=gelu model.stem=patchfy", "unknown stem 'patchfy'; allowed: resnet, patchify"),
+    ("run", "+step=separate_downsampling data=fashion_mnist data.root={tmp} data.img_size=28",
+     "this step needs images of at least 32 px, data.img_size is 28: set data.img_size=32"),
+    ("run", "+step=gelu data=cifar10", "data.root is not set: add data.root=... to the command line"),
+    ("run", "+step=gelu data=imagefolder data.root=/no/such/dir", "data.root '/no/such/dir' does not exist"),
+    # the launcher a trainer file needs, and a device for its accelerator
+    ("run", "+step=gelu trainer=torchrun trainer.accelerator=cpu trainer.precision=32-true", "it runs under torchrun"),
+    ("run", "+step=gelu trainer=torchrun", "it runs under torchrun"),
+    ("run", "+step=gelu trainer=slurm trainer.accelerator=cpu trainer.precision=32-true", "add -m to submit them"),
+    ("run", "+step=gelu trainer=slurm", "add -m to submit them"),
+    *([] if torch.cuda.is_available() else [  # a machine without CUDA
+        ("run", "+step=gelu trainer=gpu", "trainer.accelerator=gpu but no CUDA device is visible: add "
+                                          "trainer.accelerator=cpu trainer.precision=32-true")]),
+    # paths, weights
+    ("run", "+step=gelu run.root={tmp}/a_file", "run.root={tmp}/a_file: {tmp}/a_file is a file, not a folder"),
+    ("run", "+step=gelu run.root={tmp}/a_file/out", "{tmp}/a_file is a file, so no folder can be made under it"),
+    ("run", "+step=gelu run.dir={tmp}/a_file", "run.dir={tmp}/a_file: {tmp}/a_file is a file, not a folder"),
+    ("run", "+step=gelu run.root=/proc/x", "run.root=/proc/x: cannot write in /proc"),
+    ("run", "+step=gelu ckpt={tmp}/gelu_run/checkpoints/best.ckpt", "is read by mode=eval only: to start training "
+                                                                    "from weights, set model.init_from="),
+    ("run", "+step=gelu mode=eval", "mode=eval needs the weights to evaluate: ckpt="),
+    ("run", "+step=gelu mode=eval ckpt=/no/such.ckpt", "no weights file /no/such.ckpt"),
+    ("run", "+step=fewer_activations mode=eval ckpt={tmp}/gelu_run/checkpoints/best.ckpt",
+     "holds weights of the gelu run (r50), not of fewer_activations (r50): evaluate them with +step=gelu regime=r50"),
+    ("run", "+step=gelu regime=r200 mode=eval ckpt={tmp}/gelu_run/checkpoints/best.ckpt",
+     "holds weights of the gelu run (r50), not of gelu (r200)"),
+    ("run", "+step=gelu mode=eval model.kernel_size=5 ckpt={tmp}/gelu_run/checkpoints/best.ckpt",
+     "was trained with model.kernel_size=7 (this command: 5)"),
+    ("run", "+step=gelu model.init_from=/no/such.pth", "no weights file /no/such.pth"),
+    ("run", "+step=gelu model.init_from=timm", "no timm model has this step's architecture"),
+    ("run", "+step=separate_downsampling model.init_from=timm", "timm's convnext_tiny.fb_in1k weights are not in this "
+                                                                "machine's Hugging Face cache"),
+    ("run", "+step=original_recipe regime=r200 model.init_from=timm", "timm has no ImageNet-1K weights of resnet200"),
+    # a resumed run whose saved config was hand-edited
+    ("run", "+step=gelu run.root={tmp}/broken_config", "seed0/config.yaml, line 3 is not readable YAML: restore it, "
+                                                       "or run.force=true to start this run over"),
+    ("run", "+step=gelu run.root={tmp}/incomplete_config", "seed0/config.yaml is incomplete (ConfigAttributeError: "
+                                                           "Missing key recipe): restore it, or run.force=true"),
+    # a user's own config files
+    ("run", "+step=my_step {user:no_header}", "my_step.yaml: a step file starts with the line '# @package _global_'"),
+    ("run", "+step=my_step {user:broken_yaml}", "my_step.yaml, line 5: broken YAML"),
+    ("run", "+step=my_step {user:unknown_knob}", "my_step.yaml: model.kernal_size is not a knob of the builder; did "
+                                                 "you mean model.kernel_size?"),
+    ("run", "+step=my_step {user:no_parent}", "my_step.yaml: its parent step 'kernel_77' (first entry of defaults) "
+                                              "does not exist"),
+    ("run", "+step=gelu {user:shadow}", "gelu.yaml has the name of the step"),
+    ("run", "+step=gelu regime=r18 {user:regime_key}", "r18.yaml: unknown key wide_widht; did you mean wide_width?"),
+    ("run", "+step=gelu regime=r18 {user:regime_missing}", "r18.yaml: wide_width is not set"),
+    ("run", "+step=gelu {user:nowhere}", "ROADMAP_CONFIG_PATH names {tmp}/nowhere, which is not a folder"),
+    # the other tools
+    ("roadmap.explain", "", "usage: python -m roadmap.explain +step=<name>"),
+    ("roadmap.explain", "+step=gelu +recipe.base_lrr=1", "unknown key recipe.base_lrr; did you mean recipe.base_lr?"),
+    ("roadmap.explain", "+step=gelu recipe.base_lr=1 recipe.base_lr=2", "recipe.base_lr is given twice"),
+    ("roadmap.explain", "+step=my_step {user:unknown_knob}", "model.kernal_size is not a knob of the builder"),
+    ("roadmap.explain", "budget=smoke", "no step chosen: add +step=<name>"),
+    ("roadmap.sweep", "r999", "argument regime: invalid choice: 'r999'"),
+    ("roadmap.sweep", "r50 r200", "unrecognized arguments: r200"),
+    ("roadmap.profile", "--img-size 0", "argument --img-size: 0 must be positive"),
+    ("roadmap.profile", "--img-size 16", "separate_downsampling needs images of at least 32 px: --img-size 16 is too small"),
+    ("roadmap.profile", "--img-size 224px", "argument --img-size: '224px' is not an integer"),
+    ("roadmap.profile", "--regime r999", "argument --regime: invalid choice: 'r999'"),
+    ("roadmap.profile", "--format xlsx", "argument --format: invalid choice: 'xlsx'"),
+    ("roadmap.depthwise_report", "", "the following arguments are required: --step"),
+    ("roadmap.depthwise_report", "--step gelu --batch-size 0", "argument --batch-size: 0 must be positive"),
+    ("roadmap.depthwise_report", "--step gelu --img-size 0", "argument --img-size: 0 must be positive"),
+    ("roadmap.depthwise_report", "--step separate_downsampling --img-size 16", "needs images of at least 32 px"),
+    ("roadmap.depthwise_report", "--step gelu2", "unknown step 'gelu2' for regime r50"),
+    ("roadmap.benchmark", "--batch-size -1", "argument --batch-size: -1 must be positive"),
+    ("roadmap.benchmark", "--batch-size 0", "argument --batch-size: 0 must be positive"),
+    ("roadmap.benchmark", "--img-size 0", "argument --img-size: 0 must be positive"),
+    ("roadmap.benchmark", "--img-size 16 --steps separate_downsampling", "needs images of at least 32 px: --img-size 16"),
+    ("roadmap.benchmark", "--summary nope", "argument --summary: invalid choice: 'nope'"),
+    ("roadmap.benchmark", "--summary paper --train-images 0", "argument --train-images: 0 must be positive"),
+    ("roadmap.benchmark", "--repeats 0", "argument --repeats: 0 must be positive"),
+    ("roadmap.benchmark", "--warmup -1", "argument --warmup: -1 must be >= 0"),
+    ("roadmap.benchmark", "--csv /proc/x/b.csv", "argument --csv: cannot write /proc/x/b.csv"),
+    ("roadmap.benchmark", "--csv {tmp}", "argument --csv: {tmp} is a folder: give a file name"),
+    ("roadmap.benchmark", "--outputs {tmp}/a_file", "argument --outputs: cannot write {tmp}/a_file"),
+    ("roadmap.benchmark", "--steps gelu,nope", "unknown step(s) ['nope'] for regime r50"),
+    ("roadmap.benchmark", "--device cudaa", "--device cudaa: use auto, cpu, cuda or cuda:N"),
+    ("roadmap.benchmark", "--steps gelu data=imagenet", "unknown data 'imagenet'"),
+    ("analysis.roadmap", "{tmp}/no_outputs", "no outputs folder {tmp}/no_outputs"),
+    ("analysis.roadmap", "{tmp} --regime r999", "argument --regime: invalid choice: 'r999'"),
+    ("analysis.roadmap", "{tmp}/outputs --group nope", "no runs under {tmp}/outputs for group=nope"),
+    ("analysis.compare", "{tmp}/no_outputs", "no outputs folder {tmp}/no_outputs"),
+    ("analysis.notebook", "{tmp}/no_outputs", "outputs folder {tmp}/no_outputs does not exist"),
+]
+
+
+@pytest.fixture(scope="module")
+def answers(tmp_path_factory):
+    """Every case of :data:`CASES`, run by tests/refusal_runner.py in two processes (the training stack's tools in
+    one, run.py in the other), keyed by the case."""
+    tmp = tmp_path_factory.mktemp("refusals")
+    (tmp / "a_file").write_text("not a folder")
+    (tmp / "outputs").mkdir()
+    gelu = write_run(tmp / "outputs", "synthetic-smoke", "r50", "gelu")  # a finished run's record, config, weights
+    (gelu / "checkpoints").mkdir()
+    (gelu / "checkpoints" / "best.ckpt").write_bytes(b"weights")
+    (gelu / "config.yaml").write_text(yaml.safe_dump({"model": {"kernel_size": 7, "act": "gelu"}}))
+    (tmp / "gelu_run").symlink_to(gelu)
+    for name, text in (("broken_config", "seed: 0\nmodel: [unclosed\n"), ("incomplete_config", R50_CONFIG)):
+        saved = tmp / name / "synthetic-cpu_proxy" / "r50" / "gelu" / "seed0" / "config.yaml"
+        saved.parent.mkdir(parents=True)
+        saved.write_text(text)
+    for folder, files in USER_FOLDERS.items():
+        for relative, text in files.items():
+            (tmp / folder / relative).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / folder / relative).write_text(text)
+    cases = []
+    for i, (tool, args, _) in enumerate(CASES):
+        argv = [a.format(tmp=tmp) for a in args.split() if not a.startswith("{user:")]
+        env = {CONFIG_PATH_ENV: str(tmp / a[6:-1]) for a in args.split() if a.startswith("{user:")}
+        root = next((Path(a.split("=", 1)[1]) for a in argv if a.startswith("run.root=")), tmp / "roots" / str(i))
+        if tool == "run":
+            argv += [*([] if any(a.startswith(("run.root=", "run.dir=")) for a in argv) else [f"run.root={root}"]),
+                     "logger=csv"]
+        before = sorted(str(p) for p in root.rglob("*")) if root.is_dir() else []
+        cases.append({"tool": tool, "argv": argv, "env": env, "root": str(root), "before": before})
+    answers = {}
+    for part in (lambda c: c["tool"] == "run", lambda c: c["tool"] != "run"):
+        mine = [c for c in cases if part(c)]
+        (tmp / "cases.json").write_text(json.dumps(mine))
+        proc = subprocess.run([sys.executable, "-m", "tests.refusal_runner", str(tmp / "cases.json"),
+                               str(tmp / "results.json")], cwd=REPO, capture_output=True, text=True,
+                              env={**__import__("os").environ, "HF_HUB_CACHE": str(tmp / "empty_hub_cache")})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        answers.update({json.dumps(c): r for c, r in zip(mine, json.loads((tmp / "results.json").read_text()))})
+    return tmp, cases, answers
+
+
+@pytest.mark.parametrize("index", range(len(CASES)), ids=[f"{tool}: {args}" for tool, args, _ in CASES])
+def test_bad_input_is_refused_in_one_line_before_any_work(answers, index):
+    tmp, cases, results = answers
+    case, message = cases[index], CASES[index][2].format(tmp=tmp)
+    got = results[json.dumps(case)]
+    shown = got["stderr"].strip()
+    assert got["code"] == 2, got
+    assert "Traceback" not in got["stderr"] and len(shown.splitlines()) == 1, shown
+    assert shown.startswith(("error: ", "usage: ")) and message in shown, shown
+    assert got["stdout"] == "", got["stdout"]
+    assert got["left"] == case["before"], got["left"]  # no run folder, record or group folder made
