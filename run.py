@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from roadmap.errors import ConfigError, Stopped
 from roadmap.schema import check_overrides
-from roadmap.steps import check_composition, refuse_bad_run
+from roadmap.steps import check_composition
 from roadmap.sweep import EXIT, OTHER_RANKS_HYDRA, write_outcome
 
 
@@ -26,8 +26,7 @@ def main(cfg: DictConfig) -> None:
     if sweeping:  # a job that dies without a word stays "running": the launcher turns it into failed
         write_outcome(cfg, "running", None)
     try:
-        refuse_bad_run(cfg)  # bad values are refused in seconds: the training stack loads after
-        if cfg.mode == "eval":
+        if cfg.mode == "eval":  # each refuses bad input first (roadmap.steps.refuse_bad_run): a sweep's job as refused
             from roadmap.evaluate import evaluate
 
             evaluate(cfg)

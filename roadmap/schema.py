@@ -20,6 +20,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import typing
+import warnings
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -225,6 +226,8 @@ RULES = [  # (key, check, what it must be)
     ("data.crop_pct", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("run.checkpoint_every_n_steps", lambda v: v is None or v >= 1, "a positive integer or null"),
     ("trainer.num_nodes", lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
+    ("trainer.devices", lambda v: v in (-1, "auto") or OmegaConf.is_list(v) or isinstance(v, int) and v >= 1,
+     "a positive number of devices, a list of device ids, or -1 / auto (all visible)"),
     ("model.in_chans", lambda v: v == 3, "3: every data kind gives RGB images (grayscale ones are converted)"),
 ]
 
@@ -240,10 +243,6 @@ def nearest_key(name: str, known) -> str:
     return f"; did you mean {by_leaf[near[0]]}?" if near else ""
 
 
-def _hints(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 def _dataclass_of(annotation):
     """The dataclass an annotation holds (``X``, ``Optional[X]``), or None."""
     candidates = [annotation, *typing.get_args(annotation)]
@@ -253,7 +252,7 @@ def _dataclass_of(annotation):
 def unknown_keys(tree: dict, cls, prefix: str = "") -> list[tuple[str, list[str]]]:
     """``(key, the keys known beside it)`` for every key of ``tree`` that the dataclass ``cls`` does not name,
     through nested dataclasses and ``dict[str, dataclass]`` fields."""
-    hints, found = _hints(cls), []
+    hints, found = typing.get_type_hints(cls), []
     for key, value in tree.items():
         if key not in hints:
             found.append((f"{prefix}{key}", [f"{prefix}{k}" for k in hints]))
@@ -290,9 +289,10 @@ def target_arguments(target: str, where: str) -> set[str] | None:
 
 HYDRA_KEYS = {"_target_", "_partial_", "_args_", "_recursive_", "_convert_"}
 # Lightning trainer arguments that roadmap.train sets itself (besides the effective run's loop arguments)
-SET_BY_TRAIN = {"callbacks": "+callbacks.NAME._target_=pkg.Class", "logger": "logger=csv|default",
-                "default_root_dir": "run.dir", "enable_checkpointing": "run.checkpoint_every_n_steps",
-                "use_distributed_sampler": "nothing: the data module shards the data itself"}
+SET_BY_TRAIN = {"callbacks": "add a callback as +callbacks.NAME._target_=pkg.Class",
+                "logger": "choose the loggers with logger=csv|default", "default_root_dir": "it is run.dir",
+                "enable_checkpointing": "checkpoints are always on (run.checkpoint_every_n_steps adds more)",
+                "use_distributed_sampler": "the data module shards the data itself"}
 
 
 def _check_target_node(node, where: str, refused: dict[str, str] | None = None) -> None:
@@ -304,7 +304,7 @@ def _check_target_node(node, where: str, refused: dict[str, str] | None = None) 
     arguments = target_arguments(str(node["_target_"]), where)
     for key in node:
         if key in refused:
-            raise ConfigError(f"{where}.{key} is set by the run: set {refused[key]} instead")
+            raise ConfigError(f"{where}.{key} is set by the run: {refused[key]}")
         if arguments is not None and key not in arguments | HYDRA_KEYS:
             raise ConfigError(f"unknown key {where}.{key}: not an argument of {node['_target_']}"
                               + nearest_key(key, [f"{where}.{a}" for a in arguments]))
@@ -321,7 +321,7 @@ def _check_keys(tree: dict) -> None:
         key, beside = problems[0]
         known = beside + [k for k in _all_keys(Schema) if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]]
         raise ConfigError(f"unknown key {key}{nearest_key(key, known) or ': not a key any config or code reads'}"
-                          + f" (python -m roadmap.explain shows a run's keys)")
+                          + " (python run.py +step=<name> --cfg job lists every key)")
     trainer = tree.get("trainer") or {}
     _check_target_node(trainer, "trainer", SET_BY_TRAIN)
     for i, plugin in enumerate(trainer.get("plugins") or []):
@@ -342,7 +342,7 @@ def flat_keys(cfg: DictConfig) -> list[str]:
 
 def _all_keys(cls, prefix: str = "") -> list[str]:
     out = []
-    for name, annotation in _hints(cls).items():
+    for name, annotation in typing.get_type_hints(cls).items():
         nested = _dataclass_of(annotation)
         out += _all_keys(nested, f"{prefix}{name}.") if nested else [f"{prefix}{name}"]
     return out
@@ -356,7 +356,7 @@ def _checked_part(cfg: DictConfig) -> dict:
     part.update({key: OmegaConf.to_container(cfg[key], resolve=True, throw_on_missing=True)
                  for key in ("regime", "budget", "recipe", "data")})
     part["run"] = {key: cfg.run.get(key) for key in ("root", "resume", "force", "export_weights", "checkpoint_every_n_steps")}
-    part["trainer"] = {key: cfg.trainer.get(key) for key in ("num_nodes",)}
+    part["trainer"] = {key: cfg.trainer.get(key) for key in ("num_nodes", "devices")}
     part["model"] = {key: cfg.model.get(key) for key in ("in_chans",)}
     return part
 
@@ -441,6 +441,13 @@ def validate(cfg: DictConfig) -> None:
         if not check(value):
             shown = list(value) if OmegaConf.is_list(value) else value
             raise ConfigError(f"{key}={shown}: must be {requirement}")
+    if checked.recipe.warmup_epochs >= checked.recipe.epochs:
+        raise ConfigError(f"recipe.warmup_epochs={checked.recipe.warmup_epochs:g} is not shorter than "
+                          f"recipe.epochs={checked.recipe.epochs}: the schedule needs epochs after the warm-up")
+    for key in ("budget.limit_train_batches", "budget.limit_val_batches"):  # Lightning's rule, on the value as given
+        if isinstance(OmegaConf.select(cfg, key), float) and OmegaConf.select(cfg, key) > 1:
+            raise ConfigError(f"{key}={OmegaConf.select(cfg, key)}: a fraction is at most 1.0; a number of batches is "
+                              f"a whole number ({int(OmegaConf.select(cfg, key))})")
     if (checked.recipe.mixup > 0 or checked.recipe.cutmix > 0) and checked.budget.batch_size % 2:
         raise ConfigError(f"budget.batch_size={checked.budget.batch_size}: mixup/cutmix pair the images of a batch, "
                           f"so it must be even (or set recipe.mixup=0 recipe.cutmix=0)")
@@ -482,8 +489,10 @@ def _check_launcher(trainer) -> None:
 
     for plugin in trainer.get("plugins") or []:
         environment = _locate(plugin["_target_"])
-        if not hasattr(environment, "detect") or environment.detect():
-            continue
+        with warnings.catch_warnings():  # SLURMEnvironment warns that srun exists but is not used: what we refuse
+            warnings.simplefilter("ignore")
+            if not hasattr(environment, "detect") or environment.detect():
+                continue
         base = next((c.__name__ for c in environment.__mro__ if c.__name__ in LAUNCHERS), None)
         how = LAUNCHERS.get(base, f"{environment.__name__}.detect() is false in this process")
         raise ConfigError(f"trainer.plugins has {environment.__name__}, but this process was not started by its "

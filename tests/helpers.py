@@ -51,6 +51,17 @@ TINY_SYNTHETIC = ["data.train_size=32", "data.val_size=16"]
 TINY_VARIANT = "+".join(o.replace("=", "@") for o in TINY_SYNTHETIC)  # what these overrides add to the run's group folder
 
 
+def one_each(*overrides: str) -> list[str]:
+    """Overrides gathered from several lists for one command line, a later one replacing an earlier one of the same
+    key (as in the Python API): run.py refuses a key given twice."""
+    merged: dict[str, str] = {}
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0]
+        merged.pop(key, None)
+        merged[key] = override
+    return list(merged.values())
+
+
 def last_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     """The model state of a run's ``checkpoints/last.ckpt``."""
     return torch.load(Path(run_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]

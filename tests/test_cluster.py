@@ -25,7 +25,7 @@ import torch
 from roadmap import record
 from roadmap.record import RunRecord
 from tests.cluster import Cluster, Unavailable
-from tests.helpers import assert_same_weights_and_history, last_weights
+from tests.helpers import assert_same_weights_and_history, last_weights, one_each
 
 REPO = Path(__file__).resolve().parent.parent
 REGIME = "tiny"
@@ -95,8 +95,9 @@ def _background(command: list[str], cluster: Cluster | None = None, **kwargs) ->
 
 def _launch(cluster: Cluster, root: Path, *overrides: str, steps: str = STEP, env: dict | None = None) -> subprocess.Popen:
     """The README's sweep command through submitit, in the background (``env``: more variables for its jobs)."""
-    return _background([sys.executable, "run.py", "-m", f"+step={steps}", *TINY, *CPU_SLURM, f"run.root={root}",
-                        *overrides], cluster, env={**cluster.env, **(env or {})})
+    return _background([sys.executable, "run.py", "-m", *one_each(f"+step={steps}", *TINY, *CPU_SLURM,
+                                                                  f"run.root={root}", *overrides)],
+                       cluster, env={**cluster.env, **(env or {})})
 
 
 def _jobs(cluster: Cluster, state: str = "") -> list[str]:

@@ -40,7 +40,8 @@ CASES = [
     ("run", "+step=gelu +trainer.fast_dev_runn=true", "unknown key trainer.fast_dev_runn: not an argument of "
                                                       "lightning.Trainer; did you mean trainer.fast_dev_run?"),
     ("run", "+step=gelu +data.verify_images=false", "unknown key data.verify_images"),
-    ("run", "+step=gelu +trainer.callbacks=[]", "trainer.callbacks is set by the run: set +callbacks.NAME._target_"),
+    ("run", "+step=gelu +trainer.callbacks=[]", "trainer.callbacks is set by the run: add a callback as "
+                                                "+callbacks.NAME._target_=pkg.Class"),
     ("run", "+step=gelu +callbacks.stop._target_=no.such.Callback", "callbacks.stop._target_=no.such.Callback: cannot "
                                                                    "import it (ModuleNotFoundError"),
     ("run", "+step=gelu +callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStopping +callbacks.stop.monitr=x",
@@ -82,6 +83,9 @@ CASES = [
     ("run", "+step=gelu recipe.epochs=-1", "recipe.epochs=-1: must be a positive integer"),
     ("run", "+step=gelu budget.epoch_scale=-1", "budget.epoch_scale=-1.0: must be > 0"),
     ("run", "+step=gelu recipe.label_smoothing=1.5", "recipe.label_smoothing=1.5: must be in [0, 1)"),
+    ("run", "+step=gelu recipe.epochs=10", "recipe.warmup_epochs=20 is not shorter than recipe.epochs=10"),
+    ("run", "+step=gelu budget.limit_train_batches=2.5", "budget.limit_train_batches=2.5: a fraction is at most 1.0"),
+    ("run", "+step=gelu trainer.devices=0", "trainer.devices=0: must be a positive number of devices"),
     ("run", "+step=kernel_11 depthwise=cudnn", "depthwise=cudnn: must be one of auto, native, switch, crop, flip, fft, "
                                                "triton (roadmap/depthwise.py)"),
     ("run", "+step=gelu model.kernel_size=4", "kernel_size must be a positive odd integer"),
