@@ -15,6 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from roadmap.errors import ConfigError, Stopped
+from roadmap.record import remove_if_unused
 from roadmap.schema import check_overrides
 from roadmap.steps import check_composition
 from roadmap.sweep import EXIT, OTHER_RANKS_HYDRA, write_outcome
@@ -38,6 +39,8 @@ def main(cfg: DictConfig) -> None:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         status, error = "refused", str(err)
+        if not sweeping:  # refused after Hydra made the run's folder: it goes, as if never made
+            remove_if_unused(HydraConfig.get().runtime.output_dir, cfg.run.root)
     except Stopped as err:
         print(f"{err.status}: {err}", file=sys.stderr)
         status, error = err.status, str(err)

@@ -125,9 +125,6 @@ def _is_corrupt(path: str) -> bool:
 
 def verified_image_folder(split_dir: Path, transform, verify: bool):
     """torchvision ImageFolder over ``split_dir`` with one-line errors for every bad-input case."""
-    if not split_dir.is_dir():
-        raise ConfigError(f"missing dataset folder {split_dir}: data.root must contain train/ and val/ "
-                          f"with one sub-folder per class (the ImageNet layout)")
     if not any(p.is_dir() for p in split_dir.iterdir()):
         raise ConfigError(f"no class folders in {split_dir}: put each class's images in {split_dir}/<class>/")
     try:

@@ -19,6 +19,7 @@ import hashlib
 import json
 import platform
 import re
+import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -242,6 +243,21 @@ class RunPaths:
         file = Path(file)
         paths = cls(file.parent.parent)
         return paths if file.parent in (paths.checkpoints, paths.weights) and paths.metrics.exists() else None
+
+
+def remove_if_unused(run_dir: Path, run_root: Path) -> None:
+    """Remove a run folder that holds nothing but Hydra's own files (``.hydra/``, the job log: what Hydra writes
+    before a refused command is refused), and the folders above it that are left empty, up to ``run_root``."""
+    run_dir, run_root = Path(run_dir).resolve(), Path(run_root).resolve()
+    if not run_dir.is_dir() or not run_dir.is_relative_to(run_root):
+        return
+    if any(p.name != ".hydra" and p.suffix != ".log" for p in run_dir.iterdir()):
+        return
+    shutil.rmtree(run_dir)
+    for parent in run_dir.parents:
+        if parent == run_root or any(parent.iterdir()):
+            break
+        parent.rmdir()
 
 
 def find_runs(root: Path) -> list[Path]:

@@ -471,10 +471,15 @@ def check_regime_file(path: Path) -> None:
 
 
 def data_root(data) -> Path:
-    """The folder a data config reads (not the synthetic kind's: it has none), which must exist."""
+    """The folder a data config reads (not the synthetic kind's: it has none), which must exist; an image folder's
+    holds ``train/`` and ``val/``."""
     root = Path(data.root).expanduser() if data.root else None
     if root is None or not root.exists():
         raise ConfigError(f"data.root {data.root!r} does not exist: set data.root=/path/to/{data.name}")
+    for split in ("train", "val") if data.kind == "imagefolder" else ():
+        if not (root / split).is_dir():
+            raise ConfigError(f"missing dataset folder {root / split}: data.root must contain train/ and val/ "
+                              f"with one sub-folder per class (the ImageNet layout)")
     return root
 
 
@@ -547,8 +552,12 @@ def check_overrides(argv: list[str], repeats: bool = False) -> None:
             raise ConfigError(f"cannot read the override {text} ({_one_line(err)}): quote a value with special "
                               f"characters, e.g. 'key=\"a b\"'; ~ is not expanded, give the full path") from None
     seen: dict[str, str] = {}
+    sweeping = any(a in ("-m", "--multirun") for a in argv)
     for override, text in zip(parsed, overrides):
         key = override.key_or_group
+        if override.is_sweep_override() and not sweeping and not repeats:
+            raise ConfigError(f"{text} is a sweep: add -m to run one job per value (a list value is written "
+                              f"{key}=[...])")
         if key in seen and not repeats:
             raise ConfigError(f"{key} is given twice ({seen[key]}, {text}): keep one")
         seen[key] = text

@@ -167,6 +167,9 @@ def check_composition(overrides: list[str]) -> None:
         if key and key[2]:
             value = next(a.split("=", 1)[1] for a in args if a.split("=", 1)[0] == key[1])
             raise ConfigError(f"{key[1]} is added with +: +{key[1]}={value} (no {key[1]} is in the defaults)") from None
+        if key and key[1].startswith("hydra.launcher."):
+            raise ConfigError(f"{key[1]} is not a key of this command's launcher (Hydra's local one): the SLURM "
+                              f"launcher's keys come with trainer=slurm") from None
         if key:
             rest = [a for a in args if a.lstrip("+~").split("=", 1)[0] != key[1]]
             with initialize_config_dir(str(CONF_DIR), version_base="1.3"):

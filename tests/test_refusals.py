@@ -59,6 +59,13 @@ CASES = [
     ("run", "+step=gelu +experiment=paper", "unknown experiment 'paper' (did you mean"),
     ("run", "+step=gelu trainer=gpus", "unknown trainer 'gpus' (did you mean gpu?)"),
     ("run", "-m +step=gelu,kernel_77", "unknown step 'kernel_77'"),
+    ("run", "+step=gelu seed=0,1,2", "seed=0,1,2 is a sweep: add -m to run one job per value"),
+    ("run", "+step=gelu hydra.launcher.partition=gpu", "hydra.launcher.partition is not a key of this command's "
+                                                       "launcher (Hydra's local one)"),
+    ("run", "+step=gelu data=imagefolder data.root={tmp}", "missing dataset folder {tmp}/train: data.root must contain "
+                                                           "train/ and val/"),
+    ("run", "+step=gelu data=imagefolder data.root={tmp}/no_images data.num_classes=3 budget.num_workers=0",
+     "no images in {tmp}/no_images/train"),  # refused by the data module: the folder Hydra made goes too
     ("run", "step=gelu", "step is added with +: +step=gelu"),
     ("run", "budget=smoke", "no step chosen: add +step=<name>"),
     ("run", "+step=gelu data.root=~/data", "cannot read the override data.root=~/data"),
@@ -185,6 +192,8 @@ def answers(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("refusals")
     (tmp / "a_file").write_text("not a folder")
     (tmp / "outputs").mkdir()
+    for split in ("train", "val"):
+        (tmp / "no_images" / split / "cat").mkdir(parents=True)
     gelu = write_run(tmp / "outputs", "synthetic-smoke", "r50", "gelu")  # a finished run's record, config, weights
     (gelu / "checkpoints").mkdir()
     (gelu / "checkpoints" / "best.ckpt").write_bytes(b"weights")
