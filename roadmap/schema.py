@@ -445,9 +445,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"recipe.warmup_epochs={checked.recipe.warmup_epochs:g} is not shorter than "
                           f"recipe.epochs={checked.recipe.epochs}: the schedule needs epochs after the warm-up")
     for key in ("budget.limit_train_batches", "budget.limit_val_batches"):  # Lightning's rule, on the value as given
-        if isinstance(OmegaConf.select(cfg, key), float) and OmegaConf.select(cfg, key) > 1:
-            raise ConfigError(f"{key}={OmegaConf.select(cfg, key)}: a fraction is at most 1.0; a number of batches is "
-                              f"a whole number ({int(OmegaConf.select(cfg, key))})")
+        given = OmegaConf.select(cfg, key)
+        if isinstance(given, float) and given > 1:
+            raise ConfigError(f"{key}={given}: a fraction is at most 1.0; a number of batches is a whole number "
+                              f"({int(given)})")
     if (checked.recipe.mixup > 0 or checked.recipe.cutmix > 0) and checked.budget.batch_size % 2:
         raise ConfigError(f"budget.batch_size={checked.budget.batch_size}: mixup/cutmix pair the images of a batch, "
                           f"so it must be even (or set recipe.mixup=0 recipe.cutmix=0)")
