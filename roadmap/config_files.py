@@ -76,7 +76,8 @@ def check_choice(group: str, name: str) -> Path:
     """The file of ``group=name``, or one line naming the valid choices."""
     found = options(group)
     if name not in found:
-        near = difflib.get_close_matches(name, found, n=1)
+        lower = {option.lower(): option for option in found}
+        near = [lower[n] for n in difflib.get_close_matches(name.lower(), lower, n=1)]
         plural = group if group == "data" else f"{group}s"
         raise ConfigError(f"unknown {group} {name!r}" + (f" (did you mean {near[0]}?)" if near else "")
                           + f"; valid {plural}: {', '.join(sorted(found))} (or add {group}/{name}.yaml to conf/ or "

@@ -215,6 +215,10 @@ RULES = [  # (key, check, what it must be)
     ("recipe.mixup", lambda v: v >= 0, ">= 0 (a Beta alpha; 0 = off)"),
     ("recipe.cutmix", lambda v: v >= 0, ">= 0 (a Beta alpha; 0 = off)"),
     ("recipe.label_smoothing", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("recipe.optimizer.weight_decay", lambda v: v >= 0, ">= 0"),
+    ("recipe.optimizer.momentum", lambda v: v is None or 0 <= v < 1, "in [0, 1) or null"),
+    ("recipe.color_jitter", lambda v: v >= 0, ">= 0 (0: none)"),
+    ("recipe.grad_clip", lambda v: v is None or v > 0, "> 0 or null (no clipping)"),
     ("recipe.re_prob", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("recipe.ema.decay", lambda v: 0 < v < 1, "in (0, 1)"),
     ("recipe.drop_path_rate", lambda v: 0 <= v < 1, "in [0, 1)"),
@@ -224,6 +228,8 @@ RULES = [  # (key, check, what it must be)
     ("data.train_crop_scale", lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1, "[min, max] with 0 < min <= max <= 1"),
     ("recipe.train_crop_scale", lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1, "[min, max] with 0 < min <= max <= 1"),
     ("data.crop_pct", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("data.train_size", lambda v: v is None or v >= 1, "a positive number of images"),  # the synthetic kind's
+    ("data.val_size", lambda v: v is None or v >= 1, "a positive number of images"),
     ("run.checkpoint_every_n_steps", lambda v: v is None or v >= 1, "a positive integer or null"),
     ("trainer.num_nodes", lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
     ("trainer.devices", lambda v: v in (-1, "auto") or OmegaConf.is_list(v) or isinstance(v, int) and v >= 1,
@@ -490,25 +496,38 @@ LAUNCHERS = {"SLURMEnvironment": "it runs as SLURM jobs: add -m to submit them (
              "TorchElasticEnvironment": "it runs under torchrun: torchrun --nproc-per-node=N run.py trainer=torchrun ..."}
 
 
-def _check_launcher(trainer) -> None:
-    from hydra._internal.utils import _locate
+def _detected(environment) -> bool:
+    with warnings.catch_warnings():  # SLURMEnvironment warns that srun exists but is not used: what we refuse
+        warnings.simplefilter("ignore")
+        return environment.detect()
 
-    for plugin in trainer.get("plugins") or []:
-        environment = _locate(plugin["_target_"])
-        with warnings.catch_warnings():  # SLURMEnvironment warns that srun exists but is not used: what we refuse
-            warnings.simplefilter("ignore")
-            if not hasattr(environment, "detect") or environment.detect():
-                continue
-        base = next((c.__name__ for c in environment.__mro__ if c.__name__ in LAUNCHERS), None)
-        how = LAUNCHERS.get(base, f"{environment.__name__}.detect() is false in this process")
-        raise ConfigError(f"trainer.plugins has {environment.__name__}, but this process was not started by its "
-                          f"launcher: {how}")
+
+def _check_launcher(trainer) -> None:
+    """A cluster environment the trainer names must be this process's; more than one node needs one (Lightning's
+    own, without a launcher, would wait for the other nodes forever)."""
+    from hydra._internal.utils import _locate
+    from lightning.pytorch.plugins import environments
+
+    named = [_locate(plugin["_target_"]) for plugin in trainer.get("plugins") or []]
+    for environment in (e for e in named if hasattr(e, "detect")):
+        if not _detected(environment):
+            base = next((c.__name__ for c in environment.__mro__ if c.__name__ in LAUNCHERS), None)
+            how = LAUNCHERS.get(base, f"{environment.__name__}.detect() is false in this process")
+            raise ConfigError(f"trainer.plugins has {environment.__name__}, but this process was not started by its "
+                              f"launcher: {how}")
+    detectable = (environments.SLURMEnvironment, environments.TorchElasticEnvironment,  # what Lightning detects
+                  environments.LSFEnvironment)
+    if trainer.get("num_nodes", 1) > 1 and not any(hasattr(e, "detect") for e in named) \
+            and not any(_detected(e) for e in detectable):
+        raise ConfigError(f"trainer.num_nodes={trainer.num_nodes} needs a launcher that starts every node: "
+                          f"trainer=slurm with -m, or trainer=torchrun under torchrun")
 
 
 def check_environment(cfg: DictConfig) -> None:
     """What this process must provide for the run: its trainer's launcher (torchrun, SLURM), a device for its
     accelerator, its data's folder, writable run paths; and ``ckpt`` only where it is read (``mode=eval``)."""
     import torch
+    from lightning.pytorch.accelerators import AcceleratorRegistry
     from lightning.pytorch.utilities import rank_zero_only
 
     from roadmap.effective import world_size
@@ -523,6 +542,10 @@ def check_environment(cfg: DictConfig) -> None:
     if cfg.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(f"trainer.accelerator={cfg.trainer.accelerator} but no CUDA device is visible: add "
                           f"trainer.accelerator=cpu trainer.precision=32-true on a machine without GPUs")
+    if cfg.trainer.accelerator in AcceleratorRegistry and not AcceleratorRegistry[cfg.trainer.accelerator][
+            "accelerator"].is_available():
+        raise ConfigError(f"trainer.accelerator={cfg.trainer.accelerator}: Lightning finds no such device on this "
+                          f"machine; use trainer.accelerator=cpu (or auto)")
     if cfg.data.kind != "synthetic":
         data_root(cfg.data)
     for key in ("run.root", "run.dir") if rank_zero_only.rank == 0 else ():  # the run folder is global rank 0's
@@ -532,7 +555,7 @@ def check_environment(cfg: DictConfig) -> None:
 
 
 HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
-                          "--config-dir", "-cd", "--experimental-rerun"}
+                          "--config-dir", "-cd", "--experimental-rerun", "--info", "-i"}
 
 
 def check_overrides(argv: list[str], repeats: bool = False) -> None:
@@ -542,8 +565,11 @@ def check_overrides(argv: list[str], repeats: bool = False) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
-    overrides = [a for i, a in enumerate(argv) if not a.startswith("-") and "=" in a
-                 and (i == 0 or argv[i - 1] not in HYDRA_FLAGS_WITH_VALUE)]
+    words = [a for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] not in HYDRA_FLAGS_WITH_VALUE)]
+    alone = next((w for w in words if "=" not in w and not w.startswith("~")), None)
+    if alone is not None:
+        raise ConfigError(f"{alone} is not an override: write key=value (+key=value adds a key, ~key removes one)")
+    overrides = [w for w in words if "=" in w]
     refuse_loop_overrides(overrides)
     parser, parsed = OverridesParser.create(), []
     for text in overrides:

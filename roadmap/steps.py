@@ -262,10 +262,11 @@ def instantiate_model(model_cfg: DictConfig | dict, **overrides):
     source = model_cfg.pop("init_from", None)
     try:
         model = instantiate(model_cfg)
-    except InstantiationException as err:
+    except InstantiationException as err:  # the builder's own refusal, or Hydra's: a knob's _target_ that fails
         if isinstance(err.__cause__, ConfigError):
             raise err.__cause__ from None
-        raise
+        reason = re.sub(r",? set env var HYDRA_FULL_ERROR.*", "", " ".join(str(err).split()))  # Hydra's advice
+        raise ConfigError(f"cannot build the model: {reason[:300]}") from None
     if source and next(model.parameters()).device.type != "meta":
         init_from(model, str(source))
     return model

@@ -67,6 +67,8 @@ CASES = [
     ("run", "+step=gelu data=imagefolder data.root={tmp}/no_images data.num_classes=3 budget.num_workers=0",
      "no images in {tmp}/no_images/train"),  # refused by the data module: the folder Hydra made goes too
     ("run", "step=gelu", "step is added with +: +step=gelu"),
+    ("run", "+step=GELU", "unknown step 'GELU' (did you mean gelu?)"),
+    ("run", "+step=gelu seed", "seed is not an override: write key=value"),
     ("run", "budget=smoke", "no step chosen: add +step=<name>"),
     ("run", "+step=gelu data.root=~/data", "cannot read the override data.root=~/data"),
     # values a library reads: checked by that library before the run
@@ -97,6 +99,12 @@ CASES = [
                                                "triton (roadmap/depthwise.py)"),
     ("run", "+step=gelu model.kernel_size=4", "kernel_size must be a positive odd integer"),
     ("run", "+step=gelu model.stem=patchfy", "unknown stem 'patchfy'; allowed: resnet, patchify"),
+    ("run", "+step=gelu model.act={{_target_:torch.nn.NoSuchAct,_partial_:true}}", "cannot build the model: Error "
+                                                                                 "locating target 'torch.nn.NoSuchAct'"),
+    ("run", "+step=gelu recipe.optimizer.weight_decay=-1", "recipe.optimizer.weight_decay=-1.0: must be >= 0"),
+    ("run", "+step=gelu recipe.grad_clip=-1", "recipe.grad_clip=-1.0: must be > 0 or null"),
+    ("run", "+step=gelu data.train_size=0", "data.train_size=0: must be a positive number of images"),
+    ("run", "+step=gelu trainer.accelerator=mps", "trainer.accelerator=mps: Lightning finds no such device"),
     ("run", "+step=separate_downsampling data=fashion_mnist data.root={tmp} data.img_size=28",
      "this step needs images of at least 32 px, data.img_size is 28: set data.img_size=32"),
     ("run", "+step=gelu data=cifar10", "data.root is not set: add data.root=... to the command line"),
@@ -106,6 +114,7 @@ CASES = [
     ("run", "+step=gelu trainer=torchrun", "it runs under torchrun"),
     ("run", "+step=gelu trainer=slurm trainer.accelerator=cpu trainer.precision=32-true", "add -m to submit them"),
     ("run", "+step=gelu trainer=slurm", "add -m to submit them"),
+    ("run", "+step=gelu trainer.num_nodes=2", "trainer.num_nodes=2 needs a launcher that starts every node"),
     *([] if torch.cuda.is_available() else [  # a machine without CUDA
         ("run", "+step=gelu trainer=gpu", "trainer.accelerator=gpu but no CUDA device is visible: add "
                                           "trainer.accelerator=cpu trainer.precision=32-true")]),
