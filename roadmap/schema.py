@@ -583,8 +583,8 @@ def check_overrides(argv: list[str], repeats: bool = False) -> None:
     for override, text in zip(parsed, overrides):
         key = override.key_or_group
         if override.is_sweep_override() and not sweeping and not repeats:
-            raise ConfigError(f"{text} is a sweep: add -m to run one job per value (a list value is written "
-                              f"{key}=[...])")
+            raise ConfigError(f"{text} is a sweep: give one value, or add -m to run.py for a job per value (a list "
+                              f"value is written {key}=[...])")
         if key in seen and not repeats:
             raise ConfigError(f"{key} is given twice ({seen[key]}, {text}): keep one")
         seen[key] = text

@@ -132,7 +132,7 @@ def compose_config(step: str | None = None, regime: str = "r50", overrides: list
         for group in GROUP_NAMES:  # Hydra's choices, fixed now: a later compose replaces Hydra's config
             cfg[group].name = cfg[group].name
     except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(f"bad override in {args}: {str(err).splitlines()[0]}") from err
+        raise composition_error(err, args) from None
     if not as_run:
         with open_dict(cfg):
             del cfg["hydra"]
@@ -154,35 +154,42 @@ def _first_of_each_sweep(overrides: list[str]) -> list[str]:
 
 
 def check_composition(overrides: list[str]) -> None:
-    """Hydra's composition of ``run.py`` overrides (a multirun's first job), its errors in one line: a key no config
-    has, given without ``+``, is an unknown key like one given with it (:func:`roadmap.schema.validate`)."""
+    """Hydra's composition of ``run.py`` overrides (a multirun's first job), its errors in one line
+    (:func:`composition_error`)."""
     args = _first_of_each_sweep([o for o in overrides if not o.startswith("-") and "=" in o])
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             compose("config", overrides=args, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        key = re.match(r"Could not override '([^']+)'\.( No match in the defaults list\.)?$", first)
-        if key and key[2]:
-            value = next(a.split("=", 1)[1] for a in args if a.split("=", 1)[0] == key[1])
-            raise ConfigError(f"{key[1]} is added with +: +{key[1]}={value} (no {key[1]} is in the defaults)") from None
-        if key and key[1].startswith("hydra.launcher."):
-            raise ConfigError(f"{key[1]} is not a key of this command's launcher (Hydra's local one): the SLURM "
-                              f"launcher's keys come with trainer=slurm") from None
-        if key:
-            rest = [a for a in args if a.lstrip("+~").split("=", 1)[0] != key[1]]
-            with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-                known = compose("config", overrides=rest)
-            parent, _, leaf = key[1].rpartition(".")
-            target = OmegaConf.select(known, f"{parent}._target_") if parent else None
-            if target and leaf in (target_arguments(target, parent) or {leaf}):  # an argument its file leaves out
-                raise ConfigError(f"{key[1]} is an argument of {target} that this config does not set: add it with "
-                                  f"+{key[1]}=...") from None
-            raise ConfigError(f"unknown key {key[1]}{nearest_key(key[1], flat_keys(known)) or ': no config has it'}") from None
-        raise ConfigError(f"cannot compose the config: {first}") from None
+        raise composition_error(err, args) from None
     finally:
         GlobalHydra.instance().clear()
+
+
+def composition_error(err: Exception, args: list[str]) -> ConfigError:
+    """Hydra's composition error as one line: a key no config has, given without ``+``, is an unknown key like one
+    given with it (:func:`roadmap.schema.validate`), with the nearest key; a group not in the defaults needs ``+``."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    key = re.match(r"Could not override '([^']+)'\.( No match in the defaults list\.)?$", first)
+    if key and key[2]:
+        value = next(a.split("=", 1)[1] for a in args if a.split("=", 1)[0] == key[1])
+        return ConfigError(f"{key[1]} is added with +: +{key[1]}={value} (no {key[1]} is in the defaults)")
+    if key and key[1].startswith("hydra.launcher."):
+        return ConfigError(f"{key[1]} is not a key of this command's launcher (Hydra's local one): the SLURM "
+                           f"launcher's keys come with trainer=slurm")
+    if not key:
+        return ConfigError(f"cannot compose the config: {first}")
+    rest = [a for a in args if a.lstrip("+~").split("=", 1)[0] != key[1]]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        known = compose("config", overrides=rest)
+    parent, _, leaf = key[1].rpartition(".")
+    target = OmegaConf.select(known, f"{parent}._target_") if parent else None
+    if target and leaf in (target_arguments(target, parent) or {leaf}):  # an argument its file leaves out
+        return ConfigError(f"{key[1]} is an argument of {target} that this config does not set: add it with "
+                           f"+{key[1]}=...")
+    return ConfigError(f"unknown key {key[1]}{nearest_key(key[1], flat_keys(known)) or ': no config has it'}")
 
 
 def chosen_step() -> str:

@@ -59,7 +59,8 @@ CASES = [
     ("run", "+step=gelu +experiment=paper", "unknown experiment 'paper' (did you mean"),
     ("run", "+step=gelu trainer=gpus", "unknown trainer 'gpus' (did you mean gpu?)"),
     ("run", "-m +step=gelu,kernel_77", "unknown step 'kernel_77'"),
-    ("run", "+step=gelu seed=0,1,2", "seed=0,1,2 is a sweep: add -m to run one job per value"),
+    ("run", "+step=gelu seed=0,1,2", "seed=0,1,2 is a sweep: give one value, or add -m to run.py for a job per value"),
+    ("roadmap.explain", "+step=gelu seed=0,1", "seed=0,1 is a sweep: give one value"),
     ("run", "+step=gelu hydra.launcher.partition=gpu", "hydra.launcher.partition is not a key of this command's "
                                                        "launcher (Hydra's local one)"),
     ("run", "+step=gelu data=imagefolder data.root={tmp}", "missing dataset folder {tmp}/train: data.root must contain "
@@ -186,6 +187,8 @@ CASES = [
     ("roadmap.benchmark", "--steps gelu,nope", "unknown step(s) ['nope'] for regime r50"),
     ("roadmap.benchmark", "--device cudaa", "--device cudaa: use auto, cpu, cuda or cuda:N"),
     ("roadmap.benchmark", "--steps gelu data=imagenet", "unknown data 'imagenet'"),
+    ("roadmap.benchmark", "--steps gelu recipe.base_lrr=1", "unknown key recipe.base_lrr; did you mean recipe.base_lr?"),
+    ("roadmap.benchmark", "--steps gelu data=cifar10", "data.root is not set"),
     ("analysis.roadmap", "{tmp}/no_outputs", "no outputs folder {tmp}/no_outputs"),
     ("analysis.roadmap", "{tmp} --regime r999", "argument --regime: invalid choice: 'r999'"),
     ("analysis.roadmap", "{tmp}/outputs --group nope", "no runs under {tmp}/outputs for group=nope"),
