@@ -36,14 +36,19 @@ def read_yaml(path: Path) -> dict:
     try:
         content = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}, line {mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: broken YAML ({getattr(err, 'problem', None) or type(err).__name__}): fix the file") from None
+        raise broken_yaml(err, path) from None
     except OSError as err:
         raise ConfigError(f"cannot read {path}: {err.strerror}") from None
     if content is not None and not isinstance(content, dict):
         raise ConfigError(f"{path}: a config file holds a mapping of keys, not {type(content).__name__}")
     return content or {}
+
+
+def broken_yaml(err: yaml.YAMLError, path: Path | None = None) -> ConfigError:
+    """A YAML parser's error as one line naming the file (``path``, else the one the parser read) and line."""
+    mark = getattr(err, "problem_mark", None)
+    where = str(path or (mark.name if mark else "a config file")) + (f", line {mark.line + 1}" if mark else "")
+    return ConfigError(f"{where}: broken YAML ({getattr(err, 'problem', None) or type(err).__name__}): fix the file")
 
 
 def options(group: str) -> dict[str, Path]:

@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -22,8 +23,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from roadmap.config_files import (CONF_DIR, CONFIG_PATH_ENV, check_choice, config_dirs, options, read_yaml,  # noqa: F401
-                                   step_parent)
+from roadmap.config_files import (CONF_DIR, CONFIG_PATH_ENV, broken_yaml, check_choice,  # noqa: F401 (re-exported)
+                                   config_dirs, options, read_yaml, step_parent)
 from roadmap.errors import ConfigError
 from roadmap.record import check_evaluation_target, check_identity, run_dir, run_variant
 from roadmap.schema import (check_environment, check_overrides, check_regime_file, flat_keys, nearest_key,
@@ -133,6 +134,8 @@ def compose_config(step: str | None = None, regime: str = "r50", overrides: list
             cfg[group].name = cfg[group].name
     except (HydraException, OmegaConfBaseException) as err:
         raise composition_error(err, args) from None
+    except yaml.YAMLError as err:
+        raise broken_yaml(err) from None
     if not as_run:
         with open_dict(cfg):
             del cfg["hydra"]
@@ -163,6 +166,8 @@ def check_composition(overrides: list[str]) -> None:
             compose("config", overrides=args, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as err:
         raise composition_error(err, args) from None
+    except yaml.YAMLError as err:  # a config file Hydra reads
+        raise broken_yaml(err) from None
     finally:
         GlobalHydra.instance().clear()
 

@@ -24,6 +24,7 @@ USER_FOLDERS = {
     "shadow": {"step/gelu.yaml": "# @package _global_\ndefaults: [kernel_7, _self_]\nmodel:\n  act: silu\n"},
     "regime_key": {"regime/r18.yaml": "resnet: ResNet-18\nconvnext: C\nresnet_depths: [2, 2, 2, 2]\n"
                                       "stage_ratio: {depths: [1, 1, 3, 1], width: 16}\nwide_widht: 24\ndrop_path_rate: 0\n"},
+    "broken_data": {"data/mine.yaml": "kind: imagefolder\nroot: [\n"},
     "regime_missing": {"regime/r18.yaml": "resnet: ResNet-18\nconvnext: C\nresnet_depths: [2, 2, 2, 2]\n"
                                           "stage_ratio: {depths: [1, 1, 3, 1], width: 16}\ndrop_path_rate: 0\n"},
 }
@@ -154,6 +155,7 @@ CASES = [
     ("run", "+step=gelu {user:shadow}", "gelu.yaml has the name of the step"),
     ("run", "+step=gelu regime=r18 {user:regime_key}", "r18.yaml: unknown key wide_widht; did you mean wide_width?"),
     ("run", "+step=gelu regime=r18 {user:regime_missing}", "r18.yaml: wide_width is not set"),
+    ("run", "+step=gelu data=mine {user:broken_data}", "data/mine.yaml, line 3: broken YAML"),
     ("run", "+step=gelu {user:nowhere}", "ROADMAP_CONFIG_PATH names {tmp}/nowhere, which is not a folder"),
     # the other tools
     ("roadmap.explain", "", "usage: python -m roadmap.explain +step=<name>"),
