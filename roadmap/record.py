@@ -72,11 +72,12 @@ def run_variant(task_overrides) -> str:
     return f"+{name}"
 
 
-def _flatten(tree, prefix: str = "") -> dict:
+def flatten(tree, prefix: str = "") -> dict:
+    """A nested dict's leaves by dotted key."""
     if isinstance(tree, dict):
         out = {}
         for key, value in tree.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
+            out.update(flatten(value, f"{prefix}{key}."))
         return out
     return {prefix[:-1]: tree}
 
@@ -93,7 +94,7 @@ def identity(config: DictConfig | dict) -> dict:
 
     tree = resolved(config) if isinstance(config, DictConfig) else config
     parts = {k: tree.get(k) for k in ("seed", "model", "recipe", "data", "budget")}
-    flat = {k: v for k, v in _flatten(parts).items() if _is_identity(k) and k not in LAYOUT}
+    flat = {k: v for k, v in flatten(parts).items() if _is_identity(k) and k not in LAYOUT}
     return {**flat, **{f"effective.{k}": v for k, v in effective_run(tree).identity().items()}}
 
 

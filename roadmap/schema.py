@@ -337,15 +337,6 @@ def _check_keys(tree: dict) -> None:
             _check_target_node(node, f"{section}.{name}")
 
 
-def flat_keys(cfg: DictConfig) -> list[str]:
-    """Every leaf key of a composed config (dotted), unresolved."""
-    def walk(node, prefix):
-        if isinstance(node, dict):
-            return [k for key, value in node.items() for k in walk(value, f"{prefix}{key}.")]
-        return [prefix[:-1]]
-    return walk(OmegaConf.to_container(cfg, resolve=False), "")
-
-
 def _all_keys(cls, prefix: str = "") -> list[str]:
     out = []
     for name, annotation in typing.get_type_hints(cls).items():
@@ -554,8 +545,12 @@ def check_environment(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={OmegaConf.select(cfg, key)}: {problem}: choose another {key}")
 
 
-HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
-                          "--config-dir", "-cd", "--experimental-rerun", "--info", "-i"}
+def command_line(argv: list[str]) -> tuple[list[str], bool]:
+    """A ``run.py`` command line's overrides, and whether it is a multirun, as Hydra's own argument parser reads it."""
+    from hydra._internal.utils import get_args_parser
+
+    args, _ = get_args_parser().parse_known_args(argv)
+    return args.overrides, args.multirun
 
 
 def check_overrides(argv: list[str], repeats: bool = False) -> None:
@@ -565,7 +560,7 @@ def check_overrides(argv: list[str], repeats: bool = False) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
-    words = [a for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] not in HYDRA_FLAGS_WITH_VALUE)]
+    words, sweeping = command_line(argv)
     alone = next((w for w in words if "=" not in w and not w.startswith("~")), None)
     if alone is not None:
         raise ConfigError(f"{alone} is not an override: write key=value (+key=value adds a key, ~key removes one)")
@@ -579,7 +574,6 @@ def check_overrides(argv: list[str], repeats: bool = False) -> None:
             raise ConfigError(f"cannot read the override {text} ({_one_line(err)}): quote a value with special "
                               f"characters, e.g. 'key=\"a b\"'; ~ is not expanded, give the full path") from None
     seen: dict[str, str] = {}
-    sweeping = any(a in ("-m", "--multirun") for a in argv)
     for override, text in zip(parsed, overrides):
         key = override.key_or_group
         if override.is_sweep_override() and not sweeping and not repeats:

@@ -26,8 +26,8 @@ from omegaconf.errors import OmegaConfBaseException
 from roadmap.config_files import (CONF_DIR, CONFIG_PATH_ENV, broken_yaml, check_choice,  # noqa: F401 (re-exported)
                                    config_dirs, options, read_yaml, step_parent)
 from roadmap.errors import ConfigError
-from roadmap.record import check_evaluation_target, check_identity, run_dir, run_variant
-from roadmap.schema import (check_environment, check_overrides, check_regime_file, flat_keys, nearest_key,
+from roadmap.record import check_evaluation_target, check_identity, flatten, run_dir, run_variant
+from roadmap.schema import (check_environment, check_overrides, check_regime_file, command_line, nearest_key,
                             target_arguments, validate)
 
 GROUP_NAMES = ("regime", "recipe", "data", "budget")  # groups whose <group>.name is their Hydra choice (config.yaml)
@@ -156,10 +156,10 @@ def _first_of_each_sweep(overrides: list[str]) -> list[str]:
     return first
 
 
-def check_composition(overrides: list[str]) -> None:
+def check_composition(argv: list[str]) -> None:
     """Hydra's composition of ``run.py`` overrides (a multirun's first job), its errors in one line
     (:func:`composition_error`)."""
-    args = _first_of_each_sweep([o for o in overrides if not o.startswith("-") and "=" in o])
+    args = _first_of_each_sweep([o for o in command_line(argv)[0] if "=" in o])
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
@@ -194,7 +194,7 @@ def composition_error(err: Exception, args: list[str]) -> ConfigError:
     if target and leaf in (target_arguments(target, parent) or {leaf}):  # an argument its file leaves out
         return ConfigError(f"{key[1]} is an argument of {target} that this config does not set: add it with "
                            f"+{key[1]}=...")
-    return ConfigError(f"unknown key {key[1]}{nearest_key(key[1], flat_keys(known)) or ': no config has it'}")
+    return ConfigError(f"unknown key {key[1]}{nearest_key(key[1], flatten(OmegaConf.to_container(known, resolve=False))) or ': no config has it'}")
 
 
 def chosen_step() -> str:
