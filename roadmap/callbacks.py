@@ -1,4 +1,5 @@
-"""Lightning callbacks of a roadmap run: training throughput and the per-epoch validation history."""
+"""Lightning callbacks of a roadmap run: throughput and data wait, unreadable files, progress, checkpoints, the
+per-epoch validation history and stop signals."""
 from __future__ import annotations
 
 import os
@@ -10,37 +11,139 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
 
-from roadmap.errors import Stopped
+from roadmap.errors import ConfigError, Stopped
 
 
 class Throughput(L.Callback):
-    """Training images/s (forward + backward + optimizer step, data loading excluded) after ``warmup_batches``,
-    and the seconds those first batches took: ``torch.compile``, depthwise path measurement, cuDNN autotuning."""
+    """Training images/s after ``warmup_batches`` (``torch.compile``, depthwise path measurement and cuDNN autotuning
+    happen in the first batches, whose seconds are ``warmup_seconds``), and the share of each epoch this process
+    spent waiting for data (:meth:`history_row`; the progress lines show it too).
+
+    The device is synchronized only where a timed span of batches starts and ends, never per batch, so the host keeps
+    queuing work ahead. Waiting for data is the time between one batch's end and the next one's start (where
+    Lightning fetches); images/s counts the span without it (a loader that cannot keep up shows in the wait share)."""
 
     def __init__(self, warmup_batches: int = 2):
         self.warmup_batches = warmup_batches
-        self.images, self.seconds, self.warmup_seconds, self._seen, self._start = 0, 0.0, 0.0, 0, None
+        self.images, self.seconds, self.warmup_seconds, self._seen = 0, 0.0, 0.0, 0
+        self._span_start = self._batch_end = self._epoch_start = None
+        self._span_wait = self._epoch_wait = 0.0
+        self._span_images, self.last_wait_share = 0, None
 
-    def _sync(self, trainer):
-        if trainer.strategy.root_device.type == "cuda":
+    @staticmethod
+    def _now(trainer, sync: bool) -> float:
+        if sync and trainer.strategy.root_device.type == "cuda":
             torch.cuda.synchronize()
+        return time.perf_counter()
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self._sync(trainer)
-        self._start = time.perf_counter()
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._epoch_start, self._epoch_wait, self._batch_end = time.perf_counter(), 0.0, None
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self._sync(trainer)
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        if self._epoch_start is None:  # resumed mid-epoch: Lightning skips on_train_epoch_start
+            self.on_train_epoch_start(trainer, pl_module)
+        if self._batch_end is not None:
+            waited = now - self._batch_end
+            self._epoch_wait += waited
+            self._span_wait += waited if self._span_start is not None else 0.0
         self._seen += 1
-        if self._seen > self.warmup_batches:
-            self.seconds += time.perf_counter() - self._start
-            self.images += len(batch[0]) * trainer.world_size
-        else:
-            self.warmup_seconds += time.perf_counter() - self._start
+        if self._seen == self.warmup_batches + 1 or (self._seen > self.warmup_batches and self._span_start is None):
+            self._span_start, self._span_wait, self._span_images = self._now(trainer, sync=True), 0.0, 0
+            if self._seen == self.warmup_batches + 1:
+                self.warmup_seconds = self._span_start - self._first_start
+        elif self._seen == 1:
+            self._first_start = now
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._span_start is not None:
+            self._span_images += len(batch[0]) * trainer.world_size
+        last = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if last:
+            self._close_span(trainer)
+        self._batch_end = time.perf_counter()
+        if last:
+            self.last_wait_share, self._epoch_start = self.wait_share, None
+
+    def _close_span(self, trainer) -> None:
+        if self._span_start is None:
+            return
+        self.seconds += self._now(trainer, sync=True) - self._span_start - self._span_wait
+        self.images += self._span_images
+        self._span_start = None
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._close_span(trainer)
+
+    def history_row(self) -> dict:
+        return {"data/wait_share": round(self.last_wait_share, 4)} if self.last_wait_share is not None else {}
+
+    @property
+    def wait_share(self) -> float | None:
+        """This epoch's share so far (the progress lines')."""
+        if self._epoch_start is None:
+            return None
+        elapsed = time.perf_counter() - self._epoch_start
+        return self._epoch_wait / elapsed if elapsed else None
 
     @property
     def images_per_s(self) -> float | None:
-        return self.images / self.seconds if self.seconds else None
+        return self.images / self.seconds if self.seconds > 0 else None
+
+
+class BadFiles(L.Callback):
+    """Unreadable files met in training (each replaced by the next readable one) or validation (left out): each is
+    named in the log when first met; ``files`` counts them by name, over every process (``metrics.json``; their number
+    is ``data/bad_files`` in each epoch's history row). The run stops in one line once an epoch's exceed ``max_fraction`` of
+    its training samples (on any process)."""
+
+    def __init__(self, max_fraction: float):
+        self.max_fraction, self.files, self._epoch = max_fraction, {}, 0
+
+    def _met(self, trainer, dataset, batch, split: str) -> int:
+        bad = batch.bad
+        for i in bad:
+            name = dataset.name(i)
+            if name not in self.files:
+                print(f"unreadable image skipped ({split}, rank {trainer.global_rank}): {name}", flush=True)
+            self.files[name] = self.files.get(name, 0) + 1
+        return len(bad)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._epoch = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._epoch += self._met(trainer, trainer.datamodule.train_set, batch, "train")
+        samples = trainer.num_training_batches * len(batch[0])
+        if trainer.strategy.reduce_boolean_decision(self._epoch > self.max_fraction * samples, all=False):
+            raise ConfigError(f"more than data.max_bad_fraction={self.max_fraction:g} of an epoch's images are "
+                              f"unreadable (first: {next(iter(self.files), 'on another process')}): check the data "
+                              f"with python -m roadmap.data verify ROOT, or raise data.max_bad_fraction")
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if not trainer.sanity_checking:
+            self._met(trainer, trainer.datamodule.val_set, batch, "val")
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:  # every process's names, for the record global rank 0 writes
+            self.files = _merged(trainer, self.files)
+
+    def history_row(self) -> dict:
+        return {"data/bad_files": len(self.files)}
+
+    def state_dict(self) -> dict:
+        return {"files": self.files}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.files = dict(state_dict["files"])
+
+
+def _merged(trainer, counts: dict) -> dict:
+    if trainer.world_size == 1:
+        return counts
+    gathered = [None] * trainer.world_size
+    torch.distributed.all_gather_object(gathered, counts)
+    return {name: max(c.get(name, 0) for c in gathered) for c in gathered for name in c}
 
 
 class ResumableProgressBar(TQDMProgressBar):
@@ -57,7 +160,7 @@ class ResumableProgressBar(TQDMProgressBar):
 class ProgressLines(ProgressBar):
     """The progress bar where output is not a terminal (a SLURM job's ``.out``, CI): one line per
     ``every_percent`` % of an epoch or per ``every_s`` seconds, whichever comes first, with the epoch, the step,
-    the training loss, images/s (all processes) and the run's ETA, from global rank 0; instead of a line per
+    the training loss, images/s (all processes), the epoch's share so far spent waiting for data and the run's ETA, from global rank 0; instead of a line per
     update of tqdm's bar (carriage returns)."""
 
     def __init__(self, every_percent: float = 10, every_s: float = 30):
@@ -88,9 +191,12 @@ class ProgressLines(ProgressBar):
         per_batch = (now - self._since[0]) / max(1, done - self._since[1])
         left = (total - done) + (trainer.max_epochs - trainer.current_epoch - 1) * total
         loss = trainer.callback_metrics.get("train/loss_step")
+        waits = [c.last_wait_share if c.wait_share is None else c.wait_share for c in trainer.callbacks
+                 if isinstance(c, Throughput) and (c.wait_share, c.last_wait_share) != (None, None)]
         print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} step {done}/{total} ({percent:.0f}%) | "
               f"global step {trainer.global_step} | loss {float(loss) if loss is not None else float('nan'):.4f} | "
-              f"{len(batch[0]) * trainer.world_size / per_batch:.1f} img/s | ETA {_duration(left * per_batch)}",
+              f"{len(batch[0]) * trainer.world_size / per_batch:.1f} img/s | "
+              + (f"data wait {100 * waits[0]:.0f}% | " if waits else "") + f"ETA {_duration(left * per_batch)}",
               flush=True)
 
 
@@ -118,15 +224,19 @@ class LayoutChange(L.Callback):
 
 
 class History(L.Callback):
-    """Validation metrics of every epoch; kept in checkpoints so a resumed run knows its past epochs."""
+    """Validation metrics of every epoch, with what each of ``extras`` (callables returning a dict) adds to the row;
+    kept in checkpoints so a resumed run knows its past epochs."""
 
-    def __init__(self):
+    def __init__(self, extras=()):
         self.epochs: list[dict] = []
+        self.extras = extras
 
     def on_validation_epoch_end(self, trainer, pl_module):
         if trainer.sanity_checking:
             return
         row = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        for extra in self.extras:
+            row.update(extra())
         self.epochs.append({"epoch": trainer.current_epoch + 1, **row})
 
     def state_dict(self):

@@ -1,4 +1,8 @@
-"""Datasets and the Lightning data module: the embedded synthetic default, ImageFolder, torchvision sets.
+"""Datasets and the Lightning data module: the embedded synthetic default, image folders and ImageNet's tars (read
+through a file index built once: :mod:`roadmap.file_index`), torchvision sets.
+
+Workers decode and augment into uint8 batches; normalization and random erasing run on the device
+(:class:`roadmap.recipe_parts.BatchTransform`). ``python -m roadmap.data verify ROOT`` checks a root once.
 
 The default data, ``SyntheticShapes``, is generated deterministically from a seed: eight classes of
 patterns (stripes in three orientations, checkerboard, disk, ring, square outline, plus sign) at random
@@ -10,21 +14,25 @@ must learn spatial structure.
 from __future__ import annotations
 
 import math
+import os
 import random
 import signal
-from concurrent.futures import ThreadPoolExecutor
+import time
 from pathlib import Path
+from typing import NamedTuple
 
 import lightning as L
 import numpy as np
 import torch
 import torchvision
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from timm.data.loader import fast_collate
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from roadmap.errors import ConfigError
-from roadmap.recipe_parts import build_transform
+from roadmap.errors import ConfigError, exit_on_config_error
+from roadmap.file_index import SPLITS, FileIndex, bad_files_message, decode, file_index, file_name, read_file, verify
+from roadmap.recipe_parts import ErasingBox, build_transform
 from roadmap.schema import data_root
 
 SHAPES = ("stripes_h", "stripes_v", "stripes_diag", "checkerboard", "disk", "ring", "square", "plus")
@@ -95,50 +103,29 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")  # grayscale sets get 3 channels
 
 
-class _RGB:
-    """Transform wrapper: convert to RGB first (grayscale inputs work with every step's 3-channel stem)."""
-
-    def __init__(self, transform):
-        self.transform = transform
-
-    def __call__(self, img):
-        return self.transform(_to_rgb(img))
+class UnreadableImage(Exception):
+    """A file of the data that cannot be read or decoded; ``str(err)`` names it and why."""
 
 
-def check_image_loader(path: str) -> Image.Image:
-    """ImageFolder loader whose failure names the file and the fix, instead of a PIL traceback."""
-    try:
-        with open(path, "rb") as f:
-            return Image.open(f).convert("RGB")
-    except (OSError, UnidentifiedImageError, SyntaxError) as err:
-        raise ConfigError(f"corrupt image {path} ({err}); delete or replace it") from None
+class IndexedImages(Dataset):
+    """One split of a data root's file index (:mod:`roadmap.file_index`: an image folder or ImageNet's tars): decoded
+    RGB images and their labels."""
 
+    def __init__(self, index: FileIndex, split: str):
+        self.index, self.split, self.classes = index, split, index.classes
 
-def _is_corrupt(path: str) -> bool:
-    try:
-        with Image.open(path) as img:
-            img.verify()
-        return False
-    except Exception:  # PIL raises many types for broken files
-        return True
+    def __len__(self) -> int:
+        return len(self.index.splits[self.split])
 
+    def name(self, i: int) -> str:
+        return file_name(self.index, self.split, i)
 
-def verified_image_folder(split_dir: Path, transform, verify: bool):
-    """torchvision ImageFolder over ``split_dir`` with one-line errors for every bad-input case."""
-    if not any(p.is_dir() for p in split_dir.iterdir()):
-        raise ConfigError(f"no class folders in {split_dir}: put each class's images in {split_dir}/<class>/")
-    try:
-        dataset = torchvision.datasets.ImageFolder(str(split_dir), transform=transform, loader=check_image_loader)
-    except FileNotFoundError as err:
-        raise ConfigError(f"no images in {split_dir}: {str(err).splitlines()[0]}") from None
-    if verify:
-        with ThreadPoolExecutor(8) as pool:
-            corrupt = [p for (p, _), bad in zip(dataset.samples, pool.map(_is_corrupt, [s[0] for s in dataset.samples])) if bad]
-        if corrupt:
-            shown = ", ".join(corrupt[:3]) + (f" and {len(corrupt) - 3} more" if len(corrupt) > 3 else "")
-            raise ConfigError(f"{len(corrupt)} corrupt image(s) in {split_dir}: {shown}; delete or replace them "
-                              f"(data.verify_images=false skips this check)")
-    return dataset
+    def __getitem__(self, i: int):
+        try:
+            img = decode(read_file(self.index, self.split, i))
+        except Exception as err:  # noqa: BLE001 - PIL and the file system raise many types
+            raise UnreadableImage(f"{self.name(i)} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+        return img, int(self.index.splits[self.split].labels[i])
 
 
 def torchvision_dataset(name: str, root: Path, train: bool, transform, download: bool):
@@ -152,47 +139,129 @@ def torchvision_dataset(name: str, root: Path, train: bool, transform, download:
                           f"point data.root at it or set data.download=true") from None
 
 
-class SeededSamples(Dataset):
-    """A training set whose every sample is augmented from RNGs seeded by (seed, epoch, index): the same
-    image gets the same crop, RandAugment and erasing whichever worker loads it, and whatever ran before."""
+INDEXED_KINDS = ("imagefolder", "tar")
 
-    def __init__(self, dataset, seed: int):
-        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+def check_data(data) -> FileIndex:
+    """The file index of an image folder or tar data config (built once, :mod:`roadmap.file_index`), checked: its
+    class count is ``data.num_classes``, and its images decode (the val split always, train too with
+    ``data.verify_images``; each verified once per index). Bad data is refused in one line."""
+    index = file_index(data)
+    if len(index.classes) != data.num_classes:
+        raise ConfigError(f"{data.root} has {len(index.classes)} classes but data.num_classes={data.num_classes}: set "
+                          f"data.num_classes={len(index.classes)}")
+    try:
+        bad = verify(index, SPLITS if data.verify_images else ("val",), threads=max(1, os.cpu_count() or 1))
+    except OSError as err:
+        raise ConfigError(f"cannot verify {data.root} in {index.folder} ({err.strerror or err}): set data.index_dir to "
+                          f"a writable folder") from None
+    problem = bad_files_message(index, bad)
+    if problem:
+        raise ConfigError(problem + ("" if data.verify_images else " (val is always verified)"))
+    return index
+
+
+def data_identity(data) -> dict | None:
+    """What identifies the data a run reads beyond its config: its file index's fingerprint, what it holds and where
+    it was read (None for data the config names fully: synthetic, torchvision)."""
+    if data.kind not in INDEXED_KINDS:
+        return None
+    index = check_data(data)
+    return {"fingerprint": index.fingerprint, "holds": index.summary(), "root": str(Path(data.root).expanduser())}
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    return ((seed * 100_003 + epoch) * 1_000_003 + index) % 2**32
+
+
+class Samples(Dataset):
+    """What the loader's workers make from a dataset of PIL images: each image decoded, cropped, flipped and
+    RandAugmented by the recipe's timm transform, as uint8 (C, H, W); the per-pixel rest (normalization, random
+    erasing) runs on the device batch (:meth:`roadmap.lit.RoadmapModule.prepare`).
+
+    Training keys are ``(epoch, index)`` pairs (:class:`EpochSeededSampler`): a sample's RNGs are seeded by (seed,
+    epoch, index), so the same image gets the same augmentation whichever worker loads it, whatever ran before, and
+    a persistent worker cannot use a stale epoch. An unreadable file is replaced by the next readable one
+    (training: the batch keeps its size; the replacement is a function of the index, so a resumed run replays it) or
+    left out (validation); either way the batch names it (:func:`collate`)."""
+
+    def __init__(self, dataset, transform, seed: int | None = None, erase_box=None):
+        self.dataset, self.transform, self.seed, self.erase_box = dataset, transform, seed, erase_box
         self.classes = dataset.classes
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int):
-        sample_seed = ((self.seed * 100_003 + self.epoch) * 1_000_003 + index) % 2**32
-        random.seed(sample_seed)
-        np.random.seed(sample_seed)
-        torch.manual_seed(sample_seed)
-        return self.dataset[index]
+    def __getitem__(self, key):
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        bad = []
+        for tried in range(min(len(self), MAX_REPLACEMENTS)):
+            position = (index + tried) % len(self)
+            if self.seed is not None:
+                chosen = sample_seed(self.seed, epoch, index)
+                random.seed(chosen)
+                np.random.seed(chosen)
+                torch.manual_seed(chosen)
+            try:
+                img, label = self.dataset[position]
+            except UnreadableImage:
+                bad.append(position)
+                if self.seed is None:  # validation: every image at most once
+                    return None, -1, NO_ERASING, bad
+                continue
+            img = self.transform(_to_rgb(img))
+            return img, label, self.erase_box(*img.shape[1:]) if self.erase_box else NO_ERASING, bad
+        raise UnreadableImage(f"{len(bad)} files in a row from {self.name(index)} are unreadable: check the data "
+                              f"(python -m roadmap.data verify ROOT)")
+
+    def name(self, index: int) -> str:
+        """A sample's file (its index where the dataset has no files)."""
+        return self.dataset.name(index) if hasattr(self.dataset, "name") else f"sample {index}"
+
+
+MAX_REPLACEMENTS = 16
+NO_ERASING = (0, 0, 0, 0, 0)
+
+
+class Batch(NamedTuple):
+    """What the loader yields: uint8 images (B, 3, H, W) and labels (timm's ``fast_collate``), each image's random
+    erasing box (:class:`roadmap.recipe_parts.ErasingBox`; filled on the device), and the indices of the
+    unreadable files the batch replaced or left out (:class:`roadmap.callbacks.BadFiles` names them)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    erase: list
+    bad: list
+
+
+def collate(samples: list) -> Batch:
+    kept = [s for s in samples if s[0] is not None]
+    bad = [i for *_, indices in samples for i in indices]
+    if not kept:
+        return Batch(torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), [], bad)
+    return Batch(*fast_collate([(img, label) for img, label, *_ in kept]), [s[2] for s in kept], bad)
 
 
 class EpochSeededSampler(DistributedSampler):
-    """DistributedSampler (also for one process) whose order depends only on (seed, epoch), and which
-    resumes mid-epoch: in the epoch a checkpoint was saved in, it skips the batches already trained on
-    (``len`` stays the epoch's, so Lightning's restored batch counter ends the epoch where it should).
+    """DistributedSampler (also for one process) of ``(epoch, index)`` pairs, whose order depends only on (seed,
+    epoch), and which resumes mid-epoch: in the epoch a checkpoint was saved in, it skips the batches already
+    trained on (``len`` stays the epoch's, so Lightning's restored batch counter ends the epoch where it should).
 
     The epoch comes from ``current_epoch()``, not from ``set_epoch``'s argument: after a resume Lightning
     builds the first epoch's iterator before it advances its epoch counters, and passes
     ``epoch_progress.current.processed``, which then lags by one (the data module supplies the epoch).
     """
 
-    def __init__(self, dataset: SeededSamples, batch_size: int, current_epoch, batches_to_skip, **kwargs):
+    def __init__(self, dataset: Samples, batch_size: int, current_epoch, batches_to_skip, **kwargs):
         super().__init__(dataset, **kwargs)
         self.batch_size, self.current_epoch, self.batches_to_skip = batch_size, current_epoch, batches_to_skip
 
     def set_epoch(self, epoch: int | None = None) -> None:
-        epoch = self.current_epoch()
-        super().set_epoch(epoch)
-        self.dataset.epoch = epoch
+        super().set_epoch(self.current_epoch())
 
     def __iter__(self):
-        indices = list(super().__iter__())
-        return iter(indices[self.batches_to_skip(self.epoch) * self.batch_size:])
+        indices = list(super().__iter__())[self.batches_to_skip(self.epoch) * self.batch_size:]
+        return iter([(self.epoch, i) for i in indices])
 
 
 class ResumableLoader(DataLoader):
@@ -230,16 +299,20 @@ class RoadmapDataModule(L.LightningDataModule):
         self.resume_epoch, self.resume_batch = 0, 0
 
     def build_split(self, train: bool):
-        d, transform = self.data, _RGB(build_transform(self.recipe, self.data, train))
+        """The split's images as the workers make them (:class:`Samples`)."""
+        d = self.data
+        transform = build_transform(self.recipe, d, train)
+        erase_box = ErasingBox(self.recipe.re_prob) if train and self.recipe.re_prob > 0 else None
         if d.kind == "synthetic":
             n = d.train_size if train else d.val_size
-            return SyntheticShapes(n, d.img_size, seed=d.seed * 2 + (0 if train else 1), transform=transform)
-        root = data_root(d)
-        if d.kind == "imagefolder":
-            return verified_image_folder(root / ("train" if train else "val"), transform, d.verify_images)
-        if d.kind == "torchvision":
-            return torchvision_dataset(d.name, root, train, transform, d.download)
-        raise ConfigError(f"unknown data.kind {d.kind!r}; allowed: synthetic, imagefolder, torchvision")
+            images = SyntheticShapes(n, d.img_size, seed=d.seed * 2 + (0 if train else 1))
+        elif d.kind in INDEXED_KINDS:
+            images = IndexedImages(check_data(d), "train" if train else "val")
+        elif d.kind == "torchvision":
+            images = torchvision_dataset(d.name, data_root(d), train, None, d.download)
+        else:
+            raise ConfigError(f"unknown data.kind {d.kind!r}; allowed: synthetic, imagefolder, tar, torchvision")
+        return Samples(images, transform, self.seed if train else None, erase_box)
 
     def setup(self, stage: str | None = None) -> None:
         if not hasattr(self, "train_set"):
@@ -253,8 +326,11 @@ class RoadmapDataModule(L.LightningDataModule):
                                   f"lower budget.batch_size or add data")
 
     def _loader(self, dataset, cls=DataLoader, **kwargs):
-        return cls(dataset, batch_size=self.batch_size, num_workers=self.num_workers, persistent_workers=False,
-                   pin_memory=torch.cuda.is_available(), worker_init_fn=leave_stop_signals_to_the_trainer, **kwargs)
+        """Workers that live as long as the loader (each sample's epoch travels with its key: never stale), uint8
+        batches, pinned where CUDA is (Lightning copies them without blocking)."""
+        return cls(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
+                   persistent_workers=self.num_workers > 0, collate_fn=collate, pin_memory=torch.cuda.is_available(),
+                   worker_init_fn=leave_stop_signals_to_the_trainer, **kwargs)
 
     # The position lives here: Lightning restores a data module's state before any loader exists, whatever the
     # checkpoint. The training loader hands the same state on (ResumableLoader), which makes it "resumable".
@@ -299,13 +375,13 @@ class RoadmapDataModule(L.LightningDataModule):
 
     def train_dataloader(self):
         trainer = self.trainer
-        sampler = EpochSeededSampler(SeededSamples(self.train_set, self.seed), self.batch_size,
+        sampler = EpochSeededSampler(self.train_set, self.batch_size,
                                      lambda: max(trainer.current_epoch, self.resume_epoch),
                                      lambda epoch: self.resume_batch if epoch == self.resume_epoch else 0,
                                      num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=True,
                                      seed=self.seed, drop_last=True)
         sampler.set_epoch()
-        return self._loader(sampler.dataset, ResumableLoader, sampler=sampler, drop_last=True,
+        return self._loader(self.train_set, ResumableLoader, sampler=sampler, drop_last=True,
                             state=self.state_dict, restore=self.load_state_dict)
 
     def val_dataloader(self):
@@ -314,3 +390,58 @@ class RoadmapDataModule(L.LightningDataModule):
         sampler = UnrepeatedDistributedSampler(self.val_set, num_replicas=trainer.world_size, rank=trainer.global_rank,
                                                shuffle=False) if trainer.world_size > 1 else None
         return self._loader(self.val_set, sampler=sampler)
+
+
+def root_config(root: Path, train_tar: str | None = None, val_tar: str | None = None, index_dir: str | None = None):
+    """The data config of a root given on a command line: an image folder (``train/``, ``val/``), or ImageNet's tars
+    (conf/data/imagenet_tar.yaml's names unless given)."""
+    from omegaconf import OmegaConf
+
+    from roadmap.config_files import CONF_DIR
+
+    tar = OmegaConf.load(CONF_DIR / "data" / "imagenet_tar.yaml")
+    train_tar, val_tar = train_tar or tar.train_tar, val_tar or tar.val_tar
+    is_folder = (root / "train").is_dir() and (root / "val").is_dir()
+    if not is_folder and not (root / train_tar).is_file():
+        raise ConfigError(f"{root} holds neither train/ and val/ folders nor the tar {train_tar}: give an image "
+                          f"folder's root, or the folder of ImageNet's tars (--train-tar/--val-tar name them)")
+    return OmegaConf.create({"kind": "imagefolder" if is_folder else "tar", "root": str(root), "index_dir": index_dir,
+                             "train_tar": train_tar, "val_tar": val_tar, "verify_images": True})
+
+
+@exit_on_config_error
+def main(argv: list[str] | None = None) -> None:
+    """``python -m roadmap.data verify ROOT``: index a data root and decode every image once; the runs read the result."""
+    from roadmap.cli import Parser, existing_folder, positive_int
+
+    parser = Parser(prog="python -m roadmap.data", description=main.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    verify_cmd = commands.add_parser("verify", help="index ROOT and decode every image (train and val) once")
+    verify_cmd.add_argument("root", type=existing_folder)
+    verify_cmd.add_argument("--train-tar", help="the train tar's name under ROOT (tar data)")
+    verify_cmd.add_argument("--val-tar", help="the val tar's name under ROOT (tar data)")
+    verify_cmd.add_argument("--index-dir", help="where the index is stored (data.index_dir)")
+    verify_cmd.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1)
+    args = parser.parse_args(argv)
+    data = root_config(args.root, args.train_tar, args.val_tar, args.index_dir)
+    started = time.time()
+    index = file_index(data)
+    print(f"{data.root}: {index.summary()} (index {index.folder}, {time.time() - started:.1f} s)", flush=True)
+
+    def progress(split, done, total):
+        print(f"  {split}: {done:,}/{total:,} decoded", flush=True)
+
+    try:
+        bad = verify(index, SPLITS, threads=args.threads, progress=progress)
+    except OSError as err:
+        raise ConfigError(f"cannot write the verification of {data.root} in {index.folder} ({err.strerror or err}): "
+                          f"give --index-dir a writable folder") from None
+    problem = bad_files_message(index, bad)
+    if problem:
+        raise ConfigError(problem)
+    print(f"verified: every image of {data.root} decodes ({time.time() - started:.1f} s); runs on it read "
+          f"{index.verified_file}")
+
+
+if __name__ == "__main__":
+    main()

@@ -17,7 +17,7 @@ import lightning as L
 from omegaconf import DictConfig
 
 from roadmap import weights
-from roadmap.data import RoadmapDataModule
+from roadmap.data import RoadmapDataModule, data_identity
 from roadmap.errors import ConfigError
 from roadmap.files import sha256_of, write_text
 from roadmap.lit import RoadmapModule
@@ -49,7 +49,8 @@ def evaluate(cfg: DictConfig) -> dict:
     metrics = trainer.validate(module, dataloaders=loader, verbose=False)[0]
     result = {"step": chosen_step(), "regime": cfg.regime.name, "ckpt": str(ckpt), "sha256": sha256_of(ckpt),
               "data": cfg.data.name, "img_size": cfg.data.img_size,
-              "crop_pct": cfg.data.crop_pct, "images": len(loader.dataset),
+              "crop_pct": cfg.data.crop_pct, "images": int(metrics.get("val/images", len(loader.dataset))),
+              "data_identity": data_identity(cfg.data),
               **{k: round(float(metrics[f"val/{k}"]), 4) for k in ("top1", "top5", "top1_ema", "top5_ema")
                  if f"val/{k}" in metrics},
               "when": time.strftime("%Y-%m-%dT%H:%M:%S")}

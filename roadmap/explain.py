@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import sys
 import textwrap
-from pathlib import Path
 
 import yaml
 from hydra import initialize_config_dir

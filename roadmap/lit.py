@@ -19,7 +19,7 @@ from torchmetrics import MeanMetric, SumMetric
 from roadmap import depthwise
 from roadmap.depthwise import set_depthwise_impl
 from roadmap.effective import EffectiveRun
-from roadmap.recipe_parts import build_optimizer
+from roadmap.recipe_parts import BatchTransform, build_optimizer
 
 
 def use_compile_cache(root: Path) -> None:
@@ -54,6 +54,7 @@ class RoadmapModule(L.LightningModule):
             self.train_loss = LabelSmoothingCrossEntropy(recipe.label_smoothing)
         else:
             self.train_loss = nn.CrossEntropyLoss()
+        self.batch_transform = BatchTransform()
         self.ema = ModelEmaV3(model, decay=recipe.ema.decay).requires_grad_(False) if recipe.ema.enabled else None
         self.ema_step = 0
         self.topk = (1, min(5, num_classes))
@@ -74,7 +75,10 @@ class RoadmapModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         depthwise.AUTOTUNER.pin(checkpoint.get("depthwise_paths", {}))
 
-    def _inputs(self, x):
+    def prepare(self, x: torch.Tensor, erase=()) -> torch.Tensor:
+        """A uint8 batch as the model takes it: normalized and its images' ``erase`` boxes (training: random erasing,
+        :class:`roadmap.recipe_parts.ErasingBox`) filled, on its device, in the model's memory format."""
+        x = self.batch_transform(x, erase)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
@@ -87,10 +91,10 @@ class RoadmapModule(L.LightningModule):
         torch.manual_seed(seed)
 
     def training_step(self, batch, batch_idx):
-        x, y = batch
+        x, y = self.prepare(batch.images, batch.erase), batch.labels  # before Mixup
         if self.mixup is not None:
             x, y = self.mixup(x, y)
-        loss = self.train_loss(self.model(self._inputs(x)), y)
+        loss = self.train_loss(self.model(x), y)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x), sync_dist=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
         return loss
@@ -118,8 +122,9 @@ class RoadmapModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         # per-image sums across processes (torchmetrics), over a split that each image is in once (roadmap.data)
-        x, y = batch
-        x = self._inputs(x)
+        if not len(batch.labels):  # every image of the batch unreadable (roadmap.callbacks.BadFiles names them)
+            return
+        x, y = self.prepare(batch.images), batch.labels
         logits = self.model(x)
         self.val_metrics["val_loss"].update(nn.functional.cross_entropy(logits, y, reduction="none"))
         self.log("val/loss", self.val_metrics["val_loss"], on_epoch=True)

@@ -7,9 +7,11 @@ string, an interpolation) is refused before the run starts, by timm's own regist
 from __future__ import annotations
 
 import difflib
+import math
+import random
 
 import torch
-from timm.data import create_transform
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from timm.optim import create_optimizer_v2, list_optimizers
 
 from roadmap.errors import ConfigError
@@ -24,14 +26,61 @@ def build_optimizer(model: torch.nn.Module, optimizer, lr: float) -> torch.optim
 
 
 def build_transform(recipe, data, is_training: bool):
-    """timm's training transform (random-resized crop, flip, RandAugment, random erasing) or its evaluation
-    transform (resize to ``img_size / crop_pct``, centre crop), at the data's image size."""
+    """timm's training transform (random-resized crop, flip, RandAugment) or its evaluation transform (resize to
+    ``img_size / crop_pct``, centre crop), at the data's image size, ending in uint8 (timm's prefetcher form: the
+    per-pixel rest is :class:`BatchTransform`'s, on the device)."""
     if is_training:
         return create_transform(data.img_size, is_training=True, scale=tuple(recipe.train_crop_scale),
                                 auto_augment=recipe.auto_augment, color_jitter=recipe.color_jitter or None,
-                                interpolation=recipe.interpolation, re_prob=recipe.re_prob, re_mode="pixel", re_count=1)
+                                interpolation=recipe.interpolation, use_prefetcher=True)
     return create_transform(data.img_size, is_training=False, interpolation=recipe.interpolation,
-                            crop_pct=data.crop_pct)
+                            crop_pct=data.crop_pct, use_prefetcher=True)
+
+
+class ErasingBox:
+    """Where random erasing erases one image, drawn in the worker from the sample's seeded RNGs, so an image's box
+    depends on (seed, epoch, index) only, not on the batch or the process layout: ``(top, left, height, width,
+    noise_seed)``, height 0 for none. The draw is timm's ``RandomErasing`` (one box of 2–33 % of the area, aspect
+    0.3–3.3, ten tries), which draws and fills in one call on a whole batch; the fill is :class:`BatchTransform`'s."""
+
+    def __init__(self, probability: float, min_area: float = 0.02, max_area: float = 1 / 3, min_aspect: float = 0.3):
+        self.probability, self.min_area, self.max_area = probability, min_area, max_area
+        self.log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
+
+    def __call__(self, height: int, width: int) -> tuple[int, int, int, int, int]:
+        if random.random() > self.probability:
+            return (0, 0, 0, 0, 0)
+        for _ in range(10):
+            area = random.uniform(self.min_area, self.max_area) * height * width
+            aspect = math.exp(random.uniform(*self.log_aspect))
+            h, w = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+            if w < width and h < height:
+                return (random.randint(0, height - h), random.randint(0, width - w), h, w, random.getrandbits(62))
+        return (0, 0, 0, 0, 0)
+
+
+class BatchTransform:
+    """The transform's per-pixel part on a uint8 device batch, as timm's ``PrefetchLoader`` does it: to float,
+    normalized by ImageNet's mean and std, then (training) each image's :class:`ErasingBox` filled with normal noise
+    from a generator seeded by the box (timm's pixel mode)."""
+
+    def __init__(self):
+        self._stats, self._generators = {}, {}
+
+    def __call__(self, x: torch.Tensor, erase=()) -> torch.Tensor:
+        if x.device not in self._stats:
+            self._stats[x.device] = [torch.tensor([v * 255 for v in s], device=x.device).view(1, 3, 1, 1)
+                                     for s in (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)]
+            self._generators[x.device] = torch.Generator(x.device)
+        mean, std = self._stats[x.device]
+        x = x.float().sub_(mean).div_(std)
+        generator = self._generators[x.device]
+        for i, (top, left, h, w, noise_seed) in enumerate(erase):
+            if h:
+                generator.manual_seed(noise_seed)
+                x[i, :, top:top + h, left:left + w] = torch.randn((x.shape[1], h, w), generator=generator,
+                                                                  device=x.device)
+        return x
 
 
 def _first_line(err: Exception) -> str:

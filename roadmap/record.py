@@ -39,7 +39,8 @@ STATUSES = ("running", "done", "failed", "preempted", "cancelled")
 # when overridden (the loop's length, clipping and limits are the recipe's and budget's, roadmap.effective).
 NOT_IDENTITY = ("step", "seed", "regime", "data", "budget", "experiment", "logger", "run", "callbacks", "mode", "ckpt",
                 "hydra", "compile", "compile_cache", "channels_last", "depthwise", "lineage", "data.root",
-                "data.download", "data.verify_images", "budget.num_workers", "budget.name", "budget.proxy",
+                "data.download", "data.verify_images", "data.index_dir", "data.max_bad_fraction", "data.train_tar",
+                "data.val_tar", "budget.num_workers", "budget.name", "budget.proxy",
                 "recipe.name", "trainer", "trainer._target_", "trainer.accelerator", "trainer.devices",
                 "trainer.num_nodes", "trainer.strategy", "trainer.sync_batchnorm", "trainer.plugins",
                 "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
@@ -134,15 +135,21 @@ def saved_identity(run_dir: Path) -> dict | None:
                           f"to start this run over") from None
 
 
-def check_identity(cfg: DictConfig) -> None:
-    """Refuse to reuse a run folder (``run.dir``) whose saved config computes something else (run.force=true
-    overwrites)."""
+def check_identity(cfg: DictConfig, data_identity: dict | None = None) -> None:
+    """Refuse to reuse a run folder (``run.dir``) whose saved config computes something else, or whose record was
+    made on other data (``data_identity``'s fingerprint; run.force=true overwrites)."""
     if cfg.run.force:
         return
     paths = RunPaths(Path(cfg.run.dir).resolve())
     saved = saved_identity(paths.root)
     if saved is None:
         return
+    previous = RunRecord.read(paths.root)
+    before = previous.data_identity if previous else None
+    if before and data_identity and before["fingerprint"] != data_identity["fingerprint"]:
+        raise ConfigError(f"{paths.root} holds a run on other data ({before['holds']} at {before['root']}; "
+                          f"{data_identity['root']} holds {data_identity['holds']}): run.root=<another folder> for a "
+                          f"run on this data, or run.force=true overwrites it")
     differences = identity_differences(saved, identity(cfg))
     if differences:
         layout_changed = any(d.startswith("effective.effective_batch") for d in differences)
@@ -302,6 +309,8 @@ class RunRecord:
     versions: dict = field(default_factory=dict)
     git_commit: str | None = None
     evaluations: list[dict] = field(default_factory=list)  # mode=eval results of this run's weights
+    data_identity: dict | None = None                    # the data's fingerprint (roadmap.data.data_identity)
+    bad_files: dict = field(default_factory=dict)        # unreadable files met (skipped) → times
     schema: int = SCHEMA_VERSION
 
     @property
@@ -309,12 +318,13 @@ class RunRecord:
         return RunKey(self.group, self.regime, self.step, self.seed)
 
     @classmethod
-    def of_run(cls, cfg: DictConfig, step: str, task_overrides, paths: RunPaths, run) -> RunRecord:
-        """A starting run's record (``running``): what it is, and its effective run."""
+    def of_run(cls, cfg: DictConfig, step: str, task_overrides, paths: RunPaths, run,
+               data_identity: dict | None = None) -> RunRecord:
+        """A starting run's record (``running``): what it is, on which data, and its effective run."""
         return cls(status="running", step=step, regime=cfg.regime.name, seed=cfg.seed, group=cfg.run.group,
                    data=cfg.data.name, budget=cfg.budget.name, overrides=result_overrides(task_overrides),
                    proxy=proxy_label(cfg, run.epochs), run_dir=str(paths.root), effective_run=run.as_dict(),
-                   img_size=cfg.data.img_size)
+                   img_size=cfg.data.img_size, data_identity=data_identity)
 
     def with_status(self, status: str, error: str | None, history: list[dict], wall_s: float) -> RunRecord:
         """This record at a stop or a failure."""

@@ -136,6 +136,14 @@ class Data:
 @dataclass
 class ImageFolderData(Data):
     verify_images: bool = MISSING
+    max_bad_fraction: float = MISSING
+    index_dir: Optional[str] = MISSING
+
+
+@dataclass
+class TarData(ImageFolderData):
+    train_tar: str = MISSING
+    val_tar: str = MISSING
 
 
 @dataclass
@@ -150,7 +158,7 @@ class SyntheticData(Data):
     seed: int = MISSING
 
 
-DATA_KINDS = {"imagefolder": ImageFolderData, "torchvision": TorchvisionData, "synthetic": SyntheticData}
+DATA_KINDS = {"imagefolder": ImageFolderData, "tar": TarData, "torchvision": TorchvisionData, "synthetic": SyntheticData}
 
 
 @dataclass
@@ -230,6 +238,7 @@ RULES = [  # (key, check, what it must be)
     ("data.crop_pct", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("data.train_size", lambda v: v is None or v >= 1, "a positive number of images"),  # the synthetic kind's
     ("data.val_size", lambda v: v is None or v >= 1, "a positive number of images"),
+    ("data.max_bad_fraction", lambda v: v is None or 0 <= v < 1, "a fraction of an epoch's images in [0, 1)"),
     ("run.checkpoint_every_n_steps", lambda v: v is None or v >= 1, "a positive integer or null"),
     ("trainer.num_nodes", lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
     ("trainer.devices", lambda v: v in (-1, "auto") or OmegaConf.is_list(v) or isinstance(v, int) and v >= 1,
@@ -478,6 +487,10 @@ def data_root(data) -> Path:
         if not (root / split).is_dir():
             raise ConfigError(f"missing dataset folder {root / split}: data.root must contain train/ and val/ "
                               f"with one sub-folder per class (the ImageNet layout)")
+    for split in ("train", "val") if data.kind == "tar" else ():
+        if not (root / data[f"{split}_tar"]).is_file():
+            raise ConfigError(f"no tar file {root / data[f'{split}_tar']}: set data.root to the folder of ImageNet's "
+                              f"tars and data.{split}_tar to its {split} tar's name")
     return root
 
 

@@ -208,9 +208,9 @@ def chosen_step() -> str:
 def refuse_bad_run(cfg: DictConfig) -> None:
     """Every refusal of ``run.py``'s job, before it does any work: the config (:func:`roadmap.schema.validate`), a
     step chosen, this process (:func:`roadmap.schema.check_environment`), the model's knobs and input size (built on
-    the meta device), for ``mode=eval`` weights that are the
-    chosen step's (:func:`roadmap.record.check_evaluation_target`), else a run folder that holds no other config's
-    run (:func:`roadmap.record.check_identity`) and a readable ``model.init_from``."""
+    the meta device), the data (:func:`roadmap.data.check_data`), for ``mode=eval`` weights that are the chosen
+    step's (:func:`roadmap.record.check_evaluation_target`), else a run folder that holds no other config's run or
+    other data's (:func:`roadmap.record.check_identity`) and a readable ``model.init_from``."""
     validate(cfg)
     step = chosen_step()
     check_environment(cfg)
@@ -219,10 +219,13 @@ def refuse_bad_run(cfg: DictConfig) -> None:
     with torch.device("meta"):  # every knob the builder checks, and the input size, on shapes only
         model = instantiate_model(cfg.model, init_from=None)
     check_input_size(model, cfg.data.img_size)
+    from roadmap.data import data_identity
+
+    data = data_identity(cfg.data)  # the data's classes and val images checked, its index built once
     if cfg.mode == "eval":
         check_evaluation_target(cfg, step)
         return
-    check_identity(cfg)
+    check_identity(cfg, data)
     if cfg.model.init_from:
         from roadmap.weights import check_init_source
 

@@ -11,6 +11,7 @@ import os
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -23,11 +24,11 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from roadmap import record
-from roadmap.callbacks import (History, LayoutChange, MidEpochCheckpoint, Preemption, ProgressLines,
+from roadmap.callbacks import (BadFiles, History, LayoutChange, MidEpochCheckpoint, Preemption, ProgressLines,
                                ResumableProgressBar, Throughput)
 from roadmap.checkpoints import AtomicCheckpointIO, resume_point
 from roadmap.cpu_allocator import retain_freed_memory
-from roadmap.data import RoadmapDataModule
+from roadmap.data import RoadmapDataModule, data_identity
 from roadmap.devices import device_name
 from roadmap.effective import effective_run
 from roadmap.errors import ConfigError
@@ -133,19 +134,22 @@ def train(cfg: DictConfig) -> RunRecord:
         write_text(paths.config, OmegaConf.to_yaml(record.resolved(cfg)))
 
     started = time.time()
-    history, throughput = History(), Throughput()
-    header = RunRecord.of_run(cfg, step, HydraConfig.get().overrides.task, paths, run)
+    throughput, bad_files = Throughput(), BadFiles(cfg.data.get("max_bad_fraction", 0.0))
+    history = History(extras=(throughput.history_row, bad_files.history_row))
+    header = RunRecord.of_run(cfg, step, HydraConfig.get().overrides.task, paths, run, data_identity(cfg.data))
 
     def stopped(status: str, error: str | None = None) -> None:
         if rank_zero_only.rank == 0:
-            header.with_status(status, error or STOPPED[status].format(last=paths.relative(paths.last_ckpt)), history.epochs, time.time() - started).write(paths.root)
+            error = error or STOPPED[status].format(last=paths.relative(paths.last_ckpt))
+            replace(header.with_status(status, error, history.epochs, time.time() - started),
+                    bad_files=bad_files.files).write(paths.root)
 
     preemption = Preemption(paths.last_ckpt, stopped)
     module = RoadmapModule(model, cfg.recipe, num_classes=cfg.data.num_classes, run=run, seed=cfg.seed,
                            channels_last=cfg.channels_last, compile=cfg.compile, compile_cache=cfg.compile_cache,
                            depthwise=cfg.depthwise)
-    trainer = build_trainer(cfg, run, paths, [history, throughput, preemption, LayoutChange()])
-    resume = resume_point(paths) if cfg.run.resume and not cfg.run.force else None
+    resume = resume_point(paths) if cfg.run.resume and not cfg.run.force else None  # refused before Lightning's banner
+    trainer = build_trainer(cfg, run, paths, [history, throughput, bad_files, preemption, LayoutChange()])
     if rank_zero_only.rank == 0:
         header.write(paths.root)
     for logger in trainer.loggers:  # the resolved run config reaches every logger (wandb: filterable)
@@ -173,6 +177,7 @@ def train(cfg: DictConfig) -> RunRecord:
         gflops_224=round(count_gflops(model, 224, num_classes=1000), 4),  # the paper's count: 1000 classes at 224²
         gflops_run=round(count_gflops(model, cfg.data.img_size), 5), params_m=round(count_params_m(model), 4),
         train_images_per_s=throughput.images_per_s, warmup_batches_s=round(throughput.warmup_seconds, 2),
+        bad_files=bad_files.files,
         hardware={"device": device_name(trainer.strategy.root_device), "devices": trainer.world_size})
     result.write(paths.root)
     print(result.summary())

@@ -100,7 +100,7 @@ def test_mid_epoch_checkpoint_resumes_exactly_after_a_hard_kill(uninterrupted, t
     assert resumed.returncode == 0 and "resuming from" in resumed.stdout, resumed.stderr[-2000:]
     assert _depthwise_paths(run_dir) == _depthwise_paths(uninterrupted)
     bars = [line for line in resumed.stdout.splitlines() if line.startswith("epoch 2/3 step ")]  # not a TTY: lines
-    assert "\r" not in resumed.stdout and bars and all("/4 (" in line and "img/s | ETA " in line for line in bars), bars
+    assert "\r" not in resumed.stdout and bars and all("/4 (" in line and "img/s | data wait " in line and "% | ETA " in line for line in bars), bars
     assert len(bars) <= 2  # step 7 starts the resumed run's measurement; 8 ends the epoch
     assert "not resumable" not in resumed.stderr
     _assert_same_run(run_dir, uninterrupted)

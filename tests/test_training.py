@@ -3,6 +3,7 @@ results on disk, and real-data loaders with one-line errors (a run's lifecycle: 
 import json
 import math
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from roadmap.data import RoadmapDataModule, SyntheticShapes, generate_shapes
 from roadmap.effective import effective_run, scaled_lr
 from roadmap.schema import refuse_loop_overrides
 from roadmap.lit import RoadmapModule
-from roadmap.recipe_parts import build_transform
+from roadmap.recipe_parts import ErasingBox, build_transform
 from roadmap.steps import compose_config, instantiate_model
 from roadmap.train import train
 from tests.helpers import TINY_VARIANT, RecordLR, tiny_run_config
@@ -133,15 +134,22 @@ def test_recipe_model_knobs_drop_path_and_layer_scale():
 
 
 def test_train_transform_is_the_papers():
-    cfg, _ = _module()
+    cfg, module = _module()
     steps = build_transform(cfg.recipe, cfg.data, is_training=True).transforms
     names = [type(t).__name__ for t in steps]
     assert names[:3] == ["RandomResizedCropAndInterpolation", "RandomHorizontalFlip", "RandAugment"], names
     crop, augment = steps[0], steps[2]
     assert crop.scale == (0.35, 1.0) and "bicubic" in repr(crop)  # the data's crop range, Table 5's interpolation
     assert augment.num_layers == 2 and {(op.magnitude, op.magnitude_std) for op in augment.ops} == {(9, 0.5)}
-    erasing = next(t for t in steps if type(t).__name__ == "RandomErasing")
-    assert erasing.probability == 0.25 and erasing.mode == "pixel"
+    assert type(steps[-1]).__name__ == "MaybePILToTensor"  # uint8 out of the workers; per-pixel work on the device
+    batch = torch.full((64, 3, 8, 8), 128, dtype=torch.uint8)
+    random.seed(0)
+    boxes = [ErasingBox(cfg.recipe.re_prob)(8, 8) for _ in range(64)]
+    erased, plain = module.prepare(batch, boxes), module.prepare(batch)
+    assert torch.allclose(plain[:, 0], torch.tensor((128 - 0.485 * 255) / (0.229 * 255)))  # ImageNet mean/std
+    changed = (erased != plain).flatten(1).any(1)  # random erasing, per image, p = 0.25, where its box says
+    assert 0.1 < changed.float().mean() < 0.45 and changed.tolist() == [box[2] > 0 for box in boxes]
+    assert torch.equal(module.prepare(batch, boxes), erased)  # the noise is the box's: the same in any batch
 
 
 def test_ema_weights_differ_and_are_validated(tmp_path):
@@ -157,7 +165,7 @@ def test_ema_weights_differ_and_are_validated(tmp_path):
     logged = trainer.validate(module, datamodule=dm, verbose=False)[0]["val/top1_ema"]
     module.ema.module.eval()
     with torch.no_grad():
-        hits = [(module.ema.module(x).argmax(1) == y).float() for x, y in dm.val_dataloader()]
+        hits = [(module.ema.module(module.prepare(b.images)).argmax(1) == b.labels).float() for b in dm.val_dataloader()]
     assert logged == pytest.approx(torch.cat(hits)[:16].mean().item() * 100, abs=1e-4)
 
 
