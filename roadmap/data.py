@@ -31,7 +31,8 @@ from timm.data.loader import fast_collate
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from roadmap.errors import ConfigError, exit_on_config_error
-from roadmap.file_index import SPLITS, FileIndex, bad_files_message, decode, file_index, file_name, read_file, verify
+from roadmap.file_index import (SPLITS, FileIndex, bad_files_message, decode, file_index, file_name, read_file, rebuild,
+                                verify)
 from roadmap.recipe_parts import ErasingBox, build_transform
 from roadmap.schema import data_root
 
@@ -422,10 +423,14 @@ def main(argv: list[str] | None = None) -> None:
     verify_cmd.add_argument("--val-tar", help="the val tar's name under ROOT (tar data)")
     verify_cmd.add_argument("--index-dir", help="where the index is stored (data.index_dir)")
     verify_cmd.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1)
+    verify_cmd.add_argument("--rebuild", action="store_true", help="list and decode everything again (a file "
+                            "rewritten in place, same name, leaves its folder's time unchanged: the index cannot see it)")
     args = parser.parse_args(argv)
     data = root_config(args.root, args.train_tar, args.val_tar, args.index_dir)
     started = time.time()
     index = file_index(data)
+    if args.rebuild:
+        index = rebuild(data, index)
     print(f"{data.root}: {index.summary()} (index {index.folder}, {time.time() - started:.1f} s)", flush=True)
 
     def progress(split, done, total):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tarfile
@@ -156,6 +157,9 @@ def _list_tar(path: Path, split: str) -> tuple[list[str], list[tuple]]:
               else "a tar of class folders (<class>/<image>)")
     if not path.is_file():
         raise ConfigError(f"no tar file {path}: set data.root and data.{split}_tar to ImageNet's {split} tar")
+    scan_log = logging.getLogger("timm.data.readers.reader_image_in_tar")
+    level = scan_log.level
+    scan_log.setLevel(logging.WARNING)  # its progress lines: the index's summary says what they would
     try:
         samples, targets, class_to_idx, _ = extract_tarinfos(str(path), cache_tarinfo=False)
     except (tarfile.TarError, AssertionError, ValueError, EOFError, OSError) as err:
@@ -163,6 +167,8 @@ def _list_tar(path: Path, split: str) -> tuple[list[str], list[tuple]]:
                                                                          type(err).__name__)
         raise ConfigError(f"{path} is not a readable uncompressed tar of images ({reason}): data.{split}_tar must be "
                           f"{layout}") from None
+    finally:
+        scan_log.setLevel(level)
     classes = sorted(class_to_idx, key=class_to_idx.get)
     if "" in classes:
         raise ConfigError(f"{path} holds images outside any class (ImageNet's val tar as shipped is one such): "
@@ -234,10 +240,10 @@ def file_index(data) -> FileIndex:
     paths = sources(data)
     stamp = _stamp(data.kind, paths)
     key = hashlib.sha1(json.dumps([data.kind, stamp]).encode()).hexdigest()[:16]
-    if key in _LOADED:
-        return _LOADED[key]
     location = _location(data, paths)
     folder = location / key
+    if str(folder) in _LOADED:
+        return _LOADED[str(folder)]
     index = _load(folder, data.kind, paths)
     if index is None:
         try:
@@ -250,8 +256,16 @@ def file_index(data) -> FileIndex:
         except OSError as err:
             raise ConfigError(f"cannot write the file index of {data.root} in {location} ({err.strerror or err}): set "
                               f"data.index_dir to a writable folder") from None
-    _LOADED[key] = index
+    _LOADED[str(folder)] = index
     return index
+
+
+def rebuild(data, index: FileIndex) -> FileIndex:
+    """``index`` listed (and later verified) anew, in place of the stored one."""
+    with lock(index):
+        shutil.rmtree(index.folder)
+    _LOADED.pop(str(index.folder), None)
+    return file_index(data)
 
 
 def _publish(folder: Path, kind: str, paths: dict[str, Path], stamp: list) -> FileIndex:

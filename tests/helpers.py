@@ -6,7 +6,6 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from roadmap import record
 from roadmap.record import RunKey, RunRecord
 from roadmap.steps import CONFIG_PATH_ENV
 

@@ -3,13 +3,16 @@ no traceback, nothing left on disk. The table runs in two processes (tests/refus
 import json
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from roadmap.config_files import CONFIG_PATH_ENV
+from roadmap.fake_imagenet import fake_jpeg, write_tars
 from tests.helpers import write_run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -68,6 +71,33 @@ CASES = [
                                                            "train/ and val/"),
     ("run", "+step=gelu data=imagefolder data.root={tmp}/no_images data.num_classes=3 budget.num_workers=0",
      "no images in {tmp}/no_images/train"),  # refused by the data module: the folder Hydra made goes too
+    # the data: its classes, files, index and tars (tests/test_data.py has what is handled, not refused)
+    ("run", "+step=gelu data=imagefolder data.root={tmp}/classes_differ data.num_classes=2",
+     "the train and val classes of {tmp}/classes_differ differ (val has bird that train lacks; train has dog that val "
+     "lacks): every class needs its folder in both"),
+    ("run", "+step=gelu data=imagefolder data.root={tmp}/extra_val_class data.num_classes=2",
+     "(val has eel that train lacks)"),
+    ("run", "+step=gelu data=imagefolder data.root={tmp}/truncated_val data.num_classes=2 data.verify_images=false",
+     "1 unreadable image(s) in {tmp}/truncated_val: {tmp}/truncated_val/val/cat/1.JPEG; delete or replace them"),
+    ("run", "+step=gelu data=imagefolder data.root={tmp}/truncated_train data.num_classes=2",
+     "1 unreadable image(s) in {tmp}/truncated_train: {tmp}/truncated_train/train/dog/1.JPEG"),
+    ("run", "+step=gelu data=imagefolder data.root={tmp}/pets data.num_classes=3",
+     "{tmp}/pets has 2 classes but data.num_classes=3: set data.num_classes=2"),
+    ("run", "+step=gelu data=imagefolder data.root={tmp}/pets data.num_classes=2 data.index_dir={tmp}/a_file/index",
+     "cannot write the file index of {tmp}/pets in {tmp}/a_file/index"),
+    ("run", "+step=gelu data=imagefolder data.root={tmp}/pets data.num_classes=2 data.max_bad_fraction=1.5",
+     "data.max_bad_fraction=1.5: must be a fraction of an epoch's images in [0, 1)"),
+    ("run", "+step=gelu data=imagenet_tar data.root={tmp}/tars data.num_classes=2",
+     "no tar file {tmp}/tars/ILSVRC2012_img_train.tar: set data.root to the folder of ImageNet's tars"),
+    ("run", "+step=gelu data=imagenet_tar data.root={tmp}/tars data.train_tar=flat.tar data.val_tar=val.tar "
+            "data.num_classes=2", "{tmp}/tars/flat.tar holds images outside any class"),
+    ("run", "+step=gelu data=imagenet_tar data.root={tmp}/tars data.train_tar=text.tar data.val_tar=val.tar "
+            "data.num_classes=2", "{tmp}/tars/text.tar is not a readable uncompressed tar of images"),
+    ("run", "+step=gelu data=imagenet_tar data.root={tmp}/tars data.train_tar=train.tar.gz data.val_tar=val.tar "
+            "data.num_classes=2", "{tmp}/tars/train.tar.gz is not a readable uncompressed tar of images"),
+    ("roadmap.data", "", "the following arguments are required: command"),
+    ("roadmap.data", "verify {tmp}/no_such", "argument root: no folder {tmp}/no_such"),
+    ("roadmap.data", "verify {tmp}/outputs", "{tmp}/outputs holds neither train/ and val/ folders nor the tar"),
     ("run", "step=gelu", "step is added with +: +step=gelu"),
     ("run", "+step=GELU", "unknown step 'GELU' (did you mean gelu?)"),
     ("run", "+step=gelu seed", "seed is not an override: write key=value"),
@@ -199,6 +229,28 @@ CASES = [
 ]
 
 
+def _write_data_cases(tmp: Path) -> None:
+    """Image folders and tars with one problem each (tiny JPEGs)."""
+    rng = np.random.default_rng(0)
+    layouts = {"pets": ("cat dog", "cat dog"), "classes_differ": ("cat dog", "bird cat"),
+               "extra_val_class": ("cat dog", "cat dog eel"), "truncated_val": ("cat dog", "cat dog"),
+               "truncated_train": ("cat dog", "cat dog")}
+    for name, classes in layouts.items():
+        for split, names in zip(("train", "val"), classes):
+            for c in names.split():
+                (tmp / name / split / c).mkdir(parents=True)
+                for i in range(2):
+                    (tmp / name / split / c / f"{i}.JPEG").write_bytes(fake_jpeg(rng, 40, 30))
+    for broken in (tmp / "truncated_val" / "val" / "cat" / "1.JPEG", tmp / "truncated_train" / "train" / "dog" / "1.JPEG"):
+        broken.write_bytes(broken.read_bytes()[:200])
+    write_tars(tmp / "pets", tmp / "tars")
+    with tarfile.open(tmp / "tars" / "flat.tar", "w") as flat:
+        flat.add(tmp / "pets" / "train" / "cat" / "0.JPEG", arcname="0.JPEG")
+    (tmp / "tars" / "text.tar").write_text("not a tar")
+    with tarfile.open(tmp / "tars" / "train.tar.gz", "w:gz") as packed:
+        packed.add(tmp / "pets" / "train" / "cat", arcname="cat")
+
+
 @pytest.fixture(scope="module")
 def answers(tmp_path_factory):
     """Every case of :data:`CASES`, run by tests/refusal_runner.py in two processes (the training stack's tools in
@@ -208,6 +260,7 @@ def answers(tmp_path_factory):
     (tmp / "outputs").mkdir()
     for split in ("train", "val"):
         (tmp / "no_images" / split / "cat").mkdir(parents=True)
+    _write_data_cases(tmp)
     gelu = write_run(tmp / "outputs", "synthetic-smoke", "r50", "gelu")  # a finished run's record, config, weights
     (gelu / "checkpoints").mkdir()
     (gelu / "checkpoints" / "best.ckpt").write_bytes(b"weights")

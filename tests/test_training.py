@@ -1,10 +1,8 @@
 """Training: every step through run.py's code path, the Table 5 knobs reaching their objects,
 results on disk, and real-data loaders with one-line errors (a run's lifecycle: tests/test_lifecycle.py)."""
-import json
 import math
 import os
 import random
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from roadmap import ConfigError, list_steps, record
+from roadmap import ConfigError
 from roadmap.data import RoadmapDataModule, SyntheticShapes, generate_shapes
 from roadmap.effective import effective_run, scaled_lr
 from roadmap.schema import refuse_loop_overrides
@@ -23,7 +21,7 @@ from roadmap.lit import RoadmapModule
 from roadmap.recipe_parts import ErasingBox, build_transform
 from roadmap.steps import compose_config, instantiate_model
 from roadmap.train import train
-from tests.helpers import TINY_VARIANT, RecordLR, tiny_run_config
+from tests.helpers import RecordLR, tiny_run_config
 
 REPO = Path(__file__).resolve().parent.parent
 # every step trains in tests/test_sweep_analysis.py's sweep (run.py -m, on the tiny regime); full-size
@@ -201,7 +199,7 @@ def test_synthetic_data_is_deterministic_and_not_colour_separable():
     assert acc < 0.20, acc
 
 
-def _write_image_folder(root: Path, corrupt: bool = False, mode: str = "RGB"):
+def _write_image_folder(root: Path, mode: str = "RGB"):
     rng = np.random.default_rng(0)
     for split in ("train", "val"):
         for cls in ("cat", "dog"):
@@ -209,8 +207,6 @@ def _write_image_folder(root: Path, corrupt: bool = False, mode: str = "RGB"):
             for i in range(8):
                 arr = rng.integers(0, 255, (20, 20, 3 if mode == "RGB" else 1), dtype=np.uint8).squeeze()
                 Image.fromarray(arr, mode=None).convert(mode).save(root / split / cls / f"{i}.png")
-    if corrupt:
-        (root / "train" / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     return root
 
 
@@ -220,27 +216,6 @@ def test_imagefolder_trains_grayscale(tmp_path):
         "data=imagefolder", f"data.root={root}", "data.img_size=32", "data.num_classes=2"])
     result = train(cfg)
     assert result.status == "done" and result.data == "imagefolder"
-
-
-def test_imagefolder_bad_inputs(tmp_path):
-    root = _write_image_folder(tmp_path / "data", corrupt=True)
-    cfg = compose_config("gelu", overrides=["data=imagefolder", f"data.root={root}", "data.num_classes=2", "budget=smoke"])
-    dm = RoadmapDataModule(cfg.data, cfg.recipe, 8, 0, seed=0)
-    with pytest.raises(ConfigError, match=r"1 corrupt image\(s\) in .*train: .*broken.png; delete or replace"):
-        dm.setup()
-    cfg.data.verify_images = False  # unverified: the broken file still fails loudly when loaded, never silently
-    dm = RoadmapDataModule(cfg.data, cfg.recipe, 8, 0, seed=0)
-    dm.setup()
-    broken = [i for i, (p, _) in enumerate(dm.train_set.samples) if p.endswith("broken.png")][0]
-    with pytest.raises(ConfigError, match=r"corrupt image .*broken.png .*delete or replace it"):
-        dm.train_set[broken]
-    (root / "val" / "cat").rename(tmp_path / "cat")
-    (root / "val" / "dog").rename(tmp_path / "dog")
-    with pytest.raises(ConfigError, match=r"no class folders in .*val"):
-        RoadmapDataModule(cfg.data, cfg.recipe, 8, 0, seed=0).build_split(False)
-    cfg.data.root = str(tmp_path / "missing")
-    with pytest.raises(ConfigError, match=r"data.root '.*missing' does not exist"):
-        RoadmapDataModule(cfg.data, cfg.recipe, 8, 0, seed=0).setup()
 
 
 def _write_idx(path: Path, array: np.ndarray):
