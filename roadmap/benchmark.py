@@ -13,27 +13,27 @@ Each step is built as it trains (its recipe's layer scale and drop path). For ea
 On CUDA the models run under bf16 autocast in channels_last (``--no-channels-last`` turns it off), on CPU
 in float32. The regime's ``timm_references`` (timm ``resnet50``/``convnext_tiny``, ``resnet200``/
 ``convnext_base``) are timed in alternation with their matching step (same batch, same drop path), and
-that step's row gets the ratio ours/timm (> 1: ours is faster). The data pipeline row times the recipe's training transform (RandAugment, random
-erasing), collation and Mixup/CutMix in the main process: images/s per loader worker. Hydra overrides
-(``data=imagefolder data.root=...``) select the data it reads; the default synthetic data is generated
-at ``--img-size``.
+that step's row gets the ratio ours/timm (> 1: ours is faster). The data loader row is the real training loader's
+images/s per core (``--workers`` single-threaded worker processes, the copy to the device and the per-pixel work
+there; ``--data-only`` times it alone, beside timm's loader and the decode floor: :mod:`roadmap.data_bench`). Hydra
+overrides (``data=imagefolder data.root=...``) select the data it reads; the default synthetic data is generated
+at ``--img-size``. ``--summary`` adds each step's device-hours and the loader cores per device it needs.
 """
 from __future__ import annotations
 
 import argparse
 import ctypes
 import gc
-import time
+import math
 from pathlib import Path
 
 import pandas as pd
 import timm
 import torch
-from timm.data import Mixup
 from torch import nn
 
 from roadmap.cpu_allocator import retain_freed_memory
-from roadmap.data import RoadmapDataModule
+from roadmap.data_bench import data_throughput
 from roadmap.depthwise import set_depthwise_impl
 from roadmap.depthwise_paths import IMPLS
 from roadmap.devices import chosen_device, device_name
@@ -144,27 +144,6 @@ class ModelBench:
                 for i, t, p in zip(infer_s, train_s, peaks)]
 
 
-def data_pipeline_img_s(cfg, batch_size: int, batches: int) -> float:
-    """Images/s of one loader worker: the recipe's training transform, collation and Mixup/CutMix."""
-    data = RoadmapDataModule(cfg.data, cfg.recipe, batch_size, num_workers=0, seed=cfg.seed)
-    dataset = data.build_split(train=True)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
-                                         generator=torch.Generator().manual_seed(0))
-    r = cfg.recipe
-    mixup = (Mixup(mixup_alpha=r.mixup, cutmix_alpha=r.cutmix, label_smoothing=r.label_smoothing,
-                   num_classes=len(dataset.classes)) if r.mixup > 0 or r.cutmix > 0 else None)
-    if len(loader) < batches:
-        raise ConfigError(f"the data has {len(loader)} batches of {batch_size}, the benchmark needs "
-                          f"--data-batches {batches}: lower it or the batch size")
-    batch_iter = iter(loader)
-    start = time.perf_counter()
-    for _ in range(batches):
-        x, y = next(batch_iter)
-        if mixup is not None:
-            mixup(x, y)
-    return batches * batch_size / (time.perf_counter() - start)
-
-
 def _model_row(name: str, step: str | None, model: nn.Module, img_size: int) -> dict:
     return {"model": name, "step": step, "gflops": round(count_gflops(model, img_size), 3),
             "params_m": round(count_params_m(model), 3)}
@@ -173,9 +152,10 @@ def _model_row(name: str, step: str | None, model: nn.Module, img_size: int) -> 
 def run_benchmark(regime: str = "r50", steps: list[str] | None = None, device: str = "auto",
                   batch_size: int | None = None, img_size: int = 224, channels_last: bool | None = None,
                   compile: bool = False, warmup: int = 2, repeats: int = 5, references: bool = True,
-                  data_batches: int = 4, overrides: list[str] = (), depthwise: str = "auto",
+                  data_batches: int = 4, overrides: list[str] = (), depthwise: str = "auto", workers: int = 2,
                   log=print) -> pd.DataFrame:
-    """One table: a row per step (in roadmap order), a row per timm reference, a data-pipeline row."""
+    """One table: a row per step (in roadmap order), a row per timm reference, and the training loader's images/s
+    per core (``workers`` worker processes; :mod:`roadmap.data_bench`)."""
     device = chosen_device(device)
     batch_size = batch_size or (128 if device.type == "cuda" else 16)
     channels_last = device.type == "cuda" if channels_last is None else channels_last
@@ -220,12 +200,33 @@ def run_benchmark(regime: str = "r50", steps: list[str] | None = None, device: s
             + (f" (timm {reference}: ×{row['infer_ratio']:.2f} infer, ×{row['train_ratio']:.2f} train)"
                if reference else ""))
     if data_cfg is not None:
-        if data_cfg.data.kind == "synthetic":  # only what the timed batches need
-            data_cfg.data.train_size = data_batches * batch_size
-        rows.append({"model": f"data pipeline ({data_cfg.data.name}, recipe {data_cfg.recipe.name}, per worker)",
-                     "infer_img_s": float("nan"), "train_img_s": data_pipeline_img_s(data_cfg, batch_size, data_batches)})
+        loader = data_throughput(_sized(data_cfg, data_batches, batch_size), workers, batch_size, data_batches, 1,
+                                 device)[0]
+        rows.append({"model": f"{DATA_ROW} ({data_cfg.data.name}, recipe {data_cfg.recipe.name}, {workers} workers)",
+                     "infer_img_s": float("nan"), "train_img_s": loader["img_s_per_core"]})
     return (pd.DataFrame(rows).assign(img_size=img_size, batch_size=batch_size, device=device_name(device))
             .reindex(columns=COLUMNS))
+
+
+DATA_ROW = "data loader per core"
+
+
+def _sized(cfg, batches: int, batch_size: int):
+    """The synthetic data at the size the timed batches need (and no more: it is generated)."""
+    if cfg.data.kind == "synthetic":
+        cfg.data.train_size = (batches + 2) * batch_size
+    return cfg
+
+
+def data_only(regime: str, device: str, batch_size: int | None, img_size: int, workers: int, batches: int,
+              repeats: int, overrides: list[str], log=print) -> pd.DataFrame:
+    """``--data-only``: the training loader beside timm's and the decode floor (:func:`roadmap.data_bench.data_throughput`)."""
+    device = chosen_device(device)
+    batch_size = batch_size or (128 if device.type == "cuda" else 32)
+    cfg = _sized(compose_config(None, regime, [f"data.img_size={img_size}", *overrides]), batches, batch_size)
+    log(f"data benchmark: {cfg.data.name} at {img_size}px, recipe {cfg.recipe.name}, batch {batch_size}, {workers} "
+        f"workers, device {device}, median of {repeats} alternating passes of {batches} batches")
+    return pd.DataFrame(data_throughput(cfg, workers, batch_size, batches, repeats, device))
 
 
 IMAGENET_TRAIN, IMAGENET_VAL = 1_281_167, 50_000
@@ -241,6 +242,11 @@ def sweep_cost(df: pd.DataFrame, regime: str, budget: str = "paper", train_image
     df.loc[ours, "epochs"] = [effective_run(compose_config(step, regime, [f"budget={budget}", *overrides])).epochs
                               for step in df.step[ours]]
     df["sweep_h"] = df.epochs * (train_images / df.train_img_s + val_images / df.infer_img_s) / 3600
+    loader = df[df.model.astype(str).str.startswith(DATA_ROW)]
+    workers = compose_config(None, regime, [f"budget={budget}", *overrides]).budget.num_workers
+    if not loader.empty:  # the cores per device a step's training rate needs from this loader
+        df.loc[ours, "data_cores"] = (df.train_img_s[ours] / loader.train_img_s.iloc[0]).apply(math.ceil)
+        df.loc[ours, "data_fed"] = df.data_cores[ours] <= workers
     steps = df[ours]
     total, epochs = steps.sweep_h.sum(), steps.epochs.astype(int)
     priciest = steps.nlargest(3, "sweep_h")
@@ -250,6 +256,15 @@ def sweep_cost(df: pd.DataFrame, regime: str, budget: str = "paper", train_image
             f"train + {val_images:,} val images, at the measured img/s of batch {batch}); priciest: "
             + ", ".join(f"{r.step} {r.sweep_h:,.0f} h" for r in priciest.itertuples())
             + ". An estimate: data loading, EMA, checkpoints and start-up not included.")
+    if not loader.empty:
+        starved = steps[~steps.data_fed.astype(bool)]
+        line += (f"\ndata: the loader makes {loader.train_img_s.iloc[0]:.0f} img/s per core at {df.img_size.iloc[0]}px; "
+                 f"budget {budget} gives {workers} workers per device; "
+                 + (f"it cannot feed {len(starved)} step(s) at their measured rate: "
+                    + ", ".join(f"{r.step} (needs {int(r.data_cores)} cores)" for r in starved.itertuples())
+                    if len(starved) else "it feeds every step at its measured rate"))
+    if df.img_size.iloc[0] != 224:
+        line += f"\nmeasured at {df.img_size.iloc[0]}px, not the paper's 224px: the hours above are at that size"
     return df, line
 
 
@@ -269,7 +284,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--warmup", type=non_negative_int, default=2)
     parser.add_argument("--repeats", type=positive_int, default=5)
     parser.add_argument("--no-reference", action="store_true", help="skip the timm reference models")
-    parser.add_argument("--data-batches", type=non_negative_int, default=4, help="batches timed for the data pipeline (0: skip)")
+    parser.add_argument("--data-batches", type=non_negative_int, default=4, help="batches timed for the data loader (0: skip)")
+    parser.add_argument("--data-only", action="store_true", help="time only the training data loader, beside timm's "
+                                                                  "loader and the decode floor (roadmap/data_bench.py)")
+    parser.add_argument("--workers", type=positive_int, default=2, help="loader worker processes (one core each)")
     parser.add_argument("--summary", metavar="BUDGET", nargs="?", const="paper", choices=sorted(options("budget")),
                         help="add each step's device-hours at this budget (default paper: 300 epochs, 90 for row 0) "
                              "and the whole roadmap's in one line")
@@ -284,9 +302,14 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     retain_freed_memory()
     if args.compile and args.warmup < 1:
         raise ConfigError("--compile needs --warmup >= 1 (the first call compiles)")
+    if args.data_only:
+        df = data_only(args.regime, args.device, args.batch_size, args.img_size, args.workers,
+                       args.data_batches or 4, args.repeats, args.overrides)
+        print(render(df.round(3), args.format))
+        return df
     df = run_benchmark(args.regime, args.steps.split(",") if args.steps else None, args.device, args.batch_size,
                        args.img_size, args.channels_last, args.compile, args.warmup, args.repeats,
-                       not args.no_reference, args.data_batches, args.overrides, args.depthwise)
+                       not args.no_reference, args.data_batches, args.overrides, args.depthwise, args.workers)
     summary = None
     if args.summary:
         df, summary = sweep_cost(df, args.regime, args.summary, args.train_images, args.val_images, args.overrides)
