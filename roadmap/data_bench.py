@@ -108,3 +108,66 @@ def data_throughput(cfg, workers: int, batch_size: int, batches: int, repeats: i
         rows[0]["of_decode_floor"] = ours_core / rows[2]["img_s_per_core"]
         rows[1]["of_decode_floor"] = timm_core / rows[2]["img_s_per_core"]
     return rows
+
+
+class _FileBytes(torch.utils.data.Dataset):
+    """A split's files read through the index, not decoded: what the file list costs a worker, alone."""
+
+    def __init__(self, index, split: str = "train"):
+        self.index, self.split = index, split
+
+    def __len__(self):
+        return len(self.index.splits[self.split])
+
+    def __getitem__(self, i):
+        return len(read_file(self.index, self.split, i)), int(self.index.splits[self.split].labels[i])
+
+
+def _private_mib(pid: int) -> float:
+    """A process's private written memory (``Private_Dirty``): a forked worker's own copies, which is how
+    copy-on-read of the parent's Python objects shows (memory-mapped index pages are the page cache's, shared)."""
+    for line in open(f"/proc/{pid}/smaps_rollup"):
+        if line.startswith("Private_Dirty:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def index_costs(root, workers: int, samples: int) -> dict:
+    """This (fresh) process's start on ``root``'s index, and each worker's private memory when it starts and after
+    it read ``samples`` files through the index."""
+    from roadmap.data import root_config
+    from roadmap.file_index import file_index
+
+    start = time.perf_counter()
+    index = file_index(root_config(root))
+    loaded_s = time.perf_counter() - start
+    dataset = _FileBytes(index)
+    sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=samples * workers)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=256, sampler=sampler, num_workers=workers,
+                                         persistent_workers=True)
+    it = iter(loader)
+    at_start = [_private_mib(w.pid) for w in it._workers]
+    for _ in it:
+        pass
+    after = [_private_mib(w.pid) for w in it._workers]
+    return {"files": len(index.splits["train"]) + len(index.splits["val"]), "index_s": round(loaded_s, 2),
+            "worker_private_mib_start": [round(m, 1) for m in at_start], "worker_private_mib_after": [round(m, 1) for m in after]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m roadmap.data_bench ROOT [--workers N] [--samples K]``: the index's start time in this process and
+    what it costs each loader worker (private memory after K files each)."""
+    from pathlib import Path
+
+    from roadmap.cli import Parser, existing_folder, positive_int
+
+    parser = Parser(prog="python -m roadmap.data_bench", description=main.__doc__)
+    parser.add_argument("root", type=existing_folder)
+    parser.add_argument("--workers", type=positive_int, default=2)
+    parser.add_argument("--samples", type=positive_int, default=50_000)
+    args = parser.parse_args(argv)
+    print(Path(args.root), index_costs(args.root, args.workers, args.samples))
+
+
+if __name__ == "__main__":
+    main()

@@ -136,6 +136,7 @@ def test_a_run_whose_checkpoints_are_unreadable_is_refused_in_one_line(tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert "checkpoints/last.ckpt is unreadable" in line and "Move the checkpoints folder away" in line
+    assert proc.stderr.strip().splitlines() == [line] and proc.stdout == ""  # before Lightning's banner, alone
     assert not paths.metrics.exists()  # refused before the record says running
 
 

@@ -254,6 +254,7 @@ def test_experiment_presets_compose(experiment):
         assert run.effective_batch == 4096 and cfg.data.name == "imagefolder" and cfg.budget.proxy is False
         one_gpu = experiment.endswith("1gpu")
         assert ("SlurmLauncher" in cfg.hydra.launcher._target_) != one_gpu
+        assert one_gpu or cfg.hydra.launcher.cpus_per_task == 11  # 10 loader workers and the training process
         assert (cfg.trainer.devices, cfg.trainer.precision, cfg.channels_last) == (1, "bf16-mixed", True) or not one_gpu
     if experiment is None:  # the short-budget proxy recipe (conf/recipe_budget/convnext_cpu_proxy.yaml)
         assert cfg.budget.name == "cpu_proxy" and cfg.recipe.mixup == 0 and cfg.recipe.auto_augment is None
