@@ -11,12 +11,15 @@ return), and the next attempt may still turn it into ``done``.
 Here a job is finished once SLURM says so: ``scontrol`` (or ``sacct`` once the controller has forgotten the
 job) shows it in a final state at two polls in a row. Its result pickle then gives Hydra's return as before;
 without one the job died, and :func:`record_death` turns its ``running`` outcome and run record into ``failed``
-with what SLURM said (state, exit code or signal, the log), so the sweep reports it and goes on.
+with what SLURM said (state, exit code or signal, the log), so the sweep reports it and goes on. Where srun says
+that one of a job's tasks died (a signal, a segfault, a non-zero exit), the record names that rank, its node, how it
+died and its log instead of what the surviving ranks said after it.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -77,15 +80,37 @@ def job_end(job_id: str) -> JobEnd | None:
 
 @dataclass(frozen=True)
 class Died:
-    """A job that ended without a result: what SLURM said, and its task 0's log."""
+    """A job that ended without a result, or one of whose ranks died: what SLURM said, and the log to read (the
+    dead rank's, else task 0's)."""
 
     end: JobEnd
     log: Path
     trace: str | None = None  # the job's own exception, when submitit caught one
+    rank: str | None = None   # "rank 1 on node n2 died: Segmentation fault", from srun (:func:`dead_rank`)
 
     def error(self) -> str:
+        if self.rank:
+            return f"{self.rank} (its log: {self.log}); {self.end.describe()}"
         said = f": {self.trace}" if self.trace else ""
         return f"{self.end.describe()}{said}; log {self.log}"
+
+
+# srun's word on a task that died (in the batch script's stderr: task 0's log under submitit), e.g.
+# "srun: error: n2: task 1: Segmentation fault", "srun: error: n1: tasks 0-1: Killed"
+SRUN_TASK_DIED = re.compile(r"^srun: error: (?P<node>\S+): (?P<tasks>tasks? [\d,\-]+): (?P<how>.+)$", re.MULTILINE)
+
+
+def dead_rank(job_log: Path) -> tuple[str, str] | None:
+    """The first task srun saw die, from the job's log: (its task number, "rank N on node X died: how")."""
+    try:
+        found = SRUN_TASK_DIED.search(job_log.read_text(errors="replace"))
+    except OSError:
+        return None
+    if found is None:
+        return None
+    tasks = found["tasks"].split()[1]
+    plural = "ranks" if found["tasks"].startswith("tasks") else "rank"
+    return re.split(r"[,\-]", tasks)[0], f"{plural} {tasks} on node {found['node']} died: {found['how'].strip()}"
 
 
 def settled_end(job_id: str) -> JobEnd | None:
@@ -105,6 +130,12 @@ def results_by_slurm_state(job: SlurmJob) -> list:
         time.sleep(POLL_S)
         end = settled_end(job.job_id)
     first = job._sub_jobs[0] if job._sub_jobs else job  # rank 0: the Hydra job's return
+    died = dead_rank(first.paths.stderr) if end.state in ("FAILED", "OUT_OF_MEMORY") else None
+    if died:  # what the other ranks said after it (a collective's "connection closed") is not the cause
+        task, said = died
+        tasks = job._sub_jobs or [job]
+        log = next((t.paths.stderr for t in tasks if t.task_id == int(task)), first.paths.stderr)
+        return [Died(end, log, rank=said)]
     if first.paths.result_pickle.exists():
         outcome, result = first._get_outcome_and_result()
         if outcome == "success":
@@ -126,9 +157,10 @@ def jobs_ended_by_slurm_state():
         SlurmJob.results, SlurmJob.done = saved
 
 
-def record_death(job_dir: Path, overrides: list[str], error: str) -> None:
+def record_death(job_dir: Path, overrides: list[str], error: str, replaces_failed: bool = False) -> None:
     """The dead job's outcome (``running`` since it started, or none if it died before) and its run record
-    become ``failed`` with ``error``; a record that already says how the run ended is kept."""
+    become ``failed`` with ``error``; a record that already says how the run ended is kept, except a ``failed``
+    one where ``replaces_failed`` (a rank died: the survivors' error is not the cause)."""
     from roadmap.files import write_text
     from roadmap.record import RunRecord
     from roadmap.sweep import OUTCOME_FILE
@@ -139,9 +171,10 @@ def record_death(job_dir: Path, overrides: list[str], error: str) -> None:
     except (FileNotFoundError, json.JSONDecodeError):
         given = dict(o.lstrip("+").split("=", 1) for o in overrides if "=" in o)
         outcome = {"step": given.get("step", "?"), "seed": given.get("seed", "?"), "run_dir": None}
-    if outcome.get("status", "running") != "running":
+    ending = ("running", "failed") if replaces_failed else ("running",)
+    if outcome.get("status", "running") not in ending:
         return
     write_text(path, json.dumps({**outcome, "status": "failed", "error": error}, indent=2))
     run = RunRecord.read(Path(outcome["run_dir"])) if outcome.get("run_dir") else None
-    if run is not None and run.status == "running":
+    if run is not None and run.status in ending:
         run.with_status("failed", error, run.history, run.wall_s or 0.0).write(Path(outcome["run_dir"]))

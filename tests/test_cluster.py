@@ -350,6 +350,24 @@ def test_a_process_killed_without_a_signal_is_recorded_failed_and_the_sweep_goes
 
 
 @pytest.mark.slurm
+def test_a_rank_that_dies_in_a_two_node_job_is_named(cluster, tmp_path):
+    """Rank 1 of a two-node job segfaults after its first step; rank 0 then fails in a collective. The sweep line
+    and the run record name the rank that died, its node, how, and its log, not rank 0's collective error."""
+    markers = tmp_path.parent / f"{tmp_path.name}-markers"
+    markers.mkdir()
+    died = [*_died(markers, (STEP, "segfault")), "+callbacks.die0.rank=1"]
+    proc = _launch(cluster, tmp_path, *died, "trainer.num_nodes=2", "budget.batch_size=4")
+    code, out, _ = _wait(cluster, proc, tmp_path, timeout_s=240)
+    assert code == 1 and "sweep: 0 of 1 steps done" in out and "Traceback" not in out, out[-3000:]
+    (job,) = _sweep_jobs(tmp_path)
+    line = next(line for line in out.splitlines() if f"{REGIME}/{STEP} seed 0: failed" in line)
+    assert f"rank 1 on node n2 died: Segmentation fault" in line and f"{job}_1_log.err" in line, line
+    assert "GLHF" not in line and "Connection closed" not in line, line
+    error = RunRecord.read(_run_dir(tmp_path, STEP)).error
+    assert "rank 1 on node n2 died: Segmentation fault" in error and "GLHF" not in error, error
+
+
+@pytest.mark.slurm
 def test_a_killed_process_ends_the_sweep_without_accounting(tiny_regime, tmp_path):
     """On a small cluster without slurmdbd (sacct fails), a SIGKILLed step is recorded failed from scontrol's
     word, and the sweep ends with exit 1 instead of polling forever."""

@@ -36,7 +36,7 @@ class RoadmapSlurmLauncher(SlurmLauncher):
         kept = []
         for num, (overrides, ret) in enumerate(zip(job_overrides, returns), initial_job_idx):
             if isinstance(ret, Died):
-                record_death(sweep_dir / str(num), list(overrides), ret.error())
+                record_death(sweep_dir / str(num), list(overrides), ret.error(), replaces_failed=ret.rank is not None)
                 ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=None)
             kept.append(ret)
         return kept
