@@ -21,7 +21,7 @@ def test_benchmark_runs_steps_references_and_data_pipeline(tmp_path, capsys):
     assert references.params_m.tolist() == steps.params_m.tolist()  # the same architectures are compared
     for column in ("infer_img_s", "train_img_s", "infer_ratio", "train_ratio"):
         assert all(v > 0 and math.isfinite(v) for v in steps[column])
-    data_row = df[df.model.str.startswith("data pipeline")]
+    data_row = df[df.model.str.startswith("data loader per core (synthetic, recipe convnext, 2 workers)")]
     assert len(data_row) == 1 and data_row.train_img_s.iloc[0] > 0
     # --summary: each step's recipe length at the paper budget × ImageNet-1K at the measured images/s
     assert steps.epochs.tolist() == [90, 300]
@@ -29,6 +29,23 @@ def test_benchmark_runs_steps_references_and_data_pipeline(tmp_path, capsys):
     assert steps.sweep_h.tolist() == pytest.approx(expected.tolist())
     line = next(line for line in printed.splitlines() if line.startswith("sweep cost at budget paper: 2 r50 steps"))
     assert f"{steps.sweep_h.sum():,.0f} device-hours" in line and "epochs 90–300" in line
+    # and the loader cores each step needs at its measured rate, against the budget's 10 workers per device
+    assert steps.data_cores.tolist() == [math.ceil(r / data_row.train_img_s.iloc[0]) for r in steps.train_img_s]
+    assert steps.data_fed.tolist() == [c <= 10 for c in steps.data_cores]
+    assert "budget paper gives 10 workers per device" in printed
+    assert "measured at 32px, not the paper's 224px: the hours above are at that size" in printed
+
+
+def test_data_only_times_the_loader_beside_timms_and_the_decode_floor(tmp_path, capsys):
+    from roadmap.fake_imagenet import write_jpegs
+
+    root = write_jpegs(tmp_path / "data", classes=2, train_per_class=12, val_per_class=1, size=(64, 48))
+    df = main(["--data-only", "--workers", "1", "--batch-size", "4", "--data-batches", "2", "--repeats", "1",
+               "--img-size", "32", "data=imagefolder", f"data.root={root}", "data.num_classes=2"])
+    assert df.path.tolist() == ["ours (imagefolder, recipe convnext)", "timm create_loader (use_prefetcher)",
+                                "decode floor (one thread, no augmentation)"]
+    assert all(df.img_s > 0) and df.vs_timm.iloc[0] > 0 and 0 < df.of_decode_floor.iloc[0]
+    assert "data benchmark: imagefolder at 32px" in capsys.readouterr().out
 
 
 def test_benchmark_rejects_an_unknown_step(capsys):

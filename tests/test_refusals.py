@@ -212,6 +212,7 @@ CASES = [
     ("roadmap.benchmark", "--summary nope", "argument --summary: invalid choice: 'nope'"),
     ("roadmap.benchmark", "--summary paper --train-images 0", "argument --train-images: 0 must be positive"),
     ("roadmap.benchmark", "--repeats 0", "argument --repeats: 0 must be positive"),
+    ("roadmap.benchmark", "--data-only --workers 0", "argument --workers: 0 must be positive"),
     ("roadmap.benchmark", "--warmup -1", "argument --warmup: -1 must be >= 0"),
     ("roadmap.benchmark", "--csv /proc/x/b.csv", "argument --csv: cannot write /proc/x/b.csv"),
     ("roadmap.benchmark", "--csv {tmp}", "argument --csv: {tmp} is a folder: give a file name"),
