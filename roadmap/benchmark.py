@@ -1,4 +1,4 @@
-"""Throughput of every roadmap step beside timm's reference models, and of the training data pipeline.
+"""Throughput of every roadmap step beside timm's reference models, and of the training data loader.
 
     python -m roadmap.benchmark [--regime r50|r200] [--device auto|cpu|cuda] [--batch-size N]
         [--img-size 224] [--compile] [--steps a,b] [--warmup 2] [--repeats 5] [--csv PATH] [overrides...]
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--outputs", type=output_folder, help="also write the table where analysis of the runs under this "
                                                      "outputs folder finds it (OUTPUTS/benchmark/<regime>.csv)")
     parser.add_argument("--format", default="table", choices=("table", "csv", "markdown"))
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides for the data pipeline, e.g. data=cifar10 data.root=...")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for the data loader, e.g. data=cifar10 data.root=...")
     args = parser.parse_args(argv)
     retain_freed_memory()
     if args.compile and args.warmup < 1:

@@ -48,12 +48,12 @@ class Throughput(L.Callback):
             self._epoch_wait += waited
             self._span_wait += waited if self._span_start is not None else 0.0
         self._seen += 1
-        if self._seen == self.warmup_batches + 1 or (self._seen > self.warmup_batches and self._span_start is None):
+        if self._seen == 1:
+            self._first_start = now
+        if self._seen > self.warmup_batches and self._span_start is None:
             self._span_start, self._span_wait, self._span_images = self._now(trainer, sync=True), 0.0, 0
             if self._seen == self.warmup_batches + 1:
                 self.warmup_seconds = self._span_start - self._first_start
-        elif self._seen == 1:
-            self._first_start = now
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._span_start is not None:

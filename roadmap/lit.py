@@ -83,12 +83,14 @@ class RoadmapModule(L.LightningModule):
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         # Mixup and drop path draw from RNGs reseeded by (seed, epoch, batch, rank) before every batch, and
-        # each sample's augmentation by (seed, epoch, index) (roadmap.data.SeededSamples): a run resumed from
+        # each sample's augmentation by (seed, epoch, index) (roadmap.data.Samples): a run resumed from
         # any checkpoint, mid-epoch included, replays exactly what the uninterrupted run does.
         seed = ((self.seed * 1_000 + self.current_epoch) * 1_000_003 + batch_idx) * 1_000 + self.global_rank
         random.seed(seed)
         np.random.seed(seed % 2**32)
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
+        if torch.cuda.is_initialized():  # torch.manual_seed would queue a traceback per batch where CUDA never starts
+            torch.cuda.manual_seed_all(seed)
 
     def training_step(self, batch, batch_idx):
         x, y = self.prepare(batch.images, batch.erase), batch.labels  # before Mixup
