@@ -93,9 +93,9 @@ class Throughput(L.Callback):
 
 class BadFiles(L.Callback):
     """Unreadable files met in training (each replaced by the next readable one) or validation (left out): each is
-    named in the log when first met; ``files`` counts them by name, over every process (``metrics.json``; their number
-    is ``data/bad_files`` in each epoch's history row). The run stops in one line once an epoch's exceed ``max_fraction`` of
-    its training samples (on any process)."""
+    named in the log when first met; ``files`` counts them by name, over every process (``metrics.json``; their
+    number is ``data/bad_files`` in each epoch's history row). The run stops in one line once an epoch's exceed
+    ``max_fraction`` of its training samples (on any process)."""
 
     def __init__(self, max_fraction: float):
         self.max_fraction, self.files, self._epoch = max_fraction, {}, 0
@@ -160,8 +160,8 @@ class ResumableProgressBar(TQDMProgressBar):
 class ProgressLines(ProgressBar):
     """The progress bar where output is not a terminal (a SLURM job's ``.out``, CI): one line per
     ``every_percent`` % of an epoch or per ``every_s`` seconds, whichever comes first, with the epoch, the step,
-    the training loss, images/s (all processes), the epoch's share so far spent waiting for data and the run's ETA, from global rank 0; instead of a line per
-    update of tqdm's bar (carriage returns)."""
+    the training loss, images/s (all processes), the epoch's share so far spent waiting for data and the run's
+    ETA, from global rank 0; instead of a line per update of tqdm's bar (carriage returns)."""
 
     def __init__(self, every_percent: float = 10, every_s: float = 30):
         super().__init__()

@@ -104,7 +104,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")  # grayscale sets get 3 channels
 
 
-class UnreadableImage(Exception):
+class UnreadableImage(ConfigError):
     """A file of the data that cannot be read or decoded; ``str(err)`` names it and why."""
 
 
@@ -125,7 +125,8 @@ class IndexedImages(Dataset):
         try:
             img = decode(read_file(self.index, self.split, i))
         except Exception as err:  # noqa: BLE001 - PIL and the file system raise many types
-            raise UnreadableImage(f"{self.name(i)} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+            reason = str(err).splitlines()[0] if str(err) else ""
+            raise UnreadableImage(f"{self.name(i)} ({type(err).__name__}: {reason})") from None
         return img, int(self.index.splits[self.split].labels[i])
 
 
@@ -413,7 +414,7 @@ def root_config(root: Path, train_tar: str | None = None, val_tar: str | None = 
 
 @exit_on_config_error
 def main(argv: list[str] | None = None) -> None:
-    """``python -m roadmap.data verify ROOT``: index a data root and decode every image once; the runs read the result."""
+    """``python -m roadmap.data verify ROOT``: index a data root and decode every image once (runs read the result)."""
     from roadmap.cli import Parser, existing_folder, positive_int
 
     parser = Parser(prog="python -m roadmap.data", description=main.__doc__)
@@ -424,8 +425,9 @@ def main(argv: list[str] | None = None) -> None:
     verify_cmd.add_argument("--val-tar", help="the val tar's name under ROOT (tar data)")
     verify_cmd.add_argument("--index-dir", help="where the index is stored (data.index_dir)")
     verify_cmd.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1)
-    verify_cmd.add_argument("--rebuild", action="store_true", help="list and decode everything again (a file "
-                            "rewritten in place, same name, leaves its folder's time unchanged: the index cannot see it)")
+    verify_cmd.add_argument("--rebuild", action="store_true",
+                            help="list and decode everything again (a file rewritten in place, same name, leaves its "
+                                 "folder's time unchanged: the index cannot see it)")
     args = parser.parse_args(argv)
     data = root_config(args.root, args.train_tar, args.val_tar, args.index_dir)
     started = time.time()

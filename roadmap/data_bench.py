@@ -92,7 +92,8 @@ def data_throughput(cfg, workers: int, batch_size: int, batches: int, repeats: i
         measured["timm"].append(_timed(timm_loader, batches, skip=2))
     rows = [{"path": f"ours ({cfg.data.name}, recipe {recipe.name})", "workers": workers,
              "img_s": statistics.median(measured["ours"])},
-            {"path": "timm create_loader (use_prefetcher)", "workers": workers, "img_s": statistics.median(measured["timm"])}]
+            {"path": "timm create_loader (use_prefetcher)", "workers": workers,
+             "img_s": statistics.median(measured["timm"])}]
     if cfg.data.kind in INDEXED_KINDS:
         index, n = train_set.dataset.index, min(len(train_set), batches * batch_size)
         start = time.perf_counter()
@@ -151,7 +152,8 @@ def index_costs(root, workers: int, samples: int) -> dict:
         pass
     after = [_private_mib(w.pid) for w in it._workers]
     return {"files": len(index.splits["train"]) + len(index.splits["val"]), "index_s": round(loaded_s, 2),
-            "worker_private_mib_start": [round(m, 1) for m in at_start], "worker_private_mib_after": [round(m, 1) for m in after]}
+            "worker_private_mib_start": [round(m, 1) for m in at_start],
+            "worker_private_mib_after": [round(m, 1) for m in after]}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,7 +5,14 @@ import sys
 
 
 class ConfigError(ValueError):
-    """Invalid step, knob, path or data; ``str(err)`` is the one-line message shown to the user."""
+    """Invalid step, knob, path or data; ``str(err)`` is the one-line message shown to the user (also when a
+    DataLoader worker raised it: torch re-raises it with the worker's traceback as its message, whose last line
+    is the one)."""
+
+    def __init__(self, message: str = ""):
+        if isinstance(message, str) and message.startswith("Caught ") and "\nOriginal Traceback" in message:
+            message = message.rstrip().splitlines()[-1].split(": ", 1)[-1]
+        super().__init__(message)
 
 
 class Stopped(Exception):

@@ -184,11 +184,12 @@ def _build(kind: str, paths: dict[str, Path]) -> tuple[list[str], dict[str, Spli
     listed = {split: (_list_tar(path, split) if kind == "tar" else _list_folder(path)) for split, path in paths.items()}
     (train_classes, _), (val_classes, _) = listed["train"], listed["val"]
     if train_classes != val_classes:
-        only_val, only_train = sorted(set(val_classes) - set(train_classes)), sorted(set(train_classes) - set(val_classes))
+        only_val = sorted(set(val_classes) - set(train_classes))
+        only_train = sorted(set(train_classes) - set(val_classes))
         differ = ([f"val has {_few(only_val)} that train lacks"] if only_val else []) + \
                  ([f"train has {_few(only_train)} that val lacks"] if only_train else [])
-        raise ConfigError(f"the train and val classes of {paths['train'].parent} differ ({'; '.join(differ) or 'in order'}"
-                          f"): every class needs its folder in both, or val's labels would score other classes")
+        raise ConfigError(f"the train and val classes of {paths['train'].parent} differ "
+                          f"({'; '.join(differ) or 'in order'}): every class needs its folder in both, or val's labels would score other classes")
     return train_classes, {split: Split.of(files) for split, (_, files) in listed.items()}
 
 
@@ -232,7 +233,13 @@ _LOADED: dict[str, FileIndex] = {}  # per process: the config check and the data
 
 def lock(index: FileIndex) -> FileLock:
     """The lock that one process holds while it builds or verifies ``index``."""
-    return FileLock(str(index.folder.parent / f".{index.folder.name}.lock"), timeout=LOCK_TIMEOUT_S)
+    return _lock(index.folder)
+
+
+def _lock(folder: Path) -> FileLock:
+    # writable by every user who can write the folder: a shared dataset's index is built and verified by whoever
+    # comes first
+    return FileLock(str(folder.parent / f".{folder.name}.lock"), timeout=LOCK_TIMEOUT_S, mode=0o666)
 
 
 def file_index(data) -> FileIndex:
@@ -248,7 +255,7 @@ def file_index(data) -> FileIndex:
     if index is None:
         try:
             location.mkdir(parents=True, exist_ok=True)
-            with FileLock(str(location / f".{key}.lock"), timeout=LOCK_TIMEOUT_S):  # one process builds; the others wait, then read what it wrote
+            with _lock(folder):  # one process builds; the others wait, then read what it wrote
                 index = _load(folder, data.kind, paths) or _publish(folder, data.kind, paths, stamp)
         except Timeout:  # an OSError too: first
             raise ConfigError(f"waited {LOCK_TIMEOUT_S} s for another process to build the index in {location}: "

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from roadmap import file_index as fi
-from roadmap.data import EpochSeededSampler, RoadmapDataModule, ResumableLoader, check_data, main as data_main
+from roadmap.data import EpochSeededSampler, RoadmapDataModule, ResumableLoader, check_data, collate, main as data_main
 from roadmap.errors import ConfigError, Stopped
 from roadmap.fake_imagenet import write_jpegs, write_tars
 from roadmap.record import RunRecord
@@ -191,3 +191,18 @@ def test_an_unwritable_data_folder_keeps_its_index_in_the_cache(tmp_path, monkey
     monkeypatch.setattr(fi.os, "access", lambda path, mode: Path(path) != root)
     index = check_data(compose_config("gelu", overrides=_data(root, "data.num_classes=2")).data)
     assert index.folder.parent == tmp_path / "cache" and not (root / fi.BESIDE_DATA).exists()
+
+
+def test_a_run_of_unreadable_files_stops_a_worker_in_one_line(tmp_path):
+    """More unreadable files in a row than a sample may skip: the worker's error reaches the trainer as one line
+    (torch re-raises it with the worker's traceback as its message)."""
+    root = _folder(tmp_path / "data", classes=3, train=8)
+    cfg = compose_config("gelu", overrides=_data(root, "data.verify_images=false"))
+    dm = RoadmapDataModule(cfg.data, cfg.recipe, 4, num_workers=1, seed=0)
+    dm.setup()
+    for image in (root / "train").rglob("*.JPEG"):
+        image.write_bytes(b"not a JPEG")  # after the listing: gone bad mid-run
+    loader = torch.utils.data.DataLoader(dm.train_set, batch_size=4, num_workers=1, collate_fn=collate)
+    with pytest.raises(ConfigError) as err:
+        next(iter(loader))
+    assert "\n" not in str(err.value) and str(err.value).startswith("16 files in a row from ") and "are unreadable" in str(err.value)
