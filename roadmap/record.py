@@ -10,7 +10,8 @@ Layout (one folder per run, stable across restarts and requeues; ``run.dir`` is 
 ``+<key@value>`` names each command-line override that changes a run's result (anything but the step,
 seed, regime, the data/budget/experiment choice that names the group, hardware, logging and paths), so
 ``recipe.base_lr=0.5`` gets its own folder and its own analysis group; :func:`identity` is what a saved
-``config.yaml`` must match before its folder is reused. ``metrics.json`` is a :class:`RunRecord` stamped with
+``config.yaml`` must match before its folder is reused, beside the fingerprint of the data it read
+(``data_identity`` in ``metrics.json``). ``metrics.json`` is a :class:`RunRecord` stamped with
 :data:`SCHEMA_VERSION`. Every file here is written atomically (:mod:`roadmap.files`).
 """
 from __future__ import annotations
