@@ -13,9 +13,12 @@ OUTPUTS ?= outputs
 WORKERS ?= 2
 PYTEST := $(PY) -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 
-.PHONY: install test test-fast test-slurm train profile bench roadmap analysis notebook clean
+.PHONY: help install test test-fast test-slurm train profile bench roadmap analysis notebook clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed  ## the virtual environment and the project in it (every other target does this first)
+
+help:  ## these targets, with what each does
+	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(VENV)/.installed: pyproject.toml
 	python3.11 -m venv $(VENV)
@@ -42,6 +45,7 @@ bench: install  ## throughput of every step beside timm's references: make bench
 	$(PY) -m roadmap.benchmark --regime $(REGIME) --outputs $(OUTPUTS) $(ARGS)
 
 roadmap: install  ## every step of REGIME for SEEDS (e.g. SEEDS=0,1,2), then the table and chart; fails unless every step is done
+	@$(PY) -m roadmap.sweep $(REGIME) > /dev/null  # an unknown regime: its one line, and nothing run
 	status=0; $(PY) run.py -m "+step=$$($(PY) -m roadmap.sweep $(REGIME))" regime=$(REGIME) seed=$(SEEDS) run.root=$(OUTPUTS) $(ARGS) || status=$$?; \
 	$(PY) -m analysis.roadmap $(OUTPUTS) --regime $(REGIME) && \
 	$(PY) -m analysis.compare $(OUTPUTS) --regime $(REGIME) && \
@@ -55,5 +59,5 @@ analysis: install  ## rebuild tables and charts of every run under OUTPUTS, and 
 notebook: install  ## execute notebooks/roadmap.ipynb on OUTPUTS; the executed copy lands beside the table
 	$(PY) -m analysis.notebook $(OUTPUTS) --regime $(REGIME)
 
-clean:
+clean:  ## remove the virtual environment and the default outputs
 	rm -rf $(VENV) outputs multirun

@@ -200,7 +200,11 @@ class Schema:
 EFFECTIVE_RUN_ARGUMENTS = {"max_epochs": "budget.epoch_scale (or recipe.epochs)", "gradient_clip_val": "recipe.grad_clip",
                            "accumulate_grad_batches": "budget.accumulate_grad_batches",
                            "limit_train_batches": "budget.limit_train_batches",
-                           "limit_val_batches": "budget.limit_val_batches"}
+                           "limit_val_batches": "budget.limit_val_batches",
+                           # the run's length is the effective run's alone: Lightning's other ways to cut it
+                           "fast_dev_run": "budget=smoke (a few batches, checkpoints and records kept)",
+                           "max_steps": "budget.epoch_scale or budget.limit_train_batches",
+                           "min_steps": "budget.epoch_scale", "min_epochs": "budget.epoch_scale"}
 
 
 RULES = [  # (key, check, what it must be)

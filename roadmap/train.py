@@ -129,6 +129,10 @@ def train(cfg: DictConfig) -> RunRecord:
         raise ConfigError(f"{len(datamodule.train_set)} training images give no full batch of "
                           f"{cfg.budget.batch_size} × {run.effective_batch // cfg.budget.batch_size} (processes × "
                           f"accumulation): lower budget.batch_size or add data")
+    if run.warmup_steps >= run.total_steps:
+        raise ConfigError(f"the warm-up ({run.warmup_epochs:g} of {run.epochs} epochs) takes {run.warmup_steps} of the "
+                          f"run's {run.total_steps} optimizer steps, leaving none for the schedule: lower "
+                          f"recipe.warmup_epochs or raise budget.epoch_scale")
     if rank_zero_only.rank == 0:  # every file of the run folder is global rank 0's
         paths.root.mkdir(parents=True, exist_ok=True)
         write_text(paths.config, OmegaConf.to_yaml(record.resolved(cfg)))

@@ -98,6 +98,10 @@ CASES = [
     ("roadmap.data", "", "the following arguments are required: command"),
     ("roadmap.data", "verify {tmp}/no_such", "argument root: no folder {tmp}/no_such"),
     ("roadmap.data", "verify {tmp}/outputs", "{tmp}/outputs holds neither train/ and val/ folders nor the tar"),
+    ("run", "+step=gelu +trainer.fast_dev_run=true", "trainer.fast_dev_run is set by the effective run from the "
+                                                      "recipe and budget: set budget=smoke"),
+    ("run", "+step=gelu +trainer.max_steps=3", "trainer.max_steps is set by the effective run from the recipe and "
+                                               "budget: set budget.epoch_scale or budget.limit_train_batches instead"),
     ("run", "step=gelu", "step is added with +: +step=gelu"),
     ("run", "+step=GELU", "unknown step 'GELU' (did you mean gelu?)"),
     ("run", "+step=gelu seed", "seed is not an override: write key=value"),

@@ -168,3 +168,15 @@ def test_notebook_runs_top_to_bottom(swept):
     assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code")  # stripped in git
     executed = nbformat.read(root / GROUP / REGIME / "roadmap.ipynb", as_version=4)  # make roadmap executed it
     assert any(o.get("output_type") == "display_data" for c in executed.cells for o in c.get("outputs", []))
+
+
+def test_make_help_lists_the_targets_and_an_unknown_regime_is_one_line(tmp_path):
+    venv = f"VENV={Path(sys.executable).parents[1]}"
+    shown = subprocess.run(["make", "-s", "help", venv], cwd=REPO, capture_output=True, text=True)
+    listed = [line.split()[1] for line in shown.stdout.splitlines()]
+    assert shown.returncode == 0 and {"install", "test", "train", "roadmap", "analysis", "notebook", "help"} <= set(listed)
+    typo = subprocess.run(["make", "roadmap", "REGIME=typo", f"OUTPUTS={tmp_path}", venv], cwd=REPO,
+                          capture_output=True, text=True)
+    ours = [line for line in typo.stderr.splitlines() if not line.startswith("make: ***")]  # make's own trailer
+    assert typo.returncode == 2 and typo.stdout == "" and not list(tmp_path.iterdir())
+    assert len(ours) == 1 and ours[0].startswith("error: argument regime: invalid choice: 'typo' (choose from "), typo.stderr

@@ -296,3 +296,12 @@ def test_compile_cache_goes_where_a_sweep_shares_it(preset, expected, tmp_path, 
     use_compile_cache(tmp_path / "cache")
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == expected.format(root=tmp_path.resolve() / "cache")
     assert os.environ["TRITON_CACHE_DIR"] == str(tmp_path.resolve() / "cache" / "triton")
+
+
+def test_a_warm_up_as_long_as_the_run_is_refused_before_training(tmp_path):
+    """9 of 10 recipe epochs of warm-up, scaled to 1 epoch of 2 steps: round(1.8) = 2 warm-up steps, none left."""
+    cfg = tiny_run_config("gelu", tmp_path, overrides=["recipe.epochs=10", "recipe.warmup_epochs=9",
+                                                       "budget.epoch_scale=0.1"])
+    with pytest.raises(ConfigError, match=r"the warm-up \(0.9 of 1 epochs\) takes 2 of the run's 2 optimizer steps"):
+        train(cfg)
+    assert not list(tmp_path.rglob("metrics.json"))
