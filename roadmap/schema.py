@@ -605,4 +605,25 @@ def check_overrides(argv: list[str], repeats: bool = False) -> None:
                 path = check_choice(key, str(value))
                 if key == "regime":
                     check_regime_file(path)
+    _check_experiment_groups(seen)
     options("step")  # every user step file is checked, whichever is chosen: a broken one breaks the roadmap
+
+
+def _check_experiment_groups(given: dict[str, str]) -> None:
+    """An experiment that chooses a budget and sets some of its keys (``paper_in1k_1gpu``: the paper budget at batch
+    128 × 32) would set those keys on the command line's other budget too: half of each applied. (Data keys an
+    experiment sets, ``verify_images``, hold for any image data chosen instead: ``data=imagenet_tar``.)"""
+    experiment = given.get("experiment") or given.get("+experiment")
+    if not experiment:
+        return
+    name = experiment.split("=", 1)[1]
+    content = read_yaml(check_choice("experiment", name)) or {}
+    for entry in content.get("defaults") or []:
+        for chosen, value in (entry.items() if isinstance(entry, dict) else ()):
+            group = str(chosen).removeprefix("override ").strip().lstrip("/")
+            if group == "budget" and group in given and isinstance(content.get(group), dict) \
+                    and given[group] != f"{group}={value}":
+                keys = ", ".join(f"{group}.{k}" for k in content[group])
+                raise ConfigError(f"+experiment={name} sets {keys} of its {group}={value}: with {given[group]} they "
+                                  f"would apply to {given[group].split('=', 1)[1]} too; drop {given[group]}, or set "
+                                  f"the {group} keys you want on the command line")

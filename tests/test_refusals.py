@@ -102,6 +102,9 @@ CASES = [
                                                       "recipe and budget: set budget=smoke"),
     ("run", "+step=gelu +trainer.max_steps=3", "trainer.max_steps is set by the effective run from the recipe and "
                                                "budget: set budget.epoch_scale or budget.limit_train_batches instead"),
+    ("run", "+step=gelu +experiment=paper_in1k_1gpu budget=smoke data.root={tmp}",
+     "+experiment=paper_in1k_1gpu sets budget.batch_size, budget.accumulate_grad_batches of its budget=paper: with "
+     "budget=smoke they would apply to smoke too"),
     ("run", "step=gelu", "step is added with +: +step=gelu"),
     ("run", "+step=GELU", "unknown step 'GELU' (did you mean gelu?)"),
     ("run", "+step=gelu seed", "seed is not an override: write key=value"),
