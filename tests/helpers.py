@@ -82,7 +82,9 @@ def tiny_run_config(step, tmp_path, regime="r50", overrides=()):
     """A run config of ``step`` for a couple of batches on tiny synthetic images, writing under tmp_path."""
     other_data = any(o.startswith(("data=", "+experiment=")) for o in overrides)
     sizes = [] if other_data else TINY_SYNTHETIC
-    return compose_config(step, regime, [*TINY, *sizes, f"run.root={tmp_path}", *overrides], as_run=True)
+    experiment = any(o.startswith("+experiment=") for o in overrides)  # its own budget, made small by budget.* keys
+    tiny = [o for o in TINY if not (experiment and o.startswith("budget="))]
+    return compose_config(step, regime, [*tiny, *sizes, f"run.root={tmp_path}", *overrides], as_run=True)
 
 
 class KillAfterSteps(L.Callback):
