@@ -441,8 +441,13 @@ def validate(cfg: DictConfig) -> None:
     _check_keys(tree)
     checked = _typed(cfg)
     missing = sorted(OmegaConf.missing_keys(checked))
-    if missing:
+    if len(missing) == 1:
         raise ConfigError(f"{missing[0]} is not set: add it to its config file or {missing[0]}=... to the command line")
+    if missing:
+        group = missing[0].split(".")[0]
+        inherit = (f" (a {group} file of yours can start from one of conf/{group}/: defaults: [<name>, _self_])"
+                   if all(m.startswith(f"{group}.") for m in missing) and group in ("data", "budget", "recipe") else "")
+        raise ConfigError(f"{', '.join(missing)} are not set: add them to their config file{inherit}")
     if checked.recipe.schedule == "step" and not (checked.recipe.step_every or 0) >= 1:
         raise ConfigError(f"recipe.step_every={checked.recipe.step_every}: the step schedule needs a positive "
                           f"number of epochs between ×0.1 decays")

@@ -28,6 +28,8 @@ USER_FOLDERS = {
     "regime_key": {"regime/r18.yaml": "resnet: ResNet-18\nconvnext: C\nresnet_depths: [2, 2, 2, 2]\n"
                                       "stage_ratio: {depths: [1, 1, 3, 1], width: 16}\nwide_widht: 24\ndrop_path_rate: 0\n"},
     "broken_data": {"data/mine.yaml": "kind: imagefolder\nroot: [\n"},
+    "data_missing": {"data/mine.yaml": "kind: imagefolder\nroot: /tmp\nimg_size: 32\nnum_classes: 2\n"
+                                       "train_crop_scale: [0.08, 1.0]\ncrop_pct: 0.875\n"},
     "regime_missing": {"regime/r18.yaml": "resnet: ResNet-18\nconvnext: C\nresnet_depths: [2, 2, 2, 2]\n"
                                           "stage_ratio: {depths: [1, 1, 3, 1], width: 16}\ndrop_path_rate: 0\n"},
 }
@@ -193,6 +195,9 @@ CASES = [
     ("run", "+step=gelu regime=r18 {user:regime_key}", "r18.yaml: unknown key wide_widht; did you mean wide_width?"),
     ("run", "+step=gelu regime=r18 {user:regime_missing}", "r18.yaml: wide_width is not set"),
     ("run", "+step=gelu data=mine {user:broken_data}", "data/mine.yaml, line 3: broken YAML"),
+    ("run", "+step=gelu data=mine {user:data_missing}", "data.index_dir, data.max_bad_fraction, data.verify_images are "
+     "not set: add them to their config file (a data file of yours can start from one of conf/data/: defaults: "
+     "[<name>, _self_])"),
     ("run", "+step=gelu {user:nowhere}", "ROADMAP_CONFIG_PATH names {tmp}/nowhere, which is not a folder"),
     # the other tools
     ("roadmap.explain", "", "usage: python -m roadmap.explain +step=<name>"),
