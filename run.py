@@ -7,6 +7,7 @@ worst of these codes (roadmap.sweep.SweepReport). ``mode=eval ckpt=PATH`` evalua
 """
 import os
 import sys
+from pathlib import Path
 
 import hydra
 import torch.distributed
@@ -15,7 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from roadmap.errors import ConfigError, Stopped
-from roadmap.record import remove_if_unused
+from roadmap.record import RunPaths, RunRecord, remove_if_unused
 from roadmap.schema import check_overrides
 from roadmap.steps import check_composition
 from roadmap.sweep import EXIT, OTHER_RANKS_HYDRA, write_outcome
@@ -32,6 +33,8 @@ def main(cfg: DictConfig) -> None:
 
             evaluate(cfg)
             status, error = "done", None
+            if not sweeping:  # the result is in the weights' run record (or beside them): no folder of its own
+                remove_if_unused(HydraConfig.get().runtime.output_dir, cfg.run.root)
         else:
             from roadmap.train import train
 
@@ -55,9 +58,24 @@ def main(cfg: DictConfig) -> None:
         sys.exit(EXIT.get(status, 1))
 
 
+def evaluated_run(argv: list[str]) -> list[str]:
+    """``mode=eval ckpt=<a run's weights>`` without ``+step=``: the step, regime and result overrides of the run that
+    holds the weights (its record), so its model is built as it trained."""
+    given = dict(a.lstrip("+").split("=", 1) for a in argv if "=" in a)
+    if given.get("mode") != "eval" or "step" in given or not given.get("ckpt"):
+        return []
+    paths = RunPaths.holding(Path(given["ckpt"]).expanduser().resolve())
+    run = RunRecord.read(paths.root) if paths else None
+    if run is None:
+        return []
+    found = [f"+step={run.step}", f"regime={run.regime}", *(o for o in run.overrides if o.startswith("model."))]
+    return [o for o in found if o.lstrip("+").split("=", 1)[0] not in given]
+
+
 def cli(argv: list[str]) -> None:
     """``python run.py ARGS``: the command line checked before Hydra composes it (one line, exit 2), then Hydra."""
     try:
+        argv = [*argv, *evaluated_run(argv)]
         check_overrides(argv)
         check_composition(argv)
     except ConfigError as err:

@@ -41,6 +41,7 @@ def on_cuda(accelerator: str) -> bool:
 OmegaConf.register_new_resolver("roadmap_searchpath", lambda: [f"file://{d}" for d in config_dirs()[1:]], replace=True)
 OmegaConf.register_new_resolver("run_variant", run_variant, replace=True)
 OmegaConf.register_new_resolver("run_dir", run_dir, replace=True)
+OmegaConf.register_new_resolver("hydra_subdir", lambda mode: ".hydra" if mode == "train" else None, replace=True)
 OmegaConf.register_new_resolver("plus_one", lambda n: n + 1, replace=True)
 OmegaConf.register_new_resolver("on_cuda", on_cuda, replace=True)
 
