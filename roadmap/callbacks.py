@@ -225,11 +225,12 @@ class LayoutChange(L.Callback):
 
 class History(L.Callback):
     """Validation metrics of every epoch, with what each of ``extras`` (callables returning a dict) adds to the row;
-    kept in checkpoints so a resumed run knows its past epochs."""
+    kept in checkpoints so a resumed run knows its past epochs. Global rank 0 prints each row as one line and hands
+    the history to ``on_epoch`` (the run record, written at every epoch)."""
 
-    def __init__(self, extras=()):
+    def __init__(self, extras=(), on_epoch=None):
         self.epochs: list[dict] = []
-        self.extras = extras
+        self.extras, self.on_epoch = extras, on_epoch
 
     def on_validation_epoch_end(self, trainer, pl_module):
         if trainer.sanity_checking:
@@ -238,12 +239,27 @@ class History(L.Callback):
         for extra in self.extras:
             row.update(extra())
         self.epochs.append({"epoch": trainer.current_epoch + 1, **row})
+        if trainer.is_global_zero:
+            print(validation_line(self.epochs[-1], trainer.max_epochs), flush=True)
+            if self.on_epoch:
+                self.on_epoch(self.epochs)
 
     def state_dict(self):
         return {"epochs": self.epochs}
 
     def load_state_dict(self, state_dict):
         self.epochs = list(state_dict["epochs"])
+
+
+def validation_line(row: dict, epochs: int) -> str:
+    """``epoch 2/3 validation | top-1 45.20 | top-5 90.10 | loss 1.2345 | EMA top-1 47.00 top-5 91.00``."""
+    shown = [f"epoch {row['epoch']}/{epochs} validation"]
+    for label, key, form in (("top-1", "val/top1", ".2f"), ("top-5", "val/top5", ".2f"), ("loss", "val/loss", ".4f")):
+        if key in row:
+            shown.append(f"{label} {row[key]:{form}}")
+    if "val/top1_ema" in row:
+        shown.append(f"EMA top-1 {row['val/top1_ema']:.2f} top-5 {row.get('val/top5_ema', float('nan')):.2f}")
+    return " | ".join(shown)
 
 
 def stop_reason(signum: int) -> str:

@@ -139,8 +139,13 @@ def train(cfg: DictConfig) -> RunRecord:
 
     started = time.time()
     throughput, bad_files = Throughput(), BadFiles(cfg.data.get("max_bad_fraction", 0.0))
-    history = History(extras=(throughput.history_row, bad_files.history_row))
     header = RunRecord.of_run(cfg, step, HydraConfig.get().overrides.task, paths, run, data_identity(cfg.data))
+
+    def epoch_ended(epochs: list[dict]) -> None:  # the record follows the run: its history at every epoch
+        replace(header.with_status("running", None, epochs, time.time() - started),
+                bad_files=bad_files.files).write(paths.root)
+
+    history = History(extras=(throughput.history_row, bad_files.history_row), on_epoch=epoch_ended)
 
     def stopped(status: str, error: str | None = None) -> None:
         if rank_zero_only.rank == 0:
@@ -153,7 +158,7 @@ def train(cfg: DictConfig) -> RunRecord:
                            channels_last=cfg.channels_last, compile=cfg.compile, compile_cache=cfg.compile_cache,
                            depthwise=cfg.depthwise)
     resume = resume_point(paths) if cfg.run.resume and not cfg.run.force else None  # refused before Lightning's banner
-    trainer = build_trainer(cfg, run, paths, [history, throughput, bad_files, preemption, LayoutChange()])
+    trainer = build_trainer(cfg, run, paths, [throughput, bad_files, history, preemption, LayoutChange()])
     if rank_zero_only.rank == 0:
         header.write(paths.root)
     for logger in trainer.loggers:  # the resolved run config reaches every logger (wandb: filterable)

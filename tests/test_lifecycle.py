@@ -93,6 +93,8 @@ def test_mid_epoch_checkpoint_resumes_exactly_after_a_hard_kill(uninterrupted, t
     assert killed.returncode == -9
     run_dir = _run_dir(tmp_path)
     assert RunRecord.read(run_dir).status == "running"
+    assert [row["epoch"] for row in RunRecord.read(run_dir).history] == [1]  # written at epoch 1's end
+    assert "epoch 1/3 validation | top-1 " in killed.stdout and "| loss " in killed.stdout
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["global_step"] == 6  # mid-epoch: 4 steps an epoch
     resumed = _run(tmp_path, *every, "trainer.enable_progress_bar=true",
