@@ -2,6 +2,7 @@
 (``tests.helpers.TINY_REGIME``: every step's plumbing, small checkpoints), with one step forced to fail; the
 roadmap table, chart, re-run behaviour, broken run dirs and the notebook."""
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -172,11 +173,12 @@ def test_notebook_runs_top_to_bottom(swept):
 
 def test_make_help_lists_the_targets_and_an_unknown_regime_is_one_line(tmp_path):
     venv = f"VENV={Path(sys.executable).parents[1]}"
-    shown = subprocess.run(["make", "-s", "help", venv], cwd=REPO, capture_output=True, text=True)
+    make = ["make", "--no-print-directory"]  # also under make test (make[1]: Entering directory ...)
+    shown = subprocess.run([*make, "-s", "help", venv], cwd=REPO, capture_output=True, text=True)
     listed = [line.split()[1] for line in shown.stdout.splitlines()]
     assert shown.returncode == 0 and {"install", "test", "train", "roadmap", "analysis", "notebook", "help"} <= set(listed)
-    typo = subprocess.run(["make", "roadmap", "REGIME=typo", f"OUTPUTS={tmp_path}", venv], cwd=REPO,
+    typo = subprocess.run([*make, "roadmap", "REGIME=typo", f"OUTPUTS={tmp_path}", venv], cwd=REPO,
                           capture_output=True, text=True)
-    ours = [line for line in typo.stderr.splitlines() if not line.startswith("make: ***")]  # make's own trailer
+    ours = [line for line in typo.stderr.splitlines() if not re.match(r"make(\[\d+\])?: \*\*\*", line)]  # make's
     assert typo.returncode == 2 and typo.stdout == "" and not list(tmp_path.iterdir())
     assert len(ours) == 1 and ours[0].startswith("error: argument regime: invalid choice: 'typo' (choose from "), typo.stderr
