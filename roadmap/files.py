@@ -19,11 +19,16 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp = temporary_path(path, os.getpid())  # one per process: writers may race
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)  # as a plain open() would make it (safetensors writes 0600)
         _fsync(tmp)
         os.replace(tmp, path)
         _fsync(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+_UMASK = os.umask(0)  # read once, at import: os.umask can only be read by setting it
+os.umask(_UMASK)
 
 
 def temporary_path(path: Path, pid: int | str) -> Path:

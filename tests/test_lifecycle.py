@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from analysis.roadmap import load_runs, roadmap_table
-from roadmap import ConfigError, build_model, depthwise, record, weights
+from roadmap import ConfigError, build_model, depthwise, files, record, weights
 from roadmap.record import RunRecord
 from roadmap.errors import Stopped
 from roadmap.compat import to_reference_state_dict
@@ -259,6 +259,8 @@ def test_checkpoints_and_exported_weights(trained):
     result, run_dir = trained
     assert result.checkpoints == {"last": "checkpoints/last.ckpt", "best": "checkpoints/best.ckpt"}
     assert set(result.weights) == {"final", "best", "ema"} and result.best["metric"] == "val/top1_ema"
+    modes = {p.name: p.stat().st_mode & 0o777 for p in [*run_dir.glob("weights/*"), *run_dir.glob("checkpoints/*")]}
+    assert set(modes.values()) == {0o666 & ~files._UMASK}, modes  # as open() makes a file (0644 under umask 022)
     ema = weights.read_state_dict(run_dir / "weights" / "ema.safetensors")
     assert all(torch.equal(ema[k], v) for k, v in weights.read_state_dict(run_dir / "checkpoints" / "last.ckpt", "ema").items())
     model = build_model("separate_downsampling", num_classes=8)
