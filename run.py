@@ -59,8 +59,8 @@ def main(cfg: DictConfig) -> None:
 
 
 def evaluated_run(argv: list[str]) -> list[str]:
-    """``mode=eval ckpt=<a run's weights>`` without ``+step=``: the step, regime and result overrides of the run that
-    holds the weights (its record), so its model is built as it trained."""
+    """``mode=eval ckpt=<a run's weights>`` without ``+step=``: the step, regime and ``model.*`` overrides of the run
+    that holds the weights (its record), so its model is built as it trained."""
     given = dict(a.lstrip("+").split("=", 1) for a in argv if "=" in a)
     if given.get("mode") != "eval" or "step" in given or not given.get("ckpt"):
         return []

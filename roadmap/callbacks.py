@@ -28,7 +28,7 @@ class Throughput(L.Callback):
         self.images, self.seconds, self.warmup_seconds, self._seen = 0, 0.0, 0.0, 0
         self._span_start = self._batch_end = self._epoch_start = None
         self._span_wait = self._epoch_wait = 0.0
-        self._span_images, self.last_wait_share = 0, None
+        self._span_images, self._first_start, self.last_wait_share = 0, None, None
 
     @staticmethod
     def _now(trainer, sync: bool) -> float:
@@ -80,9 +80,9 @@ class Throughput(L.Callback):
 
     @property
     def wait_share(self) -> float | None:
-        """This epoch's share so far (the progress lines')."""
+        """This epoch's share so far (the progress lines'); between epochs, the last epoch's."""
         if self._epoch_start is None:
-            return None
+            return self.last_wait_share
         elapsed = time.perf_counter() - self._epoch_start
         return self._epoch_wait / elapsed if elapsed else None
 
@@ -191,8 +191,7 @@ class ProgressLines(ProgressBar):
         per_batch = (now - self._since[0]) / max(1, done - self._since[1])
         left = (total - done) + (trainer.max_epochs - trainer.current_epoch - 1) * total
         loss = trainer.callback_metrics.get("train/loss_step")
-        waits = [c.last_wait_share if c.wait_share is None else c.wait_share for c in trainer.callbacks
-                 if isinstance(c, Throughput) and (c.wait_share, c.last_wait_share) != (None, None)]
+        waits = [c.wait_share for c in trainer.callbacks if isinstance(c, Throughput) and c.wait_share is not None]
         print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} step {done}/{total} ({percent:.0f}%) | "
               f"global step {trainer.global_step} | loss {float(loss) if loss is not None else float('nan'):.4f} | "
               f"{len(batch[0]) * trainer.world_size / per_batch:.1f} img/s | "
@@ -225,8 +224,8 @@ class LayoutChange(L.Callback):
 
 class History(L.Callback):
     """Validation metrics of every epoch, with what each of ``extras`` (callables returning a dict) adds to the row;
-    kept in checkpoints so a resumed run knows its past epochs. Global rank 0 prints each row as one line and hands
-    the history to ``on_epoch`` (the run record, written at every epoch)."""
+    kept in checkpoints so a resumed run knows its past epochs. Global rank 0 prints each row as one line, then calls
+    ``on_epoch`` (the run record, written at every epoch)."""
 
     def __init__(self, extras=(), on_epoch=None):
         self.epochs: list[dict] = []
@@ -242,7 +241,7 @@ class History(L.Callback):
         if trainer.is_global_zero:
             print(validation_line(self.epochs[-1], trainer.max_epochs), flush=True)
             if self.on_epoch:
-                self.on_epoch(self.epochs)
+                self.on_epoch()
 
     def state_dict(self):
         return {"epochs": self.epochs}

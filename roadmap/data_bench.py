@@ -21,6 +21,7 @@ import torch
 from timm.data import ImageDataset, create_loader
 
 from roadmap.data import INDEXED_KINDS, EpochSeededSampler, ResumableLoader, RoadmapDataModule
+from roadmap.errors import ConfigError
 from roadmap.file_index import decode, read_file
 from roadmap.recipe_parts import BatchTransform
 
@@ -66,8 +67,6 @@ def data_throughput(cfg, workers: int, batch_size: int, batches: int, repeats: i
     train_set, recipe = module.train_set, cfg.recipe
     needed = (batches + 2) * batch_size
     if len(train_set) < needed:
-        from roadmap.errors import ConfigError
-
         raise ConfigError(f"the data has {len(train_set)} training images, the data benchmark needs {needed} "
                           f"(--data-batches {batches} + 2 untimed, × batch {batch_size}): lower them or add data")
     transform = BatchTransform()

@@ -189,7 +189,8 @@ def _build(kind: str, paths: dict[str, Path]) -> tuple[list[str], dict[str, Spli
         differ = ([f"val has {_few(only_val)} that train lacks"] if only_val else []) + \
                  ([f"train has {_few(only_train)} that val lacks"] if only_train else [])
         raise ConfigError(f"the train and val classes of {paths['train'].parent} differ "
-                          f"({'; '.join(differ) or 'in order'}): every class needs its folder in both, or val's labels would score other classes")
+                          f"({'; '.join(differ) or 'in order'}): every class needs its folder in both, or val's "
+                          f"labels would score other classes")
     return train_classes, {split: Split.of(files) for split, (_, files) in listed.items()}
 
 
@@ -197,7 +198,7 @@ def _few(names: list[str]) -> str:
     return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
-def _location(data, paths: dict[str, Path]) -> Path:
+def _location(data) -> Path:
     if data.get("index_dir"):
         return Path(data.index_dir).expanduser()
     root = Path(data.root).expanduser()
@@ -228,7 +229,8 @@ def _load(folder: Path, kind: str, paths: dict[str, Path]) -> FileIndex | None:
     return FileIndex(kind, paths, meta["classes"], splits, meta["fingerprint"], folder)
 
 
-_LOADED: dict[str, FileIndex] = {}  # per process: the config check and the data module share one read
+# per process: the refusal pass, the record and the data module share one read (and one stat of the class folders)
+_LOADED: dict[tuple, FileIndex] = {}
 
 
 def lock(index: FileIndex) -> FileLock:
@@ -243,14 +245,16 @@ def _lock(folder: Path) -> FileLock:
 
 
 def file_index(data) -> FileIndex:
-    """The index of ``data`` (an ``imagefolder`` or ``tar`` data config): read where stored, else built and stored."""
+    """The index of ``data`` (an ``imagefolder`` or ``tar`` data config): read where stored, else built and stored;
+    once per process (a process reads its data as it was when it started)."""
     paths = sources(data)
+    location = _location(data)
+    loaded = (data.kind, *map(str, paths.values()), str(location))
+    if loaded in _LOADED:
+        return _LOADED[loaded]
     stamp = _stamp(data.kind, paths)
     key = hashlib.sha1(json.dumps([data.kind, stamp]).encode()).hexdigest()[:16]
-    location = _location(data, paths)
     folder = location / key
-    if str(folder) in _LOADED:
-        return _LOADED[str(folder)]
     index = _load(folder, data.kind, paths)
     if index is None:
         try:
@@ -263,7 +267,7 @@ def file_index(data) -> FileIndex:
         except OSError as err:
             raise ConfigError(f"cannot write the file index of {data.root} in {location} ({err.strerror or err}): set "
                               f"data.index_dir to a writable folder") from None
-    _LOADED[str(folder)] = index
+    _LOADED[loaded] = index
     return index
 
 
@@ -271,7 +275,7 @@ def rebuild(data, index: FileIndex) -> FileIndex:
     """``index`` listed (and later verified) anew, in place of the stored one."""
     with lock(index):
         shutil.rmtree(index.folder)
-    _LOADED.pop(str(index.folder), None)
+    _LOADED.clear()
     return file_index(data)
 
 
@@ -334,12 +338,17 @@ def _is_bad(index: FileIndex, split: str, i: int) -> bool:
 
 def verify(index: FileIndex, splits=SPLITS, threads: int | None = None, progress=None) -> dict:
     """Decode every file of ``splits`` not yet verified (threads: PIL decodes without the GIL); store and return
-    ``{split: [bad indices]}``."""
+    ``{split: [bad indices]}``. Where the result cannot be stored, one line says so."""
     done = index.verified()
     if all(split in done for split in splits):  # read without the lock: an index may sit where nothing is written
         return done
-    with lock(index):  # the other ranks wait for one to verify, then read its result
-        return _verify(index, splits, threads, progress)
+    try:
+        with lock(index):  # the other ranks wait for one to verify, then read its result
+            return _verify(index, splits, threads, progress)
+    except OSError as err:  # the lock or verified.json cannot be written (a lock timeout is one too)
+        raise ConfigError(f"cannot store the verification of {index.sources['train'].parent} in {index.folder} "
+                          f"({err.strerror or err}): set data.index_dir (verify: --index-dir) to a writable "
+                          f"folder") from None
 
 
 def _verify(index: FileIndex, splits, threads, progress) -> dict:
@@ -355,11 +364,7 @@ def _verify(index: FileIndex, splits, threads, progress) -> dict:
                 if progress:
                     progress(split, len(flags), n)
         done[split] = [i for i, bad in enumerate(flags) if bad]
-        try:
-            write_text(index.verified_file, json.dumps(done))
-        except OSError as err:
-            raise ConfigError(f"cannot write {index.verified_file} ({err.strerror}): set data.index_dir to a "
-                              f"writable folder") from None
+        write_text(index.verified_file, json.dumps(done))
     return done
 
 

@@ -43,20 +43,22 @@ class ErasingBox:
     noise_seed)``, height 0 for none. The draw is timm's ``RandomErasing`` (one box of 2–33 % of the area, aspect
     0.3–3.3, ten tries), which draws and fills in one call on a whole batch; the fill is :class:`BatchTransform`'s."""
 
+    NONE = (0, 0, 0, 0, 0)
+
     def __init__(self, probability: float, min_area: float = 0.02, max_area: float = 1 / 3, min_aspect: float = 0.3):
         self.probability, self.min_area, self.max_area = probability, min_area, max_area
         self.log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
 
     def __call__(self, height: int, width: int) -> tuple[int, int, int, int, int]:
         if random.random() > self.probability:
-            return (0, 0, 0, 0, 0)
+            return self.NONE
         for _ in range(10):
             area = random.uniform(self.min_area, self.max_area) * height * width
             aspect = math.exp(random.uniform(*self.log_aspect))
             h, w = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
             if w < width and h < height:
                 return (random.randint(0, height - h), random.randint(0, width - w), h, w, random.getrandbits(62))
-        return (0, 0, 0, 0, 0)
+        return self.NONE
 
 
 class BatchTransform:

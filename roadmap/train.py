@@ -141,17 +141,17 @@ def train(cfg: DictConfig) -> RunRecord:
     throughput, bad_files = Throughput(), BadFiles(cfg.data.get("max_bad_fraction", 0.0))
     header = RunRecord.of_run(cfg, step, HydraConfig.get().overrides.task, paths, run, data_identity(cfg.data))
 
-    def epoch_ended(epochs: list[dict]) -> None:  # the record follows the run: its history at every epoch
-        replace(header.with_status("running", None, epochs, time.time() - started),
-                bad_files=bad_files.files).write(paths.root)
-
-    history = History(extras=(throughput.history_row, bad_files.history_row), on_epoch=epoch_ended)
-
-    def stopped(status: str, error: str | None = None) -> None:
+    def record_now(status: str, error: str | None = None) -> None:
+        """The run's record as it stands (global rank 0's file): the history so far, the unreadable files met."""
         if rank_zero_only.rank == 0:
-            error = error or STOPPED[status].format(last=paths.relative(paths.last_ckpt))
             replace(header.with_status(status, error, history.epochs, time.time() - started),
                     bad_files=bad_files.files).write(paths.root)
+
+    # the record follows the run: its history at every epoch's end
+    history = History(extras=(throughput.history_row, bad_files.history_row), on_epoch=lambda: record_now("running"))
+
+    def stopped(status: str, error: str | None = None) -> None:
+        record_now(status, error or STOPPED[status].format(last=paths.relative(paths.last_ckpt)))
 
     preemption = Preemption(paths.last_ckpt, stopped)
     module = RoadmapModule(model, cfg.recipe, num_classes=cfg.data.num_classes, run=run, seed=cfg.seed,

@@ -361,7 +361,7 @@ def test_a_rank_that_dies_in_a_two_node_job_is_named(cluster, tmp_path):
     assert code == 1 and "sweep: 0 of 1 steps done" in out and "Traceback" not in out, out[-3000:]
     (job,) = _sweep_jobs(tmp_path)
     line = next(line for line in out.splitlines() if f"{REGIME}/{STEP} seed 0: failed" in line)
-    assert f"rank 1 on node n2 died: Segmentation fault" in line and f"{job}_1_log.err" in line, line
+    assert "rank 1 on node n2 died: Segmentation fault" in line and f"{job}_1_log.err" in line, line
     assert "GLHF" not in line and "Connection closed" not in line, line
     error = RunRecord.read(_run_dir(tmp_path, STEP)).error
     assert "rank 1 on node n2 died: Segmentation fault" in error and "GLHF" not in error, error
