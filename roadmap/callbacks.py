@@ -223,18 +223,26 @@ class LayoutChange(L.Callback):
 
 
 class History(L.Callback):
-    """Validation metrics of every epoch, with what each of ``extras`` (callables returning a dict) adds to the row;
-    kept in checkpoints so a resumed run knows its past epochs. Global rank 0 prints each row as one line, then calls
-    ``on_epoch`` (the run record, written at every epoch)."""
+    """Validation metrics of every epoch (the epoch's training loss where the run does not ``validated``), with what
+    each of ``extras`` (callables returning a dict) adds to the row; kept in checkpoints so a resumed run knows its
+    past epochs. Global rank 0 prints each row as one line, then calls ``on_epoch`` (the run record, written at every
+    epoch). A row is added before the epoch's checkpoints are saved, so they hold it."""
 
-    def __init__(self, extras=(), on_epoch=None):
+    def __init__(self, extras=(), on_epoch=None, validated: bool = True):
         self.epochs: list[dict] = []
-        self.extras, self.on_epoch = extras, on_epoch
+        self.extras, self.on_epoch, self.validated = extras, on_epoch, validated
 
     def on_validation_epoch_end(self, trainer, pl_module):
-        if trainer.sanity_checking:
-            return
-        row = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if not trainer.sanity_checking:
+            self._add_row(trainer, "val/")
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if not self.validated:
+            self._add_row(trainer, "train/loss_epoch")
+
+    def _add_row(self, trainer, prefix: str) -> None:
+        row = {k.removesuffix("_epoch"): round(float(v), 4) for k, v in trainer.callback_metrics.items()
+               if k.startswith(prefix)}
         for extra in self.extras:
             row.update(extra())
         self.epochs.append({"epoch": trainer.current_epoch + 1, **row})
@@ -252,8 +260,9 @@ class History(L.Callback):
 
 def validation_line(row: dict, epochs: int) -> str:
     """``epoch 2/3 validation | top-1 45.20 | top-5 90.10 | loss 1.2345 | EMA top-1 47.00 top-5 91.00``."""
-    shown = [f"epoch {row['epoch']}/{epochs} validation"]
-    for label, key, form in (("top-1", "val/top1", ".2f"), ("top-5", "val/top5", ".2f"), ("loss", "val/loss", ".4f")):
+    shown = [f"epoch {row['epoch']}/{epochs} " + ("validation" if "val/loss" in row else "(no validation)")]
+    for label, key, form in (("top-1", "val/top1", ".2f"), ("top-5", "val/top5", ".2f"), ("loss", "val/loss", ".4f"),
+                             ("train loss", "train/loss", ".4f")):
         if key in row:
             shown.append(f"{label} {row[key]:{form}}")
     if "val/top1_ema" in row:

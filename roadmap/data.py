@@ -144,14 +144,18 @@ def torchvision_dataset(name: str, root: Path, train: bool, transform, download:
 INDEXED_KINDS = ("imagefolder", "tar")
 
 
-def check_data(data) -> FileIndex:
+def check_data(data, validate: bool = True) -> FileIndex:
     """The file index of an image folder or tar data config (built once, :mod:`roadmap.file_index`), checked: its
-    class count is ``data.num_classes``, and its images decode (the val split always, train too with
-    ``data.verify_images``; each verified once per index). Bad data is refused in one line."""
+    class count is ``data.num_classes``, it has a val split where the run ``validate``\ s, and its images decode (the
+    val split always, train too with ``data.verify_images``; each verified once per index). Bad data is refused in
+    one line."""
     index = file_index(data)
     if len(index.classes) != data.num_classes:
         raise ConfigError(f"{data.root} has {len(index.classes)} classes but data.num_classes={data.num_classes}: set "
                           f"data.num_classes={len(index.classes)}")
+    if validate and not len(index.splits["val"]):
+        raise ConfigError(f"{data.root} has no val/ split to validate on: add one, or train without validation "
+                          f"(recipe.validate=false, as ImageNet-22K pre-training does)")
     bad = verify(index, SPLITS if data.verify_images else ("val",), threads=max(1, os.cpu_count() or 1))
     problem = bad_files_message(index, bad)
     if problem:
@@ -159,12 +163,12 @@ def check_data(data) -> FileIndex:
     return index
 
 
-def data_identity(data) -> dict | None:
+def data_identity(data, validate: bool = True) -> dict | None:
     """What identifies the data a run reads beyond its config: its file index's fingerprint, what it holds and where
     it was read (None for data the config names fully: synthetic, torchvision)."""
     if data.kind not in INDEXED_KINDS:
         return None
-    index = check_data(data)
+    index = check_data(data, validate)
     return {"fingerprint": index.fingerprint, "holds": index.summary(), "root": str(Path(data.root).expanduser())}
 
 
@@ -305,7 +309,7 @@ class RoadmapDataModule(L.LightningDataModule):
             n = d.train_size if train else d.val_size
             images = SyntheticShapes(n, d.img_size, seed=d.seed * 2 + (0 if train else 1))
         elif d.kind in INDEXED_KINDS:
-            images = IndexedImages(check_data(d), "train" if train else "val")
+            images = IndexedImages(check_data(d, self.recipe.validate), "train" if train else "val")
         elif d.kind == "torchvision":
             images = torchvision_dataset(d.name, data_root(d), train, None, d.download)
         else:
@@ -314,7 +318,8 @@ class RoadmapDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if not hasattr(self, "train_set"):
-            self.train_set, self.val_set = self.build_split(True), self.build_split(False)
+            self.train_set = self.build_split(True)
+            self.val_set = self.build_split(False) if self.recipe.validate else None  # no val_dataloader is asked
             found = len(self.train_set.classes)
             if found != self.data.num_classes:
                 raise ConfigError(f"{self.data.name} has {found} classes but data.num_classes={self.data.num_classes}: "

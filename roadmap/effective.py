@@ -103,7 +103,7 @@ def effective_run(cfg: DictConfig, train_size: int | None = None) -> EffectiveRu
     run = dict(epochs=epochs, effective_batch=batch, peak_lr=scaled_lr(r, batch) if batch else None,
                warmup_epochs=warm * epochs / r.epochs, schedule=r.schedule, precision=str(t.precision),
                grad_clip=r.grad_clip, limit_train_batches=b.limit_train_batches,
-               limit_val_batches=b.limit_val_batches, accumulate=accumulate)
+               limit_val_batches=b.limit_val_batches if r.get("validate", True) else 0, accumulate=accumulate)
     if train_size is None or not world:
         return EffectiveRun(**run)
     batches = batches_per_epoch(b.limit_train_batches, train_size // world // b.batch_size)  # drop_last

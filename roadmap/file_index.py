@@ -117,6 +117,9 @@ def _stamp(kind: str, paths: dict[str, Path]) -> list:
     folders' and their class folders' times (adding or removing a file changes its folder's)."""
     stamp = []
     for split, path in paths.items():
+        if _absent_val(kind, split, path):
+            stamp.append([split, "absent"])
+            continue
         try:
             info = path.stat()
             stamp.append([split, str(path.resolve()), info.st_size if kind == "tar" else 0, info.st_mtime_ns])
@@ -125,6 +128,12 @@ def _stamp(kind: str, paths: dict[str, Path]) -> list:
         except OSError as err:
             raise ConfigError(f"cannot read {path} ({err.strerror}): check data.root") from None
     return stamp
+
+
+def _absent_val(kind: str, split: str, path: Path) -> bool:
+    """An image folder without ``val/`` (ImageNet-22K): its val split is empty, which only a run that does not
+    validate accepts (:func:`roadmap.data.check_data`)."""
+    return kind != "tar" and split == "val" and not path.exists()
 
 
 def _list_folder(split_dir: Path) -> tuple[list[str], list[tuple]]:
@@ -181,7 +190,9 @@ def _list_tar(path: Path, split: str) -> tuple[list[str], list[tuple]]:
 
 
 def _build(kind: str, paths: dict[str, Path]) -> tuple[list[str], dict[str, Split]]:
-    listed = {split: (_list_tar(path, split) if kind == "tar" else _list_folder(path)) for split, path in paths.items()}
+    listed = {split: (_list_tar(path, split) if kind == "tar" else _list_folder(path)) for split, path in paths.items()
+              if not _absent_val(kind, split, path)}
+    listed.setdefault("val", (listed["train"][0], []))
     (train_classes, _), (val_classes, _) = listed["train"], listed["val"]
     if train_classes != val_classes:
         only_val = sorted(set(val_classes) - set(train_classes))

@@ -58,6 +58,18 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+_SHA256: dict[tuple, str] = {}
+
+
+def sha256_once(path: Path) -> str:
+    """:func:`sha256_of`, read once per process for a file of the same size and modification time."""
+    info = Path(path).stat()
+    key = (str(Path(path).resolve()), info.st_size, info.st_mtime_ns)
+    if key not in _SHA256:
+        _SHA256[key] = sha256_of(path)
+    return _SHA256[key]
+
+
 def unwritable_folder(path: Path) -> str | None:
     """Why ``path`` cannot be a folder this process writes in, or None: it must be a folder, or its nearest existing
     ancestor a folder where files can be created (probed, nothing left behind)."""

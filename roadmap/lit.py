@@ -140,7 +140,7 @@ class RoadmapModule(L.LightningModule):
         r, run = self.recipe, self.run
         if run is None or run.total_steps is None:
             raise ValueError("RoadmapModule needs the effective run with its steps to train (effective_run(cfg, train_size))")
-        opt = build_optimizer(self.model, r.optimizer, run.peak_lr)
+        opt = build_optimizer(self.model, r.optimizer, run.peak_lr, r.get("layer_decay"))
         if run.schedule == "cosine":
             sched = CosineLRScheduler(opt, t_initial=run.total_steps - run.warmup_steps, lr_min=r.lr_min,
                                       warmup_t=run.warmup_steps, warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)

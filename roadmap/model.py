@@ -128,10 +128,12 @@ class RoadmapNet(nn.Module):
                  block_acts: Sequence[bool] = (True, True, False), act_after_add: bool = True,
                  downsample: str = "in_block", head_norm: bool = False,
                  layer_scale_init: float | None = None, drop_path_rate: float = 0.0, init: str = "torchvision",
-                 num_classes: int = 1000, in_chans: int = 3):
+                 head_init_scale: float = 1.0, num_classes: int = 1000, in_chans: int = 3):
         """Every argument is a roadmap knob (conf/model/roadmap.yaml documents each). ``layer_scale_init`` and
         ``drop_path_rate`` are Table 5's model-side recipe rows; ``init`` is ``torchvision`` (kaiming-normal
-        fan-out convs, BN γ=1 β=0, PyTorch's default Linear) or ``convnext`` (trunc-normal .02, zero biases)."""
+        fan-out convs, BN γ=1 β=0, PyTorch's default Linear) or ``convnext`` (trunc-normal .02, zero biases);
+        ``head_init_scale`` scales the classifier's initial weights and bias (the fine-tuning recipes' 0.001, as
+        timm's and the official ConvNeXt's argument of that name)."""
         super().__init__()
         depths = list(depths)
         if len(depths) != 4 or any(not isinstance(d, int) or d < 1 for d in depths):
@@ -188,6 +190,9 @@ class RoadmapNet(nn.Module):
         self.head_norm = norm(self.num_features) if head_norm else nn.Identity()
         self.fc = nn.Linear(self.num_features, num_classes)
         self.apply(self._convnext_init if init == "convnext" else self._torchvision_init)
+        with torch.no_grad():
+            self.fc.weight.mul_(head_init_scale)
+            self.fc.bias.mul_(head_init_scale)
 
     @staticmethod
     def _convnext_init(module):

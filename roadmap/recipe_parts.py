@@ -17,10 +17,49 @@ from timm.optim import create_optimizer_v2, list_optimizers
 from roadmap.errors import ConfigError
 
 
-def build_optimizer(model: torch.nn.Module, optimizer, lr: float) -> torch.optim.Optimizer:
+HEAD_LAYER = 13  # the official ConvNeXt's layer-wise lr decay: layers 0-12 of the trunk, 13 the head
+
+
+def convnext_layer(name: str) -> int:
+    """The official ConvNeXt's layer of a :class:`roadmap.model.RoadmapNet` parameter (``optim_factory.py``,
+    ``get_num_layer_for_convnext``, 12 layers + the head): the stem 0; stages 1 and 2 (their downsampling included)
+    1 and 2; stage 3's downsampling 3 and its blocks 3 + block // 3 (27 blocks: 3–11); stage 4 12; the head 13."""
+    parts = name.split(".")
+    if parts[0] == "stem":
+        return 0
+    if parts[0] != "stages":
+        return HEAD_LAYER
+    stage = int(parts[1])
+    if stage == 3:
+        return 12
+    if stage < 2 or parts[2] == "downsample":
+        return stage + 1
+    return 3 + int(parts[3]) // 3
+
+
+def layer_decay_groups(model: torch.nn.Module, decay: float, weight_decay: float, no_decay_1d: bool) -> list[dict]:
+    """Parameter groups with timm's ``lr_scale`` (its schedulers multiply each group's lr by it) of
+    ``decay ** (13 - layer)`` by :func:`convnext_layer`, and no weight decay on 1-D parameters when ``no_decay_1d``.
+    timm's own ``param_groups_layer_decay`` numbers every block a layer and closes up empty ones, so its scales
+    are not the official ones (tests/test_family.py compares them)."""
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        layer = convnext_layer(name.removeprefix("_orig_mod."))  # torch.compile's wrapper
+        no_decay = no_decay_1d and (param.ndim <= 1 or name.endswith(".bias"))
+        group = groups.setdefault((layer, no_decay), {"params": [], "weight_decay": 0.0 if no_decay else weight_decay,
+                                                      "lr_scale": decay ** (HEAD_LAYER - layer), "layer": layer})
+        group["params"].append(param)
+    return [groups[key] for key in sorted(groups)]
+
+
+def build_optimizer(model: torch.nn.Module, optimizer, lr: float, layer_decay: float | None = None) -> torch.optim.Optimizer:
     """timm's optimizer ``optimizer.name`` (``recipe.optimizer``) at ``lr``; no decay on 1-D parameters when
-    ``no_decay_1d``."""
-    return create_optimizer_v2(model, opt=optimizer.name, lr=lr, weight_decay=optimizer.weight_decay,
+    ``no_decay_1d``; with ``layer_decay``, the official ConvNeXt's layer-wise lr decay (:func:`layer_decay_groups`)."""
+    params = (layer_decay_groups(model, layer_decay, optimizer.weight_decay, optimizer.no_decay_1d)
+              if layer_decay else model)
+    return create_optimizer_v2(params, opt=optimizer.name, lr=lr, weight_decay=optimizer.weight_decay,
                                momentum=optimizer.momentum, filter_bias_and_bn=optimizer.no_decay_1d,
                                **({"betas": tuple(optimizer.betas)} if optimizer.betas else {}))
 

@@ -29,7 +29,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from roadmap.errors import ConfigError
-from roadmap.files import write_text
+from roadmap.files import sha256_once, write_text
 
 SCHEMA_VERSION = 3
 RESULT_FILE = "metrics.json"
@@ -48,6 +48,10 @@ NOT_IDENTITY = ("step", "seed", "regime", "data", "budget", "experiment", "logge
                 "trainer.num_sanity_val_steps", "budget.accumulate_grad_batches")
 # The hardware layout: free to change while the effective batch (their product) stays the same
 LAYOUT = ("budget.batch_size", "budget.accumulate_grad_batches")
+# Knobs whose value here changes nothing (a record saved before they existed computed the same): left out of the
+# identity at this value
+NEUTRAL = {"recipe.layer_decay": None, "recipe.head_init_scale": 1.0, "model.head_init_scale": 1.0,
+           "recipe.init_from_ema": False, "recipe.validate": True}
 _MAX_VARIANT = 100
 
 
@@ -65,13 +69,23 @@ def run_variant(task_overrides) -> str:
     """``+key@value+key@value`` of the command-line overrides that change the result ('' when none), in
     characters Hydra accepts unquoted (a run folder can be passed back as ``ckpt=`` or ``run.dir=``); names
     over 100 characters are cut and end in a short hash of the whole."""
-    kept = result_overrides(task_overrides)
+    kept = [_weights_by_content(o) for o in result_overrides(task_overrides)]
     if not kept:
         return ""
     name = re.sub(r"[^\w.\-@%+]", "_", "+".join(o.replace("=", "@", 1) for o in kept))
     if len(name) > _MAX_VARIANT:
         name = f"{name[:_MAX_VARIANT - 9]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
     return f"+{name}"
+
+
+def _weights_by_content(override: str) -> str:
+    """``model.init_from=<file>`` as ``model.init_from=<file's stem>-<first 8 of its SHA-256>``: other weights at the
+    same path train another run, in another folder (the path itself is in config.yaml)."""
+    key, _, value = override.partition("=")
+    file = Path(value.removeprefix("timm:")).expanduser()
+    if key != "model.init_from" or not file.is_file():
+        return override
+    return f"{key}={file.stem}-{sha256_once(file)[:8]}"
 
 
 def flatten(tree, prefix: str = "") -> dict:
@@ -85,8 +99,10 @@ def flatten(tree, prefix: str = "") -> dict:
 
 
 def resolved(config: DictConfig) -> dict:
-    """The run's config as plain values, without Hydra's own node: what ``config.yaml`` and the loggers get."""
-    return OmegaConf.to_container(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]), resolve=True)
+    """The run's config as plain values, without Hydra's own node and the step's lineage (its changes' text, which may
+    name a roadmap's regime keys that a family has not): what ``config.yaml`` and the loggers get."""
+    return OmegaConf.to_container(OmegaConf.masked_copy(config, [k for k in config if k not in ("hydra", "lineage")]),
+                                  resolve=True)
 
 
 def identity(config: DictConfig | dict) -> dict:
@@ -96,7 +112,8 @@ def identity(config: DictConfig | dict) -> dict:
 
     tree = resolved(config) if isinstance(config, DictConfig) else config
     parts = {k: tree.get(k) for k in ("seed", "model", "recipe", "data", "budget")}
-    flat = {k: v for k, v in flatten(parts).items() if _is_identity(k) and k not in LAYOUT}
+    flat = {k: v for k, v in flatten(parts).items()
+            if _is_identity(k) and k not in LAYOUT and not (k in NEUTRAL and v == NEUTRAL[k])}
     return {**flat, **{f"effective.{k}": v for k, v in effective_run(tree).identity().items()}}
 
 
@@ -312,6 +329,7 @@ class RunRecord:
     evaluations: list[dict] = field(default_factory=list)  # mode=eval results of this run's weights
     data_identity: dict | None = None                    # the data's fingerprint (roadmap.data.data_identity)
     bad_files: dict = field(default_factory=dict)        # unreadable files met (skipped) → times
+    weights_from: dict | None = None                     # model.init_from: its file, SHA-256, run (roadmap.weights)
     schema: int = SCHEMA_VERSION
 
     @property
@@ -320,12 +338,12 @@ class RunRecord:
 
     @classmethod
     def of_run(cls, cfg: DictConfig, step: str, task_overrides, paths: RunPaths, run,
-               data_identity: dict | None = None) -> RunRecord:
-        """A starting run's record (``running``): what it is, on which data, and its effective run."""
+               data_identity: dict | None = None, weights_from: dict | None = None) -> RunRecord:
+        """A starting run's record (``running``): what it is, on which data and weights, and its effective run."""
         return cls(status="running", step=step, regime=cfg.regime.name, seed=cfg.seed, group=cfg.run.group,
                    data=cfg.data.name, budget=cfg.budget.name, overrides=result_overrides(task_overrides),
                    proxy=proxy_label(cfg, run.epochs), run_dir=str(paths.root), effective_run=run.as_dict(),
-                   img_size=cfg.data.img_size, data_identity=data_identity)
+                   img_size=cfg.data.img_size, data_identity=data_identity, weights_from=weights_from)
 
     def with_status(self, status: str, error: str | None, history: list[dict], wall_s: float) -> RunRecord:
         """This record at a stop or a failure."""
@@ -389,8 +407,8 @@ class RunRecord:
         ips = f"{self.train_images_per_s:.1f}" if self.train_images_per_s else "n/a"
         return "\n".join([
             f"== {self.step} ({self.regime}, seed {self.seed}): {self.status} ==", *([self.proxy] if self.proxy else []),
-            f"top-1 {final['top1']:.2f} top-5 {final['top5']:.2f} (best top-1 {self.best['top1']:.2f}){ema} | "
-            f"{self.epochs} epochs",
+            (f"top-1 {final['top1']:.2f} top-5 {final['top5']:.2f} (best top-1 {self.best['top1']:.2f}){ema} | "
+             if final.get("top1") is not None else "no validation (recipe.validate=false) | ") + f"{self.epochs} epochs",
             f"{self.gflops_224:.3f} GFLOPs at 224² as in the paper ({self.gflops_run:.4f} as trained at "
             f"{self.img_size}²) | {self.params_m:.2f} M params | train {ips} img/s | wall {self.wall_s:.0f} s",
             f"results: {self.run_dir}"])

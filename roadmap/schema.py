@@ -32,6 +32,7 @@ from roadmap.config_files import builder_arguments, check_choice, config_groups,
 from roadmap.depthwise_paths import IMPLS
 from roadmap.errors import ConfigError
 from roadmap.files import unwritable_folder
+from roadmap.record import flatten
 
 
 @dataclass
@@ -57,12 +58,16 @@ class Regime:
     """A regime file (``conf/regime/<name>.yaml``) and its ``name`` (the choice)."""
 
     name: str = MISSING
-    resnet: str = MISSING
     convnext: str = MISSING
-    resnet_depths: list[int] = MISSING
-    stage_ratio: StageRatio = field(default_factory=StageRatio)
-    wide_width: int = MISSING
-    drop_path_rate: float = MISSING
+    drop_path_rate: Optional[float] = MISSING
+    # a roadmap's (a regime without ``steps``): its ResNet, the stage-ratio step's depths and width, the wider width
+    resnet: Optional[str] = None
+    resnet_depths: Optional[list[int]] = None
+    stage_ratio: Optional[StageRatio] = None
+    wide_width: Optional[int] = None
+    # a family's (conf/regime/family.yaml): its members (steps), and each member's stochastic depth per recipe
+    steps: Optional[list[str]] = None
+    drop_path: Optional[dict[str, Optional[float]]] = None
     # optional: timm's model of a step's architecture, a model to draw beside the roadmap, the paper's numbers
     timm_references: Optional[dict[str, str]] = None
     reference: Optional[Reference] = None
@@ -117,8 +122,12 @@ class Recipe:
     label_smoothing: float = MISSING
     grad_clip: Optional[float] = MISSING
     ema: Ema = field(default_factory=Ema)
+    layer_decay: Optional[float] = MISSING
+    head_init_scale: float = MISSING
+    init_from_ema: bool = MISSING
+    validate: bool = MISSING
     layer_scale_init: Optional[float] = MISSING
-    drop_path_rate: float = MISSING
+    drop_path_rate: Optional[float] = MISSING
     train_crop_scale: list[float] = MISSING
 
 
@@ -233,7 +242,9 @@ RULES = [  # (key, check, what it must be)
     ("recipe.grad_clip", lambda v: v is None or v > 0, "> 0 or null (no clipping)"),
     ("recipe.re_prob", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("recipe.ema.decay", lambda v: 0 < v < 1, "in (0, 1)"),
-    ("recipe.drop_path_rate", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("recipe.drop_path_rate", lambda v: v is None or 0 <= v < 1, "in [0, 1)"),
+    ("recipe.layer_decay", lambda v: v is None or 0 < v <= 1, "in (0, 1] or null (none)"),
+    ("recipe.head_init_scale", lambda v: v > 0, "> 0 (1.0: the init as it is)"),
     ("recipe.layer_scale_init", lambda v: v is None or v > 0, "> 0 or null (no layer scale)"),
     ("data.img_size", lambda v: v >= 1, "a positive integer"),
     ("data.num_classes", lambda v: v >= 1, "a positive integer"),
@@ -381,6 +392,10 @@ def _typed(cfg: DictConfig) -> DictConfig:
     except MissingMandatoryValue as err:
         raise ConfigError(f"{err.full_key} is not set: add {err.full_key}=... to the command line") from None
     except OmegaConfBaseException as err:
+        if "regime.drop_path." in str(err):  # a recipe that reads the family's per-member column
+            raise ConfigError(f"recipe {OmegaConf.select(cfg, 'recipe.name')} takes each family member's stochastic depth "
+                              f"(regime.drop_path), which regime {OmegaConf.select(cfg, 'regime.name')} has not: "
+                              f"regime=family +step=convnext_<t|s|b|l|xl>, or set recipe.drop_path_rate") from None
         raise ConfigError(f"{err.full_key or 'config'}={err.value}: {_one_line(err)}") from None
 
 
@@ -451,6 +466,11 @@ def validate(cfg: DictConfig) -> None:
     if checked.recipe.schedule == "step" and not (checked.recipe.step_every or 0) >= 1:
         raise ConfigError(f"recipe.step_every={checked.recipe.step_every}: the step schedule needs a positive "
                           f"number of epochs between ×0.1 decays")
+    if checked.recipe.drop_path_rate is None:
+        given = [k for k, v in (checked.regime.drop_path or {}).items() if v is not None]
+        raise ConfigError(f"the paper gives no stochastic depth for this model under recipe {checked.recipe.name} "
+                          f"(it gives one for: {', '.join(given) or 'none'}, in regime.drop_path): choose one of those "
+                          f"recipes, or set recipe.drop_path_rate=<rate>")
     for key, check, requirement in RULES:
         value = OmegaConf.select(checked, key)
         if not check(value):
@@ -470,6 +490,9 @@ def validate(cfg: DictConfig) -> None:
     _check_library_names(checked, cfg)
 
 
+ROADMAP_KEYS = ("resnet", "resnet_depths", "stage_ratio", "wide_width")  # a regime without ``steps``
+
+
 def check_regime_file(path: Path) -> None:
     """A regime file against :class:`Regime`: no unknown key, every required one, each of its type."""
     content = read_yaml(path)
@@ -481,18 +504,21 @@ def check_regime_file(path: Path) -> None:
         checked = OmegaConf.merge(OmegaConf.structured(Regime), {"name": path.stem, **content})
     except OmegaConfBaseException as err:
         raise ConfigError(f"{path}: {err.full_key}={err.value}: {_one_line(err)}") from None
-    missing = sorted(OmegaConf.missing_keys(checked))
+    missing = sorted(k for k, v in flatten(OmegaConf.to_container(checked, resolve=False)).items() if v == "???")
+    if not checked.steps:  # a roadmap
+        missing += [key for key in ROADMAP_KEYS if checked[key] is None]
     if missing:
-        raise ConfigError(f"{path}: {missing[0]} is not set (a regime's keys: conf/regime/r50.yaml)")
+        raise ConfigError(f"{path}: {missing[0]} is not set (a roadmap regime's keys: conf/regime/r50.yaml; a family's: "
+                          f"conf/regime/family.yaml)")
 
 
-def data_root(data) -> Path:
+def data_root(data, validate: bool = True) -> Path:
     """The folder a data config reads (not the synthetic kind's: it has none), which must exist; an image folder's
-    holds ``train/`` and ``val/``."""
+    holds ``train/`` and, for a run that validates, ``val/``."""
     root = Path(data.root).expanduser() if data.root else None
     if root is None or not root.exists():
         raise ConfigError(f"data.root {data.root!r} does not exist: set data.root=/path/to/{data.name}")
-    for split in ("train", "val") if data.kind == "imagefolder" else ():
+    for split in ("train", "val")[:1 + validate] if data.kind == "imagefolder" else ():
         if not (root / split).is_dir():
             raise ConfigError(f"missing dataset folder {root / split}: data.root must contain train/ and val/ "
                               f"with one sub-folder per class (the ImageNet layout)")
@@ -560,7 +586,7 @@ def check_environment(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.accelerator={cfg.trainer.accelerator}: Lightning finds no such device on this "
                           f"machine; use trainer.accelerator=cpu (or auto)")
     if cfg.data.kind != "synthetic":
-        data_root(cfg.data)
+        data_root(cfg.data, cfg.recipe.validate)
     for key in ("run.root", "run.dir") if rank_zero_only.rank == 0 else ():  # the run folder is global rank 0's
         problem = unwritable_folder(Path(OmegaConf.select(cfg, key)).expanduser())
         if problem:

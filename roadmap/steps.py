@@ -98,14 +98,34 @@ def roadmap_order(parents: dict[str, str | None]) -> list[str]:
     return order
 
 
+def family_of_steps() -> dict[str, str]:
+    """The steps a family regime lists (``steps:``, e.g. conf/regime/family.yaml), each with its regime."""
+    return {step: name for name, path in options("regime").items() for step in read_yaml(path).get("steps") or []}
+
+
+def check_step_regime(step: str, regime: str) -> None:
+    """A family's members run under their family's regime, and a family runs its members only."""
+    own = regime_table(regime).get("steps")
+    check_choice("step", step)  # an unknown one named with the nearest
+    if own and step not in own:
+        raise ConfigError(f"regime {regime} runs its own steps ({', '.join(own)}), not {step}: +step={own[0]}, or "
+                          f"regime=r50 for the roadmap's")
+    claimed = family_of_steps().get(step)
+    if not own and claimed:
+        raise ConfigError(f"{step} is a member of regime {claimed}: add regime={claimed}")
+
+
 def list_steps(regime: str = "r50") -> list[StepInfo]:
-    """Every step in roadmap order, with its one change (from its own file) and the regime's paper numbers."""
+    """A regime's steps: a family's members in its own order, else every roadmap step in roadmap order (the
+    members of families left out), each with its one change (from its own file) and the regime's paper numbers."""
     table = regime_table(regime)
     paper = table.get("paper") or {}
     files = {name: read_yaml(path) for name, path in options("step").items()}
     parents = {name: step_parent(f) for name, f in files.items()}
+    members = family_of_steps()
+    order = list(table.steps) if table.get("steps") else roadmap_order({s: p for s, p in parents.items() if s not in members})
     rows = []
-    for name in roadmap_order(parents):
+    for name in order:
         own = (files[name].get("lineage") or {}).get(name) or {}
         change = OmegaConf.create({"regime": table, "change": own.get("change", name)}).change  # ${regime.*} resolved
         numbers = paper.get(name) or {}
@@ -123,6 +143,8 @@ def compose_config(step: str | None = None, regime: str = "r50", overrides: list
     ``as_run=True`` also composes and installs Hydra's own config, as ``run.py`` would have it, so the
     result can be passed to :func:`roadmap.train.train` (the tests' way of running run.py in-process).
     """
+    if step:
+        check_step_regime(step, regime)
     args = [f"regime={regime}", *([f"+step={step}"] if step else []), *overrides]
     check_overrides(args, repeats=True)  # a later override of the Python API's list replaces an earlier one
     if GlobalHydra.instance().is_initialized():  # inside a Hydra app (or a test): compose with a fresh instance
@@ -212,17 +234,21 @@ def refuse_bad_run(cfg: DictConfig) -> None:
     the meta device), the data (:func:`roadmap.data.check_data`), for ``mode=eval`` weights that are the chosen
     step's (:func:`roadmap.record.check_evaluation_target`), else a run folder that holds no other config's run or
     other data's (:func:`roadmap.record.check_identity`) and a readable ``model.init_from``."""
-    validate(cfg)
     step = chosen_step()
+    check_step_regime(step, cfg.regime.name)
+    validate(cfg)
     check_environment(cfg)
     from roadmap.shapes import check_input_size
 
     with torch.device("meta"):  # every knob the builder checks, and the input size, on shapes only
         model = instantiate_model(cfg.model, init_from=None)
     check_input_size(model, cfg.data.img_size)
+    if cfg.recipe.layer_decay and len(model.stages[2].blocks) > 27:
+        raise ConfigError(f"recipe.layer_decay follows the official ConvNeXt's 12 layers, which hold at most 27 blocks in "
+                          f"stage 3 (this model has {len(model.stages[2].blocks)}): recipe.layer_decay=null")
     from roadmap.data import data_identity
 
-    data = data_identity(cfg.data)  # the data's classes and val images checked, its index built once
+    data = data_identity(cfg.data, cfg.recipe.validate)  # the data's classes and val images checked, its index built once
     if cfg.mode == "eval":
         check_evaluation_target(cfg, step)
         return
@@ -230,7 +256,7 @@ def refuse_bad_run(cfg: DictConfig) -> None:
     if cfg.model.init_from:
         from roadmap.weights import check_init_source
 
-        check_init_source(model, str(cfg.model.init_from))
+        check_init_source(model, str(cfg.model.init_from), cfg.recipe.init_from_ema)
 
 
 class RefuseBeforeRun(Callback):
@@ -267,9 +293,10 @@ def build_model(step: str, regime: str = "r50", overrides: list[str] | tuple = (
     return instantiate_model(cfg.model, **{"num_classes": 1000, **knobs})
 
 
-def instantiate_model(model_cfg: DictConfig | dict, **overrides):
+def instantiate_model(model_cfg: DictConfig | dict, init_from_ema: bool = False, **overrides):
     """``hydra.utils.instantiate`` of the builder (its ConfigError surfaced instead of Hydra's wrapper), then
-    the weights of ``init_from`` when set (:func:`roadmap.weights.init_from`; not on the meta device)."""
+    the weights of ``init_from`` when set (:func:`roadmap.weights.init_from`, its EMA weights with ``init_from_ema``;
+    not on the meta device)."""
     from roadmap.weights import init_from
 
     if isinstance(model_cfg, DictConfig):
@@ -284,5 +311,5 @@ def instantiate_model(model_cfg: DictConfig | dict, **overrides):
         reason = re.sub(r",? set env var HYDRA_FULL_ERROR.*", "", " ".join(str(err).split()))  # Hydra's advice
         raise ConfigError(f"cannot build the model: {reason[:300]}") from None
     if source and next(model.parameters()).device.type != "meta":
-        init_from(model, str(source))
+        init_from(model, str(source), ema=init_from_ema)
     return model

@@ -37,7 +37,7 @@ from roadmap.lit import RoadmapModule
 from roadmap.shapes import count_gflops, count_params_m
 from roadmap.record import RunPaths, RunRecord
 from roadmap.steps import chosen_step, instantiate_model, refuse_bad_run
-from roadmap.weights import export_run_weights
+from roadmap.weights import export_run_weights, weights_source
 
 
 def build_loggers(cfg: DictConfig, paths: RunPaths) -> list:
@@ -56,15 +56,17 @@ def build_loggers(cfg: DictConfig, paths: RunPaths) -> list:
 
 def checkpoint_callbacks(cfg: DictConfig, paths: RunPaths) -> list[ModelCheckpoint]:
     """``last.ckpt`` at every epoch end and, with ``run.checkpoint_every_n_steps``, every n optimizer steps too (a
-    second callback: Lightning's triggers are exclusive within one); ``best.ckpt`` by the table's metric."""
+    second callback: Lightning's triggers are exclusive within one); ``best.ckpt`` by the table's metric where the run
+    validates."""
     newest = dict(dirpath=paths.checkpoints, filename=paths.last_ckpt.stem, save_top_k=1,  # no monitor: the newest
                   enable_version_counter=False)  # only, overwritten in place
     found = [ModelCheckpoint(**newest, every_n_epochs=1)]
     if cfg.run.checkpoint_every_n_steps:
         found.append(MidEpochCheckpoint(**newest, every_n_train_steps=cfg.run.checkpoint_every_n_steps))
-    found.append(ModelCheckpoint(dirpath=paths.checkpoints, filename=paths.best_ckpt.stem,
-                                 monitor=record.table_metric(cfg.recipe), mode="max", save_top_k=1,
-                                 save_weights_only=True, enable_version_counter=False, every_n_epochs=1))
+    if cfg.recipe.validate:  # a run without validation has no best epoch
+        found.append(ModelCheckpoint(dirpath=paths.checkpoints, filename=paths.best_ckpt.stem,
+                                     monitor=record.table_metric(cfg.recipe), mode="max", save_top_k=1,
+                                     save_weights_only=True, enable_version_counter=False, every_n_epochs=1))
     return found
 
 
@@ -116,7 +118,7 @@ def train(cfg: DictConfig) -> RunRecord:
     retain_freed_memory()
     step = chosen_step()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    model = instantiate_model(cfg.model)
+    model = instantiate_model(cfg.model, cfg.recipe.init_from_ema)
     paths = RunPaths(Path(cfg.run.dir).resolve())
     previous = RunRecord.read(paths.root)
     if previous and previous.status == "done" and not cfg.run.force:
@@ -139,7 +141,8 @@ def train(cfg: DictConfig) -> RunRecord:
 
     started = time.time()
     throughput, bad_files = Throughput(), BadFiles(cfg.data.get("max_bad_fraction", 0.0))
-    header = RunRecord.of_run(cfg, step, HydraConfig.get().overrides.task, paths, run, data_identity(cfg.data))
+    header = RunRecord.of_run(cfg, step, HydraConfig.get().overrides.task, paths, run,
+                               data_identity(cfg.data, cfg.recipe.validate), weights_source(cfg.model.init_from))
 
     def record_now(status: str, error: str | None = None) -> None:
         """The run's record as it stands (global rank 0's file): the history so far, the unreadable files met."""
@@ -148,7 +151,8 @@ def train(cfg: DictConfig) -> RunRecord:
                     bad_files=bad_files.files).write(paths.root)
 
     # the record follows the run: its history at every epoch's end
-    history = History(extras=(throughput.history_row, bad_files.history_row), on_epoch=lambda: record_now("running"))
+    history = History(extras=(throughput.history_row, bad_files.history_row), on_epoch=lambda: record_now("running"),
+                      validated=cfg.recipe.validate)
 
     def stopped(status: str, error: str | None = None) -> None:
         record_now(status, error or STOPPED[status].format(last=paths.relative(paths.last_ckpt)))

@@ -89,6 +89,21 @@ def export_run_weights(module, paths) -> dict[str, str]:
     return {k: paths.relative(v) for k, v in out.items()}
 
 
+def _architecture(model: torch.nn.Module) -> str:
+    """``depths 3-3-27-3, stem width 128`` of a RoadmapNet."""
+    depths = "-".join(str(len(stage.blocks)) for stage in model.stages)
+    return f"depths {depths}, stem width {model.stem[0].out_channels}"
+
+
+def _source_run(source: str) -> str:
+    """`` (the <step> (<regime>) run)`` where ``source`` is a run's file, else ''."""
+    from roadmap.record import RunPaths, RunRecord
+
+    paths = RunPaths.holding(Path(source).expanduser().resolve()) if Path(source).expanduser().is_file() else None
+    run = RunRecord.read(paths.root) if paths else None
+    return f" (the {run.step} ({run.regime}) run)" if run else ""
+
+
 def load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
     """Load strictly, except a classifier of another class count, which stays newly initialised."""
     own = model.state_dict()
@@ -100,7 +115,8 @@ def load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], sourc
     if (missing - (set(HEAD_KEYS) if head_differs else set())) or unexpected or shapes:
         detail = "; ".join(f"{name}: {sorted(keys)[:3]}{' ...' if len(keys) > 3 else ''}" for name, keys in
                            (("missing", missing - set(HEAD_KEYS)), ("unexpected", unexpected), ("other shape", shapes)) if keys)
-        raise ConfigError(f"the weights of {source} do not fit this step ({detail}); use weights of the same step and regime")
+        raise ConfigError(f"the weights of {source}{_source_run(source)} do not fit this model ({_architecture(model)}: "
+                          f"{detail}); use weights of the same architecture")
     model.load_state_dict(state_dict, strict=not head_differs)
 
 
@@ -144,9 +160,10 @@ def timm_weights_file(name: str) -> str:
     return cached[0]
 
 
-def check_init_source(model: torch.nn.Module, source: str) -> None:
+def check_init_source(model: torch.nn.Module, source: str, ema: bool = False) -> None:
     """Refuse a ``model.init_from`` that cannot be read, before any work: a missing file, a step timm has no model
-    of, timm's weights not in the local cache (``model`` may be on the meta device: nothing is loaded)."""
+    of, timm's weights not in the local cache, and with ``ema`` (``recipe.init_from_ema``) a file that holds no EMA
+    weights (``model`` may be on the meta device: nothing is loaded)."""
     if source == "timm" or source.startswith("timm:"):
         name, file = _timm_match(model), source.partition(":")[2] or None
         if file is None:
@@ -156,13 +173,43 @@ def check_init_source(model: torch.nn.Module, source: str) -> None:
     if not Path(source).expanduser().is_file():
         raise ConfigError(f"no weights file {source}: point model.init_from at a run's checkpoints/*.ckpt or "
                           f"weights/*.safetensors")
+    if ema:
+        _ema_weights_of(source)
 
 
-def init_from(model: torch.nn.Module, source: str) -> None:
-    """Start ``model`` from ``source`` (see the module docstring)."""
+def _ema_weights_of(source: str) -> dict[str, torch.Tensor]:
+    """The EMA weights ``recipe.init_from_ema`` asks for: a run's ``.ckpt``'s, or an exported ``ema.safetensors``."""
+    if Path(source).name == "ema.safetensors":
+        return read_state_dict(source)
+    if Path(source).suffix != ".ckpt":
+        raise ConfigError(f"recipe.init_from_ema=true starts from EMA weights, which {source} is not known to hold: give "
+                          f"the pre-trained run's checkpoints/last.ckpt or weights/ema.safetensors, or recipe.init_from_ema=false")
+    try:
+        return read_state_dict(source, "ema")
+    except ConfigError as err:
+        raise ConfigError(f"{err}: recipe.init_from_ema=true needs them (recipe.init_from_ema=false starts from the "
+                          f"raw weights)") from None
+
+
+def init_from(model: torch.nn.Module, source: str, ema: bool = False) -> None:
+    """Start ``model`` from ``source`` (see the module docstring); ``ema``: a run's EMA weights (``recipe.init_from_ema``;
+    timm's are the paper's released weights as they are)."""
     if source == "timm" or source.startswith("timm:"):
         name = _timm_match(model)
         state_dict = convert_reference_state_dict(timm_state_dict(name, source.partition(":")[2] or None))
         load_into(model, state_dict, f"timm {name}")
     else:
-        load_into(model, read_state_dict(source), source)
+        load_into(model, _ema_weights_of(source) if ema else read_state_dict(source), source)
+
+
+def weights_source(source: str | None) -> dict | None:
+    """What a run's record keeps of its ``model.init_from``: the file, its SHA-256 and the run it is of (timm's cached
+    weights: their name)."""
+    if not source:
+        return None
+    file = Path(source.removeprefix("timm:")).expanduser()
+    if not file.is_file():
+        return {"source": source}
+    from roadmap.files import sha256_once
+
+    return {"source": source, "sha256": sha256_once(file), "run": _source_run(str(file)).strip(" ()") or None}

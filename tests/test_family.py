@@ -1,0 +1,219 @@
+"""The ConvNeXt family (regime=family): each member is timm's model, its params and GFLOPs are the paper's at 224²
+and 384², the recipe presets are the paper's and TRAINING.md's values, layer-wise lr decay groups as the official
+code, and a pre-training run without validation hands its weights to a fine-tuning run that resumes exactly."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+from roadmap import ConfigError, build_model, list_steps
+from roadmap.compat import convert_reference_state_dict, load_reference_weights
+from roadmap.effective import effective_run
+from roadmap.fake_imagenet import write_jpegs
+from roadmap.lit import RoadmapModule
+from roadmap.recipe_parts import HEAD_LAYER, convnext_layer
+from roadmap import files
+from roadmap.record import RunRecord, run_variant
+from roadmap.shapes import count_gflops, count_params_m
+from roadmap.steps import compose_config, instantiate_model
+from tests.helpers import assert_same_weights_and_history, one_each
+
+REPO = Path(__file__).resolve().parent.parent
+MEMBERS = {"convnext_t": "convnext_tiny", "convnext_s": "convnext_small", "convnext_b": "convnext_base",
+           "convnext_l": "convnext_large", "convnext_xl": "convnext_xlarge"}
+# params (M) and GFLOPs as the paper prints them: Table 1 at 224²; at 384² the seed's table (B, L) and the official
+# README (T from its 22K table, XL)
+PAPER = {"convnext_t": (28.6, 4.5, 13.1), "convnext_s": (50, 8.7, None), "convnext_b": (89, 15.4, 45.0),
+         "convnext_l": (198, 34.4, 101.0), "convnext_xl": (350, 60.9, 179.0)}
+
+
+def _meta(step, **knobs):
+    with torch.device("meta"):
+        return build_model(step, "family", ["recipe.drop_path_rate=0"], **knobs)
+
+
+def test_the_family_lists_its_members_and_the_roadmap_leaves_them_out():
+    assert [s.name for s in list_steps("family")] == list(MEMBERS)
+    assert not set(MEMBERS) & {s.name for s in list_steps("r50")}
+    with pytest.raises(ConfigError, match="convnext_s is a member of regime family: add regime=family"):
+        compose_config("convnext_s", "r50")
+    with pytest.raises(ConfigError, match="regime family runs its own steps"):
+        compose_config("gelu", "family")
+    with pytest.raises(ConfigError, match=r"unknown step 'convnext_m' \(did you mean convnext_t\?\)"):
+        compose_config("convnext_m", "family")
+
+
+@pytest.mark.parametrize("step", MEMBERS)
+def test_each_member_is_timms_model(step):
+    """Strict load of timm's weights (random, every tensor mattering) and the same logits at 32²."""
+    with torch.device("meta"):
+        reference = timm.create_model(MEMBERS[step])
+        ours = build_model(step, "family", ["recipe.drop_path_rate=0"])
+    reference, ours = reference.to_empty(device="cpu"), ours.to_empty(device="cpu")
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, tensor in reference.state_dict().items():
+            noise = torch.rand(tensor.shape, generator=gen) if tensor.ndim == 1 else torch.randn(tensor.shape, generator=gen)
+            tensor.copy_(0.5 + 0.5 * noise if tensor.ndim == 1 else 0.02 * noise)
+    load_reference_weights(ours, reference.state_dict())  # strict: every key and shape
+    x = torch.randn(1, 3, 32, 32, generator=gen)
+    with torch.no_grad():
+        expected, got = reference.eval()(x), ours.eval()(x)
+    assert expected.abs().mean() > 1e-2 and (got - expected).abs().max() < 1e-3 * expected.abs().max()
+
+
+@pytest.mark.parametrize("step", MEMBERS)
+def test_params_and_gflops_are_the_papers_at_224_and_384(step):
+    params, gflops_224, gflops_384 = PAPER[step]
+    model = _meta(step)
+    assert count_params_m(model) == pytest.approx(params, rel=0.012)  # "50M", "89M": rounded to the unit
+    assert count_gflops(model, 224) == pytest.approx(gflops_224, abs=0.05)
+    if gflops_384:
+        assert count_gflops(model, 384) == pytest.approx(gflops_384, rel=0.005)
+
+
+# Every value a preset sets, as the paper and TRAINING.md give it (per member: stochastic depth; None: not given)
+PRESETS = {
+    "convnext_in1k": dict(epochs=300, warmup_epochs=20, base_lr=4e-3, base_batch=4096, weight_decay=0.05, mixup=0.8,
+                          cutmix=1.0, ema=True, layer_decay=None, head_init_scale=1.0, init_from_ema=False, validate=True,
+                          drop_path={"convnext_t": 0.1, "convnext_s": 0.4, "convnext_b": 0.5, "convnext_l": 0.5}),
+    "convnext_in22k": dict(epochs=90, warmup_epochs=5, base_lr=4e-3, base_batch=4096, weight_decay=0.05, mixup=0.8,
+                           cutmix=1.0, ema=False, layer_decay=None, head_init_scale=1.0, init_from_ema=False,
+                           validate=False, drop_path={"convnext_t": 0.0, "convnext_s": 0.0, "convnext_b": 0.1,
+                                                      "convnext_l": 0.1, "convnext_xl": 0.2}),
+    "convnext_ft_in1k": dict(epochs=30, warmup_epochs=0, base_lr=5e-5, base_batch=512, weight_decay=1e-8, mixup=0.0,
+                             cutmix=0.0, ema=False, layer_decay=0.7, head_init_scale=0.001, init_from_ema=True,
+                             validate=True, drop_path={"convnext_b": 0.8, "convnext_l": 0.95}),
+    "convnext_ft_in22k": dict(epochs=30, warmup_epochs=0, base_lr=5e-5, base_batch=512, weight_decay=1e-8, mixup=0.0,
+                              cutmix=0.0, ema=False, layer_decay=0.8, head_init_scale=0.001, init_from_ema=False,
+                              validate=True, drop_path={"convnext_b": 0.2, "convnext_l": 0.3, "convnext_xl": 0.4}),
+}
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_each_preset_is_the_papers(preset):
+    expected = PRESETS[preset]
+    for step in MEMBERS:
+        if step not in expected["drop_path"]:
+            with pytest.raises(ConfigError, match="the paper gives no stochastic depth for this model"):
+                compose_config(step, "family", [f"recipe={preset}"])
+            continue
+        r = compose_config(step, "family", [f"recipe={preset}", "+experiment=paper_in1k", "data.root=/in"]).recipe
+        got = dict(epochs=r.epochs, warmup_epochs=r.warmup_epochs, base_lr=r.base_lr, base_batch=r.base_batch,
+                   weight_decay=r.optimizer.weight_decay, mixup=r.mixup, cutmix=r.cutmix, ema=r.ema.enabled,
+                   layer_decay=r.layer_decay, head_init_scale=r.head_init_scale, init_from_ema=r.init_from_ema,
+                   validate=r.validate)
+        assert got == {k: v for k, v in expected.items() if k != "drop_path"}, step
+        assert r.drop_path_rate == expected["drop_path"][step]
+        # what Table 5 shares with every preset
+        assert (r.optimizer.name, list(r.optimizer.betas), r.schedule, r.auto_augment, r.re_prob, r.label_smoothing,
+                r.layer_scale_init, r.ema.decay) == ("adamw", [0.9, 0.999], "cosine", "rand-m9-mstd0.5-inc1", 0.25, 0.1,
+                                                     1e-6, 0.9999)
+
+
+def _official_layer(timm_key: str) -> int:
+    """The official ConvNeXt's ``get_num_layer_for_convnext`` (optim_factory.py) on a timm convnext key, renamed to
+    the official model's names (stem = downsample_layers.0, stages.i.blocks.j = stages.i.j, head.norm = norm)."""
+    parts = timm_key.split(".")
+    if parts[0] == "stem" or parts[:3] == ["stages", parts[1], "downsample"]:
+        stage = 0 if parts[0] == "stem" else int(parts[1])
+        return {0: 0, 1: 2, 2: 3, 3: 12}[stage]
+    if parts[0] == "stages":
+        stage, block = int(parts[1]), int(parts[3])
+        return stage + 1 if stage < 2 else 3 + block // 3 if stage == 2 else 12
+    return 13
+
+
+@pytest.mark.parametrize("step", ["convnext_t", "convnext_b"])
+def test_layer_decay_groups_are_the_official_ones_and_not_timms(step):
+    with torch.device("meta"):
+        reference = timm.create_model(MEMBERS[step])
+    for key in reference.state_dict():
+        (ours,) = convert_reference_state_dict({key: torch.empty(0)})
+        assert convnext_layer(ours) == _official_layer(key), key
+    from timm.optim import param_groups_layer_decay  # timm's grouping on its own convnext: one layer per block
+
+    scales = {id(p): g["lr_scale"] for g in param_groups_layer_decay(reference, layer_decay=0.8) for p in g["params"]}
+    official = {name: 0.8 ** (HEAD_LAYER - _official_layer(name)) for name, _ in reference.named_parameters()}
+    differ = [n for n, p in reference.named_parameters() if scales[id(p)] != pytest.approx(official[n])]
+    assert len(differ) > len(official) // 2
+
+
+def _tiny(*extra: str) -> list[str]:
+    return ["regime=family", "+step=convnext_b", "model.width=8", "model.depths=[1,1,6,1]", "budget=smoke",
+            "logger=csv", "trainer.enable_progress_bar=false", "depthwise=native", "budget.limit_train_batches=4",
+            *extra]
+
+
+def test_fine_tuning_groups_its_lrs_by_layer_and_starts_a_small_head(tmp_path):
+    cfg = compose_config("convnext_b", "family", _tiny("recipe=convnext_ft_in22k", "data.train_size=32",
+                                                         "data.val_size=16", f"run.root={tmp_path}")[2:])
+    run = effective_run(cfg, 32)
+    module = RoadmapModule(instantiate_model(cfg.model), cfg.recipe, num_classes=8, run=run)
+    optimizer = module.configure_optimizers()["optimizer"]
+    names = {id(p): n for n, p in module.model.named_parameters()}
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            assert group["lr"] == pytest.approx(run.peak_lr * 0.8 ** (13 - convnext_layer(names[id(param)])))
+            assert group["weight_decay"] == (0.0 if param.ndim == 1 else 1e-8)
+    assert {g["layer"] for g in optimizer.param_groups} == {0, 1, 2, 3, 4, 12, 13}
+    head = module.model.fc.weight
+    assert head.std().item() == pytest.approx(0.02 * 0.001, rel=0.2)  # trunc-normal(.02) × head init scale
+
+
+def _run(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "run.py", *one_each(*_tiny(*args), f"run.root={root}")], cwd=REPO,
+                          capture_output=True, text=True)
+
+
+def _interrupted_then_resumed(root: Path, *args: str) -> Path:
+    stopped = _run(root, *args, "run.checkpoint_every_n_steps=1", "+callbacks.stop._target_=tests.helpers.SignalAtStep",
+                   "+callbacks.stop.step=2")
+    assert stopped.returncode == 3, stopped.stderr[-2000:]
+    (run_dir,) = root.glob("*/family/convnext_b/seed0")
+    assert RunRecord.read(run_dir).status == "preempted"
+    resumed = _run(root, *args, "run.checkpoint_every_n_steps=1")
+    assert resumed.returncode == 0 and "resuming from" in resumed.stdout, resumed.stderr[-2000:]
+    return run_dir
+
+
+@pytest.mark.slow
+def test_pretraining_without_validation_then_fine_tuning_at_another_size_and_class_count(tmp_path):
+    """22K-style pre-training on an image folder without val/ (3 classes, 32²) checkpoints, resumes and ends done with
+    no validation; fine-tuning its weights on the embedded data (8 classes, 64²) resumes exactly, and its record and
+    folder name the weights it started from."""
+    write_jpegs(tmp_path / "in22k", classes=3, train_per_class=12, val_per_class=0)
+    shutil.rmtree(tmp_path / "in22k" / "val")  # ImageNet-22K has none
+    pretrain = ["recipe=convnext_in22k", "data=imagenet22k", f"data.root={tmp_path / 'in22k'}", "data.num_classes=3",
+                "data.img_size=32", "budget.batch_size=8"]
+    pre_dir = _interrupted_then_resumed(tmp_path / "pre", *pretrain)
+    pre = RunRecord.read(pre_dir)
+    assert pre.status == "done" and pre.final["top1"] is None and [r["epoch"] for r in pre.history] == [1]
+    assert "train/loss" in pre.history[0] and not (pre_dir / "checkpoints" / "best.ckpt").exists()
+    assert pre.weights == {"final": "weights/final.safetensors"}
+
+    finetune = ["recipe=convnext_ft_in22k", "data.img_size=64", "data.train_size=32", "data.val_size=16",
+                f"model.init_from={pre_dir / 'weights' / 'final.safetensors'}"]
+    uninterrupted = _run(tmp_path / "once", *finetune)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-2000:]
+    (once_dir,) = (tmp_path / "once").glob("*/family/convnext_b/seed0")
+    ft_dir = _interrupted_then_resumed(tmp_path / "ft", *finetune)
+    assert_same_weights_and_history(ft_dir, once_dir)
+    record = RunRecord.read(ft_dir)
+    assert record.status == "done" and record.final["top1"] is not None
+    assert record.weights_from["run"] == "the convnext_b (family) run"
+    assert record.weights_from["sha256"] == files.sha256_of(pre_dir / "weights" / "final.safetensors")
+
+
+def test_other_weights_at_the_same_path_name_another_folder(tmp_path):
+    """The folder names ``model.init_from`` by its file's content: the path stays in config.yaml."""
+    weights = tmp_path / "pretrained.safetensors"
+    weights.write_bytes(b"one")
+    first = run_variant([f"model.init_from={weights}", "+step=convnext_b"])
+    assert first == f"+model.init_from@pretrained-{files.sha256_of(weights)[:8]}"
+    weights.write_bytes(b"other weights")
+    assert run_variant([f"model.init_from={weights}"]) != first
