@@ -186,7 +186,7 @@ def test_the_model_config_names_every_argument_of_the_builder():
 def test_unknown_step_and_regime():
     with pytest.raises(ConfigError, match=r"unknown step 'kernel_8' \(did you mean kernel_9\?\); valid steps: .*kernel_7"):
         build_model("kernel_8")
-    with pytest.raises(ConfigError, match=r"unknown regime 'r101'; valid regimes: r200, r50 \(or add regime/r101.yaml to "
+    with pytest.raises(ConfigError, match=r"unknown regime 'r101'; valid regimes: family, r200, r50 \(or add regime/r101.yaml to "
                                           r"conf/ or \$ROADMAP_CONFIG_PATH\)"):
         build_model("gelu", regime="r101")
     with pytest.raises(ConfigError, match=r"^unknown key model.no_such_knob: no config has it$"):

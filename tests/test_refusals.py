@@ -59,7 +59,7 @@ CASES = [
     ("run", "+step=gelu trainer.max_epochs=3", "trainer.max_epochs is set by the effective run"),
     # group choices
     ("run", "+step=nonexistent", "unknown step 'nonexistent'; valid steps: bn_to_ln,"),
-    ("run", "+step=gelu regime=r999", "unknown regime 'r999'; valid regimes: r200, r50"),
+    ("run", "+step=gelu regime=r999", "unknown regime 'r999'; valid regimes: family, r200, r50"),
     ("run", "+step=gelu data=imagenet", "unknown data 'imagenet' (did you mean imagenette?); valid data: cifar10,"),
     ("run", "+step=gelu budget=papr", "unknown budget 'papr' (did you mean paper?)"),
     ("run", "+step=gelu +experiment=paper", "unknown experiment 'paper' (did you mean"),
