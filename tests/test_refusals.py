@@ -13,6 +13,8 @@ import yaml
 
 from roadmap.config_files import CONFIG_PATH_ENV
 from roadmap.fake_imagenet import fake_jpeg, write_tars
+from roadmap.model import RoadmapNet
+from roadmap.weights import export
 from tests.helpers import write_run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -97,6 +99,26 @@ CASES = [
             "data.num_classes=2", "{tmp}/tars/text.tar is not a readable uncompressed tar of images"),
     ("run", "+step=gelu data=imagenet_tar data.root={tmp}/tars data.train_tar=train.tar.gz data.val_tar=val.tar "
             "data.num_classes=2", "{tmp}/tars/train.tar.gz is not a readable uncompressed tar of images"),
+    # the family and its recipes
+    ("run", "regime=family +step=convnext_m", "unknown step 'convnext_m' (did you mean convnext_t?)"),
+    ("run", "+step=convnext_s", "convnext_s is a member of regime family: add regime=family"),
+    ("run", "regime=family +step=gelu", "regime family runs its own steps (convnext_t, convnext_s, convnext_b, "
+                                        "convnext_l, convnext_xl), not gelu"),
+    ("run", "regime=family +step=convnext_xl", "the paper gives no stochastic depth for this model under recipe convnext "
+                                               "(it gives one for: in22k, ft_in22k, in regime.drop_path)"),
+    ("run", "+step=separate_downsampling recipe=convnext_in22k", "recipe convnext_in22k takes each family member's "
+                                                                 "stochastic depth (regime.drop_path), which regime r50 has not"),
+    ("run", "regime=family +step=convnext_b recipe=convnext_ft_in22k recipe.layer_decay=1.5",
+     "recipe.layer_decay=1.5: must be in (0, 1] or null (none)"),
+    ("run", "regime=r200 +step=modern_recipe recipe=convnext_ft_in1k recipe.drop_path_rate=0.1",
+     "recipe.layer_decay follows the official ConvNeXt's 12 layers, which hold at most 27 blocks in stage 3 (this model "
+     "has 36)"),
+    ("run", "regime=family +step=convnext_t data.img_size=16", "this step needs images of at least 32 px, data.img_size is 16"),
+    ("run", "regime=family +step=convnext_b recipe=convnext_ft_in22k model.init_from={tmp}/gelu_run/weights/final.safetensors",
+     "the weights of {tmp}/gelu_run/weights/final.safetensors (the gelu (r50) run) do not fit this model (depths 3-3-27-3, "
+     "stem width 128: missing: "),
+    ("run", "regime=family +step=convnext_b recipe=convnext_ft_in1k model.init_from={tmp}/gelu_run/weights/final.safetensors",
+     "recipe.init_from_ema=true starts from EMA weights, which {tmp}/gelu_run/weights/final.safetensors is not known to hold"),
     ("roadmap.data", "", "the following arguments are required: command"),
     ("roadmap.data", "verify {tmp}/no_such", "argument root: no folder {tmp}/no_such"),
     ("roadmap.data", "verify {tmp}/outputs", "{tmp}/outputs holds neither train/ and val/ folders nor the tar"),
@@ -278,6 +300,7 @@ def answers(tmp_path_factory):
     (gelu / "checkpoints").mkdir()
     (gelu / "checkpoints" / "best.ckpt").write_bytes(b"weights")
     (gelu / "config.yaml").write_text(yaml.safe_dump({"model": {"kernel_size": 7, "act": "gelu"}}))
+    export(RoadmapNet(depths=(1, 1, 1, 1), width=8).state_dict(), gelu / "weights" / "final.safetensors")
     (tmp / "gelu_run").symlink_to(gelu)
     for name, text in (("broken_config", "seed: 0\nmodel: [unclosed\n"), ("incomplete_config", R50_CONFIG)):
         saved = tmp / name / "synthetic-cpu_proxy" / "r50" / "gelu" / "seed0" / "config.yaml"
