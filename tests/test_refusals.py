@@ -119,6 +119,11 @@ CASES = [
      "stem width 128: missing: "),
     ("run", "regime=family +step=convnext_b recipe=convnext_ft_in1k model.init_from={tmp}/gelu_run/weights/final.safetensors",
      "recipe.init_from_ema=true starts from EMA weights, which {tmp}/gelu_run/weights/final.safetensors is not known to hold"),
+    ("roadmap.compare_models", "--rows convnext_q", "unknown row(s) convnext_q; rows: regnety_16g,"),
+    ("roadmap.compare_models", "--weights {tmp}/no_such", "--weights {tmp}/no_such: no folder"),
+    ("roadmap.compare_models", "--val {tmp}/a_file", "argument --val: no folder {tmp}/a_file"),
+    ("roadmap.compare_models", "--rows convnext_t --no-speed --val {tmp}/pets --weights {tmp}/foreign --out {tmp}/cm",
+     "{tmp}/foreign/convnext_t.pth does not hold ConvNeXt-T's weights (family:convnext_t)"),
     ("roadmap.data", "", "the following arguments are required: command"),
     ("roadmap.data", "verify {tmp}/no_such", "argument root: no folder {tmp}/no_such"),
     ("roadmap.data", "verify {tmp}/outputs", "{tmp}/outputs holds neither train/ and val/ folders nor the tar"),
@@ -301,6 +306,8 @@ def answers(tmp_path_factory):
     (gelu / "checkpoints" / "best.ckpt").write_bytes(b"weights")
     (gelu / "config.yaml").write_text(yaml.safe_dump({"model": {"kernel_size": 7, "act": "gelu"}}))
     export(RoadmapNet(depths=(1, 1, 1, 1), width=8).state_dict(), gelu / "weights" / "final.safetensors")
+    (tmp / "foreign").mkdir()
+    torch.save({"head.fc.weight": torch.zeros(2, 2)}, tmp / "foreign" / "convnext_t.pth")
     (tmp / "gelu_run").symlink_to(gelu)
     for name, text in (("broken_config", "seed: 0\nmodel: [unclosed\n"), ("incomplete_config", R50_CONFIG)):
         saved = tmp / name / "synthetic-cpu_proxy" / "r50" / "gelu" / "seed0" / "config.yaml"
