@@ -6,6 +6,9 @@ REGIME ?= r50
 ARGS ?=
 SEEDS ?= 0
 OUTPUTS ?= outputs
+FAMILY ?= convnext_t,convnext_s,convnext_b,convnext_l
+PRETRAIN ?= +experiment=paper_in22k
+FINETUNE ?= +experiment=paper_finetune
 # Two pytest workers (pytest-xdist), a test file each at a time (its tests share module fixtures: the cluster, a
 # sweep, reference runs); tests/conftest.py starts the longest files first. WORKERS=0 runs in one process.
 # Not --dist loadgroup: with pytest 9.2 it ignores xdist_group marks (xdist 3.8 renames item._nodeid, which
@@ -13,7 +16,7 @@ OUTPUTS ?= outputs
 WORKERS ?= 2
 PYTEST := $(PY) -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 
-.PHONY: help install test test-fast test-slurm train profile bench roadmap analysis notebook clean
+.PHONY: help install test test-fast test-slurm train profile bench roadmap family family-22k analysis notebook clean
 
 install: $(VENV)/.installed  ## the virtual environment and the project in it (every other target does this first)
 
@@ -50,6 +53,20 @@ roadmap: install  ## every step of REGIME for SEEDS (e.g. SEEDS=0,1,2), then the
 	$(PY) -m analysis.roadmap $(OUTPUTS) --regime $(REGIME) && \
 	$(PY) -m analysis.compare $(OUTPUTS) --regime $(REGIME) && \
 	$(PY) -m analysis.notebook $(OUTPUTS) --regime $(REGIME) || exit $$?; \
+	exit $$status
+
+family: install  ## the ConvNeXt family (FAMILY) with the ImageNet-1K recipe (EMA) for SEEDS, then its table beside Table 1
+	status=0; $(PY) run.py -m regime=family "+step=$(FAMILY)" recipe=convnext_in1k seed=$(SEEDS) run.root=$(OUTPUTS) $(ARGS) || status=$$?; \
+	$(PY) -m analysis.roadmap $(OUTPUTS) --regime family || exit $$?; \
+	exit $$status
+
+family-22k: install  ## ImageNet-22K pre-training of FAMILY (PRETRAIN), then each member fine-tuned from its weights (FINETUNE); done stages are skipped
+	$(PY) run.py -m regime=family "+step=$(FAMILY)" seed=$(SEEDS) run.root=$(OUTPUTS) $(PRETRAIN)
+	status=0; for member in $$(echo $(FAMILY) | tr , ' '); do \
+	  weights=$$($(PY) -m roadmap.sweep --weights-of regime=family +step=$$member seed=$(SEEDS) run.root=$(OUTPUTS) $(PRETRAIN)) || exit $$?; \
+	  $(PY) run.py -m regime=family +step=$$member seed=$(SEEDS) run.root=$(OUTPUTS) model.init_from=$$weights $(FINETUNE) || status=$$?; \
+	done; \
+	$(PY) -m analysis.roadmap $(OUTPUTS) --regime family || exit $$?; \
 	exit $$status
 
 analysis: install  ## rebuild tables and charts of every run under OUTPUTS, and compare its proxies

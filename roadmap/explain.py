@@ -4,7 +4,8 @@ the file (or command-line override) that set it. Read this before launching a mo
     python -m roadmap.explain +step=original_recipe +experiment=paper_in1k [any run.py override ...]
 
 The reference is the same step and regime under ``+experiment=paper_in1k`` (ImageNet-1K, each recipe at
-its own length, effective batch 4096): Table 5 for the modern recipe, torchvision's recipe for row 0.
+its own length, effective batch 4096): Table 5 for the modern recipe, torchvision's recipe for row 0; under the
+command's own paper experiment (``paper_in22k``, ``paper_finetune``) where it names one, with its recipe preset.
 Attribution follows Hydra's defaults list (the order files are merged in) and interpolations.
 """
 from __future__ import annotations
@@ -76,6 +77,12 @@ def _rows(cfg: DictConfig) -> list[tuple[str, str, list[str]]]:
         ("grad clip", _g(r.grad_clip) if r.grad_clip else "off", ["recipe.grad_clip"]),
         ("layer scale", _g(cfg.model.layer_scale_init) if cfg.model.layer_scale_init else "off", ["model.layer_scale_init"]),
         ("drop path", _g(cfg.model.drop_path_rate), ["model.drop_path_rate"]),
+        ("layer decay", f"{_g(r.layer_decay)} (official 12 layers + head)" if r.layer_decay else "off", ["recipe.layer_decay"]),
+        ("head init", f"× {_g(r.head_init_scale)}" if r.head_init_scale != 1 else "as initialised", ["recipe.head_init_scale"]),
+        ("start from", f"{cfg.model.init_from}" + (" (its EMA weights)" if r.init_from_ema else "")
+         if cfg.model.init_from else "random init" + (" (recipe.init_from_ema: set model.init_from)" if r.init_from_ema else ""),
+         ["model.init_from", "recipe.init_from_ema"]),
+        ("validation", "every epoch" if r.validate else "none (recipe.validate=false)", ["recipe.validate"]),
         ("init", cfg.model.init, ["model.init"]),
         ("precision", f"{t.precision}, channels_last={cfg.channels_last}, compile={cfg.compile}, "
                       f"depthwise={cfg.depthwise}", ["trainer.precision", "channels_last", "compile", "depthwise"]),
@@ -132,6 +139,14 @@ class Provenance:
         return "?"
 
 
+def paper_run(overrides: list[str]) -> list[str]:
+    """The paper's run of a command's overrides: its paper experiment (``+experiment=paper_*``, else
+    :data:`REFERENCE`'s), with the command's recipe choice (a preset) and image size (a fine-tuning's 384²)."""
+    experiment = next((o for o in overrides if o.startswith("+experiment=paper_")), REFERENCE[0])
+    kept = [o for o in overrides if o.startswith(("recipe=", "data.img_size="))]
+    return [experiment, REFERENCE[1], *kept]
+
+
 def explain(overrides: list[str]) -> str:
     """The effective run of ``run.py <overrides>`` beside the paper's, as text."""
     check_overrides(overrides)
@@ -141,14 +156,14 @@ def explain(overrides: list[str]) -> str:
     rest = [o for o in overrides if not o.startswith(("+step=", "regime="))]
     regime = next((o.split("=", 1)[1] for o in overrides if o.startswith("regime=")), "r50")
     cfg = compose_config(step, regime, rest)
-    reference = compose_config(step, regime, REFERENCE)
+    reference = compose_config(step, regime, paper_run(rest))
     provenance = Provenance([f"regime={regime}", f"+step={step}", *rest])
     lineage = " → ".join(OmegaConf.to_container(cfg.lineage, resolve=False)) if "lineage" in cfg else step
     out = [f"== {step} ({regime}) | {cfg.data.name}-{cfg.budget.name} | "
            f"{'PROXY budget' if cfg.budget.proxy else 'paper budget'} ==",
            *textwrap.wrap(f"lineage: {lineage}", 110, subsequent_indent="  "),
-           "* = differs from the paper's run of this step (+experiment=paper_in1k: ImageNet-1K, batch 4096), "
-           "with what set it"]
+           f"* = differs from the paper's run of this step ({' '.join(o for o in paper_run(rest) if o != REFERENCE[1])}: "
+           f"{reference.data.name}, batch {effective_run(reference).effective_batch}), with what set it"]
     for (what, value, keys), (_, paper, _) in zip(_rows(cfg), _rows(reference)):
         if value == paper:
             out.append(f"  {what:<16} {value}")

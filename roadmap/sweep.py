@@ -18,7 +18,7 @@ from hydra.experimental.callback import Callback
 
 from roadmap.files import write_text
 from roadmap.cli import Parser
-from roadmap.errors import exit_on_config_error
+from roadmap.errors import ConfigError, exit_on_config_error
 from roadmap.steps import available_regimes, list_steps
 
 OUTCOME_FILE = "outcome.json"
@@ -94,12 +94,36 @@ class SweepReport(Callback):
             self.done += 1
 
 
+def finished_weights(overrides: list[str]) -> Path:
+    """The final weights of the finished run that ``run.py <overrides>`` names: a chained stage's
+    ``model.init_from`` (ImageNet-22K pre-training, then fine-tuning: ``make family-22k``)."""
+    from roadmap.record import RunPaths, RunRecord
+    from roadmap.steps import compose_config
+
+    step = next((o.split("=", 1)[1] for o in overrides if o.startswith("+step=")), None)
+    regime = next((o.split("=", 1)[1] for o in overrides if o.startswith("regime=")), "r50")
+    rest = [o for o in overrides if not o.startswith(("+step=", "regime="))]
+    paths = RunPaths(Path(compose_config(step, regime, rest, as_run=True).run.dir).resolve())
+    run = RunRecord.read(paths.root)
+    weights = paths.weights_file("final")
+    if run is None or run.status != "done" or not weights.is_file():
+        raise ConfigError(f"{paths.root} holds no finished run with weights/final.safetensors "
+                          f"({run.status if run else 'no record'}): run that stage first")
+    return weights
+
+
 @exit_on_config_error
 def main(argv: list[str] | None = None) -> None:
     parser = Parser(prog="python -m roadmap.sweep", description="Print a regime's steps as Hydra sweep values "
-                    "(for run.py -m \"+step=$(python -m roadmap.sweep r50)\").")
+                    "(for run.py -m \"+step=$(python -m roadmap.sweep r50)\"), or with --weights-of the final weights "
+                    "of the finished run that run.py's overrides name (a chained stage's model.init_from).")
     parser.add_argument("regime", nargs="?", default="r50", choices=available_regimes())
-    print(",".join(s.name for s in list_steps(parser.parse_args(argv).regime)))
+    parser.add_argument("--weights-of", nargs="+", metavar="OVERRIDE", help="run.py overrides naming one run")
+    args = parser.parse_args(argv)
+    if args.weights_of:
+        print(finished_weights(args.weights_of))
+        return
+    print(",".join(s.name for s in list_steps(args.regime)))
 
 
 if __name__ == "__main__":
