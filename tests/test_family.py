@@ -13,6 +13,7 @@ import torch
 from roadmap import ConfigError, build_model, list_steps
 from roadmap.compat import convert_reference_state_dict, load_reference_weights
 from roadmap.effective import effective_run
+from roadmap.explain import explain
 from roadmap.fake_imagenet import write_jpegs
 from roadmap.lit import RoadmapModule
 from roadmap.recipe_parts import HEAD_LAYER, convnext_layer
@@ -20,6 +21,7 @@ from roadmap import files
 from roadmap.record import RunRecord, run_variant
 from roadmap.shapes import count_gflops, count_params_m
 from roadmap.steps import compose_config, instantiate_model
+from roadmap.sweep import finished_weights
 from tests.helpers import assert_same_weights_and_history, one_each
 
 REPO = Path(__file__).resolve().parent.parent
@@ -115,6 +117,18 @@ def test_each_preset_is_the_papers(preset):
                                                      1e-6, 0.9999)
 
 
+@pytest.mark.parametrize("command", [
+    ["+step=convnext_s", "+experiment=paper_in1k", "recipe=convnext_in1k"],
+    ["+step=convnext_b", "+experiment=paper_in22k"],
+    ["+step=convnext_l", "+experiment=paper_finetune", "data.img_size=384"],
+    ["+step=convnext_b", "+experiment=paper_finetune", "recipe=convnext_ft_in1k", "data.img_size=384"],
+])
+def test_explain_shows_each_preset_under_its_paper_experiment_as_the_papers_run(command):
+    text = explain(["regime=family", *command, "data.root=/data"])
+    assert [line for line in text.splitlines() if line.startswith("* ") and not line.startswith("* =")] == [], text
+    assert "layer decay" in text and "validation" in text
+
+
 def _official_layer(timm_key: str) -> int:
     """The official ConvNeXt's ``get_num_layer_for_convnext`` (optim_factory.py) on a timm convnext key, renamed to
     the official model's names (stem = downsample_layers.0, stages.i.blocks.j = stages.i.j, head.norm = norm)."""
@@ -195,6 +209,8 @@ def test_pretraining_without_validation_then_fine_tuning_at_another_size_and_cla
     assert pre.status == "done" and pre.final["top1"] is None and [r["epoch"] for r in pre.history] == [1]
     assert "train/loss" in pre.history[0] and not (pre_dir / "checkpoints" / "best.ckpt").exists()
     assert pre.weights == {"final": "weights/final.safetensors"}
+    named = finished_weights(one_each(*_tiny(*pretrain), f"run.root={tmp_path / 'pre'}"))
+    assert named == pre_dir / "weights" / "final.safetensors"  # make family-22k's link between the stages
 
     finetune = ["recipe=convnext_ft_in22k", "data.img_size=64", "data.train_size=32", "data.val_size=16",
                 f"model.init_from={pre_dir / 'weights' / 'final.safetensors'}"]
