@@ -59,8 +59,8 @@ def main(cfg: DictConfig) -> None:
 
 
 def evaluated_run(argv: list[str]) -> list[str]:
-    """``mode=eval ckpt=<a run's weights>`` without ``+step=``: the step, regime and ``model.*`` overrides of the run
-    that holds the weights (its record), so its model is built as it trained."""
+    """``mode=eval ckpt=<a run's weights>`` without ``+step=``: the step, regime, recipe and ``model.*`` overrides of
+    the run that holds the weights (its record), so its model is built as it trained."""
     given = dict(a.lstrip("+").split("=", 1) for a in argv if "=" in a)
     if given.get("mode") != "eval" or "step" in given or not given.get("ckpt"):
         return []
@@ -68,7 +68,7 @@ def evaluated_run(argv: list[str]) -> list[str]:
     run = RunRecord.read(paths.root) if paths else None
     if run is None:
         return []
-    found = [f"+step={run.step}", f"regime={run.regime}", *(o for o in run.overrides if o.startswith("model."))]
+    found = [f"+step={run.step}", f"regime={run.regime}", *(o for o in run.overrides if o.startswith(("model.", "recipe")))]
     return [o for o in found if o.lstrip("+").split("=", 1)[0] not in given]
 
 

@@ -183,7 +183,7 @@ def check_identity(cfg: DictConfig, data_identity: dict | None = None) -> None:
 
 # Model knobs that do not change what trained weights compute: the head follows the data, the others only start
 # training (a layer scale's presence changes the weights' keys, which loading checks)
-NOT_WEIGHTS_IDENTITY = ("num_classes", "init", "init_from", "drop_path_rate", "layer_scale_init")
+NOT_WEIGHTS_IDENTITY = ("num_classes", "init", "init_from", "drop_path_rate", "layer_scale_init", "head_init_scale")
 
 
 def check_evaluation_target(cfg: DictConfig, step: str) -> None:
