@@ -115,6 +115,31 @@ def caption(title: str, agreement_text: str, notes: list[str]) -> str:
     return f"{title}. {agreement_text[0].upper()}{agreement_text[1:]}." + "".join(f" {n}." for n in notes)
 
 
+_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+            "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+# What the captions and cells hold beyond ASCII, as LaTeX (booktabs; no package beyond it)
+_LATEX = {"ρ": r"$\rho$", "τ": r"$\tau$", "Δ": r"$\Delta$", "²": r"$^2$", "±": r"$\pm$", "×": r"$\times$",
+          "→": r"$\rightarrow$", "≥": r"$\geq$", "≤": r"$\leq$", "–": "--", "—": "---", "…": r"\ldots{}", "’": "'"}
+
+
+def latex_text(text: str) -> str:
+    """Plain text as LaTeX: its special characters escaped, its symbols as math."""
+    escaped = "".join(_SPECIAL.get(char, char) for char in str(text))
+    for symbol, command in _LATEX.items():
+        escaped = escaped.replace(symbol, command)
+    return escaped
+
+
+def latex(table: pd.DataFrame, caption_text: str, label: str) -> str:
+    """The table as a booktabs LaTeX table (pandas' Styler), every cell, header and the caption escaped."""
+    shown = table.copy()
+    for column in shown.columns:
+        shown[column] = shown[column].map(lambda v: latex_text(v) if isinstance(v, str) else v)
+    shown.columns = [latex_text(c) for c in shown.columns]
+    styler = shown.style.format(precision=2, na_rep="--").hide(axis="index")
+    return styler.to_latex(caption=latex_text(caption_text), label=label, hrules=True, position="htbp")
+
+
 def write_outputs(table: pd.DataFrame, out_dir: Path, regime: str, title: str, notes: list[str] = ()) -> list[Path]:
     """CSV, Markdown and LaTeX tables (with the agreement with the paper as footer/caption), the agreement
     as its own CSV, and the PNG/SVG chart; every file written atomically."""
@@ -128,8 +153,7 @@ def write_outputs(table: pd.DataFrame, out_dir: Path, regime: str, title: str, n
             ("roadmap.csv", lambda: table.to_csv(index=False)),
             ("roadmap_agreement.csv", lambda: pd.DataFrame([measured.as_row()]).to_csv(index=False)),
             ("roadmap.md", lambda: f"{title}\n\n{table.drop(columns=['error']).to_markdown(index=False)}\n\n{text}\n"),
-            ("roadmap.tex", lambda: table.drop(columns=["error", "change"]).to_latex(
-                index=False, na_rep="--", float_format="%.2f", caption=text.replace("%", r"\%"), label="tab:roadmap"))):
+            ("roadmap.tex", lambda: latex(table.drop(columns=["error", "change"]), text, "tab:roadmap"))):
         path = out_dir / name
         write_text(path, render())
         written.append(path)

@@ -3,6 +3,7 @@ noise verdicts checked against values computed here independently; captions, cha
 and the benchmark's throughput column."""
 import itertools
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,24 @@ def test_too_few_rows_to_rank():
     assert measured.spearman is None and "too few to rank" in measured.summary()
 
 
+def assert_plain_latex(tex: str) -> None:
+    """What LaTeX with booktabs alone compiles: ASCII only, no unescaped ``_ % #``, ``&`` only between a tabular
+    row's cells, math and braces closed."""
+    assert tex.isascii(), sorted({c for c in tex if not c.isascii()})
+    unescaped = lambda chars, text: re.findall(rf"(?<!\\)[{chars}]", text)  # noqa: E731
+    assert not unescaped("_%#", tex)
+    assert len(unescaped("$", tex)) % 2 == 0
+    rows = [line for line in tex.splitlines() if line.rstrip().endswith("\\\\")]
+    columns = re.search(r"\\begin\{tabular\}\{(\w+)\}", tex)[1]
+    assert rows and all(len(unescaped("&", row)) == len(columns) - 1 for row in rows)
+    assert not unescaped("&", "\n".join(line for line in tex.splitlines() if line not in rows))
+    depth = 0
+    for opening, closing in re.findall(r"(?<!\\)(\{)|(?<!\\)(\})", tex):
+        depth += 1 if opening else -1
+        assert depth >= 0
+    assert depth == 0 and "\\toprule" in tex and "\\caption{" in tex
+
+
 def test_outputs_carry_the_agreement_and_the_benchmark_throughput(tmp_path, capsys):
     _write_runs(tmp_path)
     pd.DataFrame({"model": ["roadmap", "roadmap"], "step": ["original_recipe", "modern_recipe"],
@@ -106,8 +125,10 @@ def test_outputs_carry_the_agreement_and_the_benchmark_throughput(tmp_path, caps
     side = pd.read_csv(out / "roadmap_agreement.csv")
     expected = agreement(roadmap_table(load_runs(tmp_path), "r50"))
     assert side.spearman[0] == pytest.approx(expected.spearman) and side.n[0] == 6
-    for name in ("roadmap.md", "roadmap.tex"):
-        assert "Spearman ρ" in (out / name).read_text() and "from make bench on Test CPU" in (out / name).read_text()
+    assert "Spearman ρ" in (out / "roadmap.md").read_text() and "from make bench on Test CPU" in (out / "roadmap.md").read_text()
+    tex = (out / "roadmap.tex").read_text()
+    assert r"Spearman $\rho$" in tex and "from make bench on Test CPU" in tex and r"original\_recipe" in tex
+    assert_plain_latex(tex)
     table = pd.read_csv(out / "roadmap.csv").set_index("step")
     assert table.loc["modern_recipe", "images_per_s"] == pytest.approx(56.8)  # 224², from the benchmark
     assert "PROXY" in (out / "roadmap.svg").read_text() and "Spearman" in (out / "roadmap.svg").read_text()
