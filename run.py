@@ -7,6 +7,7 @@ worst of these codes (roadmap.sweep.SweepReport). ``mode=eval ckpt=PATH`` evalua
 """
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -20,6 +21,12 @@ from roadmap.record import RunPaths, RunRecord, remove_if_unused
 from roadmap.schema import check_overrides
 from roadmap.steps import check_composition
 from roadmap.sweep import EXIT, OTHER_RANKS_HYDRA, write_outcome
+
+
+# Lightning's advice that does not apply to this command: it submits SLURM jobs itself (-m trainer=slurm), so srun is
+# not to be prepended; and Lightning's own call of a deprecated torch API is not the user's to fix
+warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")

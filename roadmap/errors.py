@@ -1,6 +1,7 @@
 """The exception types a command ends on (bad user input; a stop after a checkpoint), and the CLI wrapper that shows
 bad input as one line."""
 import functools
+import logging
 import sys
 
 
@@ -36,3 +37,10 @@ def exit_on_config_error(main):
             sys.exit(2)
 
     return wrapper
+
+
+class NoAdvertising(logging.Filter):
+    """A logging filter (conf/hydra/job_logging/roadmap.yaml) that drops a library's advertising: Lightning's tips."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")

@@ -30,11 +30,19 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_run_py_cli_trains_and_skips_finished_run(tmp_path):
-    cmd = [sys.executable, "run.py", "+step=gelu", "budget=smoke", "logger=csv", "data.train_size=16",
+    """With the default loggers (CSV, wandb offline): every log line once, no advertising, wandb quiet, Lightning's
+    lines in the run's log file too."""
+    cmd = [sys.executable, "run.py", "+step=gelu", "budget=smoke", "data.train_size=16",
            "data.val_size=8", "depthwise=native", f"run.root={tmp_path}"]  # auto's measurement: tests/test_lifecycle.py
     first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr[-2000:]
     assert "== gelu (r50, seed 0): done ==" in first.stdout and "PROXY" in first.stdout
+    lines = [line.split("] - ")[-1] for line in (first.stdout + first.stderr).splitlines() if line.strip()]
+    assert len(lines) == len(set(lines)), [line for line in lines if lines.count(line) > 1]
+    assert not [line for line in lines if "Tip" in line or line.startswith("wandb:") and "WARNING" not in line]
+    assert not [line for line in lines if "srun" in line or "LeafSpec" in line]
+    (run_log,) = tmp_path.glob("*/r50/gelu/seed0/run.log")
+    assert "GPU available" in run_log.read_text() and sum("GPU available" in line for line in lines) == 1
     second = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert "already done, not retraining" in second.stdout
     assert "Restoring states" not in second.stdout + second.stderr
