@@ -78,14 +78,18 @@ def export(state_dict: dict[str, torch.Tensor], path: Path) -> Path:
 
 def export_run_weights(module, paths) -> dict[str, str]:
     """A finished run's ``weights/{final,best,ema}.safetensors`` (plain RoadmapNet state dicts; best from
-    ``best.ckpt``), as paths in the run folder (``paths``: its :class:`roadmap.record.RunPaths`)."""
+    ``best.ckpt``), as paths in the run folder (``paths``: its :class:`roadmap.record.RunPaths`). Weights are written
+    once: a best epoch that is the last one names the final (or EMA) file instead of a copy."""
     model = getattr(module.model, "_orig_mod", module.model)  # torch.compile's wrapper
-    out = {"final": export(model.state_dict(), paths.weights_file("final"))}
-    if paths.best_ckpt.exists():
-        which = "ema" if module.ema is not None else "model"
-        out["best"] = export(read_state_dict(paths.best_ckpt, which), paths.weights_file("best"))
+    current = {"final": model.state_dict()}
     if module.ema is not None:
-        out["ema"] = export(module.ema.module.state_dict(), paths.weights_file("ema"))
+        current["ema"] = module.ema.module.state_dict()
+    out = {name: export(state, paths.weights_file(name)) for name, state in current.items()}
+    if paths.best_ckpt.exists():
+        which = "ema" if module.ema is not None else "final"
+        best = read_state_dict(paths.best_ckpt, "ema" if which == "ema" else "model")
+        same = best.keys() == current[which].keys() and all(torch.equal(best[k], v.cpu()) for k, v in current[which].items())
+        out["best"] = out[which] if same else export(best, paths.weights_file("best"))
     return {k: paths.relative(v) for k, v in out.items()}
 
 

@@ -10,6 +10,7 @@ import lightning as L
 import pytest
 import torch
 import yaml
+from omegaconf import OmegaConf
 
 from analysis.roadmap import main as analysis_main
 from roadmap import ConfigError, build_model, list_steps
@@ -33,19 +34,34 @@ def _raw(path: Path) -> dict:
     return yaml.safe_load(path.read_text()) if path.exists() else {}
 
 
+def _group_file(group: str, name: str) -> dict:
+    """A group's file over the files of that group its defaults name (a recipe preset on Table 5), unresolved."""
+    raw = _raw(CONF_DIR / group / f"{name}.yaml")
+    merged = OmegaConf.create()
+    for parent in [d for d in raw.pop("defaults", []) if d != "_self_"]:
+        merged = OmegaConf.merge(merged, _group_file(group, parent))
+    return OmegaConf.to_container(OmegaConf.merge(merged, raw), resolve=False)
+
+
 def _expected_recipe(cfg) -> dict:
-    """The recipe file, then its specialisation for the budget (conf/recipe_budget/<recipe>_<budget>.yaml), only."""
-    expected = {"name": cfg.recipe.name, **_raw(CONF_DIR / "recipe" / f"{cfg.recipe.name}.yaml")}
+    """The recipe file (over its parents), then its specialisation for the budget
+    (conf/recipe_budget/<recipe>_<budget>.yaml), only."""
+    expected = {"name": cfg.recipe.name, **_group_file("recipe", cfg.recipe.name)}
     expected.update(_raw(CONF_DIR / "recipe_budget" / f"{cfg.recipe.name}_{cfg.budget.name}.yaml").get("recipe", {}))
-    interpolated = {"${regime.drop_path_rate}": cfg.regime.drop_path_rate,
-                    "${data.train_crop_scale}": list(cfg.data.train_crop_scale)}
-    return {k: interpolated.get(v, v) if isinstance(v, str) else v for k, v in expected.items()}
+    interpolated = lambda v: OmegaConf.select(cfg, v[2:-1]) if v.startswith("${") else v  # noqa: E731
+    return {k: interpolated(v) if isinstance(v, str) else v for k, v in expected.items()}
+
+
+# the family's experiments, on the members the paper gives each one's recipe for
+FAMILY_PRESETS = {"paper_in22k": ["convnext_t", "convnext_s", "convnext_b", "convnext_l", "convnext_xl"],
+                  "paper_finetune": ["convnext_b", "convnext_l", "convnext_xl"]}
 
 
 @pytest.mark.parametrize("choice", [f"budget={b}" for b in BUDGETS] + [f"+experiment={p}" for p in PRESETS])
 def test_every_step_has_one_merge_point_per_knob(choice):
-    for step in R50_STEPS:
-        cfg = compose_config(step, overrides=[choice, "data.root=/data"])
+    family = FAMILY_PRESETS.get(choice.partition("=")[2])
+    for step in family or R50_STEPS:
+        cfg = compose_config(step, "family" if family else "r50", [choice, "data.root=/data"])
         expected = _expected_recipe(cfg)
         assert set(cfg.recipe) == set(expected), (step, choice)
         for key, value in expected.items():
@@ -53,8 +69,9 @@ def test_every_step_has_one_merge_point_per_knob(choice):
         assert cfg.model.layer_scale_init == cfg.recipe.layer_scale_init  # the model reads the recipe's knobs
         assert cfg.model.drop_path_rate == cfg.recipe.drop_path_rate
         assert effective_run(cfg).epochs == max(1, round(cfg.recipe.epochs * cfg.budget.epoch_scale))
-        assert list(cfg.data.train_crop_scale) == _raw(CONF_DIR / "data" / f"{cfg.data.name}.yaml")["train_crop_scale"]
+        assert list(cfg.data.train_crop_scale) == _group_file("data", cfg.data.name)["train_crop_scale"]
         assert cfg.model.init == ("torchvision" if step in ("original_recipe", "modern_recipe") else "convnext")
+        assert cfg.recipe.validate == (choice != "+experiment=paper_in22k")
 
 
 def _schedule(cfg, effective_batch=4096, steps_per_epoch=10):

@@ -189,7 +189,7 @@ def test_preemption_hands_the_signal_on_and_wandb_continues_its_run(tmp_path, mo
     runs = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and all(r.name.endswith(f"-{run_id}") for r in runs)  # one wandb run, two attempts
     logged = (runs[-1] / f"run-{run_id}.wandb").read_bytes()  # wandb's offline log: the config items as JSON
-    assert all(key in logged for key in (b"base_lr", b"layer_scale_init", b"epoch_scale", b"lineage"))
+    assert all(key in logged for key in (b"base_lr", b"layer_scale_init", b"epoch_scale", b"drop_path_rate"))
     assert f"{Path(result.run_dir).parts[-4]}/r50".encode() in logged  # the wandb group: the sweep
 
 
@@ -259,6 +259,8 @@ def test_checkpoints_and_exported_weights(trained):
     result, run_dir = trained
     assert result.checkpoints == {"last": "checkpoints/last.ckpt", "best": "checkpoints/best.ckpt"}
     assert set(result.weights) == {"final", "best", "ema"} and result.best["metric"] == "val/top1_ema"
+    # one epoch: the best EMA weights are the final EMA weights, written once and named twice
+    assert result.weights["best"] == "weights/ema.safetensors" and not (run_dir / "weights" / "best.safetensors").exists()
     modes = {p.name: p.stat().st_mode & 0o777 for p in [*run_dir.glob("weights/*"), *run_dir.glob("checkpoints/*")]}
     assert set(modes.values()) == {0o666 & ~files._UMASK}, modes  # as open() makes a file (0644 under umask 022)
     ema = weights.read_state_dict(run_dir / "weights" / "ema.safetensors")
@@ -284,7 +286,7 @@ def test_eval_mode_reproduces_the_recorded_top1_and_runs_on_other_data(trained, 
     assert recorded["sha256"] == hashlib.sha256((run_dir / "checkpoints" / "last.ckpt").read_bytes()).hexdigest()
     other = _image_folder(tmp_path / "folder", classes=8)  # another data set with the same 8 classes
     on_other = evaluate(tiny_run_config("separate_downsampling", tmp_path, overrides=[
-        "mode=eval", f"ckpt={run_dir / 'weights' / 'best.safetensors'}", "data=imagefolder", f"data.root={other}",
+        "mode=eval", f"ckpt={run_dir / result.weights['best']}", "data=imagefolder", f"data.root={other}",
         "data.num_classes=8", "data.img_size=32"]))
     assert on_other["images"] == 16 and 0 <= on_other["top1"] <= 100 and "top1_ema" not in on_other
 
@@ -296,7 +298,7 @@ def test_eval_from_the_command_line_reads_the_step_from_the_run_and_leaves_its_h
     (run_dir / ".hydra").mkdir(exist_ok=True)
     (run_dir / ".hydra" / "overrides.yaml").write_text("- the training's overrides\n")
     hydra_files = {p.name: p.read_bytes() for p in (run_dir / ".hydra").iterdir()}
-    proc = subprocess.run([sys.executable, "run.py", "mode=eval", f"ckpt={run_dir / 'weights' / 'best.safetensors'}",
+    proc = subprocess.run([sys.executable, "run.py", "mode=eval", f"ckpt={run_dir / result.weights['best']}",
                            *TINY_CLI, f"run.root={tmp_path}"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert RunRecord.read(run_dir).evaluations[-1]["step"] == "separate_downsampling"
@@ -321,7 +323,7 @@ def test_init_from_a_checkpoint_and_from_timm(trained, tmp_path):
 @pytest.mark.parametrize("step,source,message", [
     ("separate_downsampling", "/no/such/weights.pth", "no weights file /no/such/weights.pth"),
     ("gelu", "timm:/unused.pth", "no timm model has this step's architecture"),
-    ("original_recipe", "TRAINED", "do not fit this step (missing: ['"),
+    ("original_recipe", "TRAINED", "do not fit this model (depths 3-4-6-3, stem width 64: missing: ['"),
 ])
 def test_weights_that_are_missing_or_do_not_fit_are_one_line(step, source, message, trained):
     source = source.replace("TRAINED", str(trained[1] / "weights" / "final.safetensors"))
