@@ -6,6 +6,7 @@ REGIME ?= r50
 ARGS ?=
 SEEDS ?= 0
 OUTPUTS ?= outputs
+GROUP ?=
 FAMILY ?= convnext_t,convnext_s,convnext_b,convnext_l
 PRETRAIN ?= +experiment=paper_in22k
 FINETUNE ?= +experiment=paper_finetune
@@ -50,9 +51,10 @@ bench: install  ## throughput of every step beside timm's references: make bench
 roadmap: install  ## every step of REGIME for SEEDS (e.g. SEEDS=0,1,2), then the table and chart; fails unless every step is done
 	@$(PY) -m roadmap.sweep $(REGIME) > /dev/null  # an unknown regime: its one line, and nothing run
 	status=0; $(PY) run.py -m "+step=$$($(PY) -m roadmap.sweep $(REGIME))" regime=$(REGIME) seed=$(SEEDS) run.root=$(OUTPUTS) $(ARGS) || status=$$?; \
+	group=$$($(PY) -m roadmap.sweep --group-of regime=$(REGIME) +step=original_recipe $(ARGS)) && \
 	$(PY) -m analysis.roadmap $(OUTPUTS) --regime $(REGIME) && \
 	$(PY) -m analysis.compare $(OUTPUTS) --regime $(REGIME) && \
-	$(PY) -m analysis.notebook $(OUTPUTS) --regime $(REGIME) || exit $$?; \
+	$(PY) -m analysis.notebook $(OUTPUTS) --regime $(REGIME) --group $$group || exit $$?; \
 	exit $$status
 
 family: install  ## the ConvNeXt family (FAMILY) with the ImageNet-1K recipe (EMA) for SEEDS, then its table beside Table 1
@@ -69,12 +71,12 @@ family-22k: install  ## ImageNet-22K pre-training of FAMILY (PRETRAIN), then eac
 	$(PY) -m analysis.roadmap $(OUTPUTS) --regime family || exit $$?; \
 	exit $$status
 
-analysis: install  ## rebuild tables and charts of every run under OUTPUTS, and compare its proxies
-	$(PY) -m analysis.roadmap $(OUTPUTS)
+analysis: install  ## rebuild tables and charts of every run under OUTPUTS (or its GROUP), and compare its proxies
+	$(PY) -m analysis.roadmap $(OUTPUTS) $(if $(GROUP),--group $(GROUP))
 	$(PY) -m analysis.compare $(OUTPUTS) --regime $(REGIME)
 
-notebook: install  ## execute notebooks/roadmap.ipynb on OUTPUTS; the executed copy lands beside the table
-	$(PY) -m analysis.notebook $(OUTPUTS) --regime $(REGIME)
+notebook: install  ## execute notebooks/roadmap.ipynb on OUTPUTS (GROUP=<data>-<budget>...: that sweep); the executed copy lands beside the table
+	$(PY) -m analysis.notebook $(OUTPUTS) --regime $(REGIME) $(if $(GROUP),--group $(GROUP))
 
 clean:  ## remove the virtual environment and the default outputs
 	rm -rf $(VENV) outputs multirun

@@ -5,14 +5,13 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from adjustText import adjust_text
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure  # no pyplot: the chart leaves the caller's backend (a notebook's) as it is
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from roadmap.files import atomic_path  # noqa: E402
+from roadmap.files import atomic_path
 
 OURS, PAPER = "#2c6fbb", "#c0392b"
 
@@ -24,12 +23,25 @@ def _limits(values: pd.Series, pad: float = 0.12) -> tuple[float, float]:
 
 
 def roadmap_chart(table: pd.DataFrame, out_dir: Path, title: str, reference, agreement) -> list[Path]:
-    """Left: one bar per step (our top-1, ± std over seeds when there are several; Δ to the parent step and
-    its noise verdict; GFLOPs), branches hatched, the paper's top-1 as diamonds, on an accuracy axis fitted
-    to the data — the paper's on its own (top) axis when the two ranges are far apart. Right: our top-1
-    against the paper's, one point per step. Writes roadmap.png and roadmap.svg."""
+    """:func:`roadmap_figure` as roadmap.png and roadmap.svg in ``out_dir``."""
+    fig = roadmap_figure(table, title, reference, agreement)
+    paths = [out_dir / "roadmap.png", out_dir / "roadmap.svg"]
+    for path in paths:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=130, format=path.suffix[1:])
+    return paths
+
+
+def roadmap_figure(table: pd.DataFrame, title: str, reference, agreement) -> Figure:
+    """Left: one dot per step (our top-1, ± std over seeds when there are several, clipped to 0–100 %; Δ to the
+    parent step and its noise verdict; GFLOPs), branches hollow, the paper's top-1 as diamonds, on an accuracy
+    axis fitted to the data (a dot, not a bar: the axis need not start at 0) — the paper's on its own (top, red)
+    axis when the two ranges are far apart, its reference model then drawn in the right panel only. Right: our
+    top-1 against the paper's, one point per step, labels placed apart by adjustText."""
     n = len(table)
-    fig, (ax, scatter) = plt.subplots(1, 2, figsize=(16, 0.42 * n + 2.6), gridspec_kw={"width_ratios": [2.6, 1]})
+    fig = Figure(figsize=(16, 0.42 * n + 2.6))
+    FigureCanvasAgg(fig)  # a renderer for adjustText's text extents, without pyplot
+    ax, scatter = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2.3, 1.2]})
     ys = np.arange(n)[::-1]
     ours = table.top1_mean.astype(float)
     paper = table.paper_top1.astype(float)
@@ -39,20 +51,23 @@ def roadmap_chart(table: pd.DataFrame, out_dir: Path, title: str, reference, agr
     q1, q3 = ours.quantile(0.25), ours.quantile(0.75)
     off_axis = ours < q1 - 3 * max(q3 - q1, 2.0)
     fitted = ours[~off_axis]
-    low, high = _limits(pd.concat([fitted, fitted + table.top1_std[~off_axis].fillna(0)]).dropna()) \
+    spread = table.top1_std[~off_axis].astype(float).fillna(0)
+    low, high = _limits(pd.concat([fitted, fitted + spread, (fitted - spread).clip(lower=0)]).dropna()) \
         if fitted.notna().any() else (0, 100)
     shared = paper.notna().any() and ours.notna().any() and (
         max(high, paper.max()) - min(low, paper.min()) <= 1.5 * max(high - low, paper.max() - paper.min()))
     if shared:
         low, high = min(low, paper.min() - 1), max(high, paper.max() + 1)
-    bars = ax.barh(ys, (ours.fillna(low) - low).clip(lower=0), left=low, height=0.7, edgecolor="#34495e",
-                   color=[OURS if a else "#9dbbe0" for a in table.adopted],
-                   xerr=table.top1_std.astype(float).fillna(0) if several else None,
-                   error_kw={"ecolor": "#34495e", "capsize": 3},
-                   label="ours: mean ± std over seeds" if several else "ours (one seed: no error bars)")
-    for bar, adopted in zip(bars, table.adopted):
-        if not adopted:
-            bar.set_hatch("//")
+    shown = ours.where(~off_axis)
+    if several:  # ± std, clipped to what a top-1 can be
+        std = table.top1_std.astype(float).fillna(0)
+        ax.errorbar(shown, ys, xerr=[shown - (shown - std).clip(lower=0), (shown + std).clip(upper=100) - shown],
+                    fmt="none", ecolor="#34495e", capsize=3, zorder=2)
+    adopted = table.adopted.to_numpy(dtype=bool)
+    ax.scatter(shown[adopted], ys[adopted], s=46, color=OURS, zorder=3,
+               label="ours: mean ± std over seeds" if several else "ours (one seed: no error bars)")
+    ax.scatter(shown[~adopted], ys[~adopted], s=46, facecolors="white", edgecolors=OURS, zorder=3,
+               label="ours, a branch (not adopted)" if (~adopted).any() else None)
     ax.scatter([low] * int(off_axis.sum()), ys[off_axis.to_numpy()], marker="<", s=60, color=OURS, zorder=4,
                clip_on=False, label="ours, below the axis (value at right)" if off_axis.any() else None)
     for y, row in zip(ys, table.itertuples()):
@@ -65,8 +80,9 @@ def roadmap_chart(table: pd.DataFrame, out_dir: Path, title: str, reference, agr
         ax.text(1.01, y, label, va="center", fontsize=7.5, color="#2c3e50", transform=ax.get_yaxis_transform())
     paper_ax = ax if shared else ax.twiny()
     paper_ax.scatter(paper, ys, marker="D", color=PAPER, zorder=3, s=24, label="paper top-1 (ImageNet-1K)")
-    if reference is not None:
-        paper_ax.axvline(reference.top1, color=PAPER, ls="--", lw=1, label=f"paper {reference.name} ({reference.top1})")
+    if reference is not None:  # on our rows only where ours and the paper's share the axis
+        (paper_ax if shared else scatter).axvline(reference.top1, color=PAPER, ls="--", lw=1,
+                                                  label=f"paper {reference.name} ({reference.top1})")
     if not shared and paper.notna().any():
         paper_low, paper_high = _limits(pd.concat([paper, pd.Series([getattr(reference, "top1", np.nan)])]).dropna())
         paper_ax.set_xlim(paper_low, paper_high)
@@ -74,20 +90,24 @@ def roadmap_chart(table: pd.DataFrame, out_dir: Path, title: str, reference, agr
         paper_ax.tick_params(axis="x", colors=PAPER)
     ax.set_xlim(low, high)
     ax.set_yticks(ys, [f"{s}{'' if a else ' (branch)'}" for s, a in zip(table.step, table.adopted)], fontsize=9)
-    ax.set_xlabel("our top-1 (%)" + ("" if shared else " — axis fitted to our range (blue)"), color=OURS, fontsize=9)
+    ax.set_xlabel(f"our top-1 (%), axis from {low:.1f} (not 0)" + ("" if shared else ", fitted to our range (blue)"),
+                  color=OURS, fontsize=9)
     handles = [h for a in {ax, paper_ax} for h in a.get_legend_handles_labels()[0]]
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3, fontsize=8, frameon=False)
     ax.grid(axis="x", alpha=0.3)
 
-    both = table[ours.notna() & paper.notna()]
+    both = table[ours.notna() & paper.notna() & ~off_axis]  # a step off the left axis is off this one too
+    if off_axis.any():
+        scatter.text(0.02, 0.02, "off the axis: " + ", ".join(f"{s} {v:.1f}%" for s, v in zip(table.step[off_axis],
+                                                                                            ours[off_axis])),
+                     transform=scatter.transAxes, fontsize=7, color="#7f8c8d")
     scatter.errorbar(both.paper_top1.astype(float), both.top1_mean.astype(float),
                      yerr=both.top1_std.astype(float).fillna(0) if several else None, fmt="none", ecolor="#7f8c8d")
     for adopted, marker in ((True, "o"), (False, "x")):
         part = both[both.adopted == adopted]
         scatter.scatter(part.paper_top1, part.top1_mean, marker=marker, color=OURS,
                         label="adopted step" if adopted else "branch")
-    for row in both.itertuples():
-        scatter.annotate(row.step, (row.paper_top1, row.top1_mean), fontsize=6.5, xytext=(3, 2), textcoords="offset points")
+    labels = [scatter.text(row.paper_top1, row.top1_mean, row.step, fontsize=6.5) for row in both.itertuples()]
     scatter.set_xlabel("paper top-1 (%)", fontsize=9)
     scatter.set_ylabel("our top-1 (%)", fontsize=9)
     scatter.set_title("per step: ours vs the paper\n" + (
@@ -100,9 +120,8 @@ def roadmap_chart(table: pd.DataFrame, out_dir: Path, title: str, reference, agr
     fig.text(0.5, 0.955, textwrap.fill(agreement.summary(), 190),
              ha="center", va="top", fontsize=8, color="#2c3e50")
     fig.tight_layout(rect=(0, 0, 1, 0.93))
-    paths = [out_dir / "roadmap.png", out_dir / "roadmap.svg"]
-    for path in paths:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=130)
-    plt.close(fig)
-    return paths
+    if labels:  # after every limit is set: apart from each other and from the points, a line to each point moved
+        adjust_text(labels, x=both.paper_top1.astype(float).to_numpy(), y=both.top1_mean.astype(float).to_numpy(),
+                    ax=scatter, expand=(1.15, 1.4), force_text=(0.3, 0.6),
+                    arrowprops={"arrowstyle": "-", "color": "#95a5a6", "lw": 0.5})
+    return fig

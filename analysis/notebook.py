@@ -1,16 +1,15 @@
-"""Execute notebooks/roadmap.ipynb on a sweep's results and save the executed copy beside its table.
+"""Execute notebooks/roadmap.ipynb on a sweep's results with papermill and save the executed copy beside its table.
 
     python -m analysis.notebook OUTPUTS_DIR [--regime r50] [--group synthetic-cpu_proxy]
 
-The notebook in git stays without outputs; the executed copy lands in OUTPUTS_DIR/<group>/<regime>/.
+The notebook in git stays without outputs; its parameters (``outputs``, ``regime``, ``group``) are papermill's, and
+the executed copy, every figure inline, lands in OUTPUTS_DIR/<group>/<regime>/roadmap.ipynb.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import nbformat
-from nbclient import NotebookClient
+import papermill
 
 from analysis.roadmap import groups, load_runs
 from roadmap.cli import Parser
@@ -22,17 +21,14 @@ REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "notebooks" / "roadmap.ipynb"
 
 
-def run_notebook(outputs: Path, regime: str = "r50", group: str | None = None,
-                 timeout: int = 600) -> nbformat.NotebookNode:
-    """Run the roadmap notebook top to bottom on the runs under ``outputs``; return the executed notebook."""
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    env = {k: v for k, v in os.environ.items() if k != "ROADMAP_GROUP"}
-    env.update(ROADMAP_OUTPUTS=str(Path(outputs).resolve()), ROADMAP_REGIME=regime)
-    if group:
-        env["ROADMAP_GROUP"] = group
-    NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                   resources={"metadata": {"path": str(REPO)}}).execute(env=env)  # the kernel's environment
-    return nb
+def run_notebook(outputs: Path, regime: str, group: str, target: Path, timeout: int = 600) -> Path:
+    """Run the roadmap notebook top to bottom on ``group``'s ``regime`` runs under ``outputs``; write it to ``target``
+    (atomically)."""
+    with atomic_path(target) as tmp:
+        papermill.execute_notebook(str(NOTEBOOK), str(tmp), parameters={"outputs": str(Path(outputs).resolve()),
+                                                                         "regime": regime, "group": group},
+                                   cwd=str(REPO), kernel_name="python3", progress_bar=False, execution_timeout=timeout)
+    return target
 
 
 @exit_on_config_error
@@ -45,10 +41,10 @@ def main(argv: list[str] | None = None) -> None:
     if not args.outputs.is_dir():
         raise ConfigError(f"outputs folder {args.outputs} does not exist; run `make roadmap OUTPUTS=...` first")
     group = args.group or _first_group(args.outputs, args.regime)
-    nb = run_notebook(args.outputs, args.regime, group)
-    target = args.outputs / group / args.regime / "roadmap.ipynb"
-    with atomic_path(target) as tmp:
-        nbformat.write(nb, tmp)
+    if (args.regime, group) not in [(r, g) for g, r in groups(load_runs(args.outputs))]:
+        raise ConfigError(f"no {args.regime} runs of group {group} under {args.outputs}: give one of its groups "
+                          f"(the folders under {args.outputs})")
+    target = run_notebook(args.outputs, args.regime, group, args.outputs / group / args.regime / "roadmap.ipynb")
     print(f"executed notebook: {target}")
 
 

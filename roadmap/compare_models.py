@@ -225,12 +225,10 @@ def ratios(table: pd.DataFrame, rows: list[Row]) -> pd.DataFrame:
 def figure_1(table: pd.DataFrame, path: Path) -> Path:
     """The paper's Figure 1: ImageNet-1K top-1 against GFLOPs (measured here), marker area by parameters, ConvNeXt
     beside Swin and DeiT; the paper's top-1 filled, ours (where evaluated) hollow."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left as it is
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig = Figure(figsize=(8, 5.5))
+    ax = fig.subplots()
     # labels: ConvNeXt's above-left of its points (above-right near the axis), the others' below-right, so the
     # equal-FLOPs pairs do not collide
     right, left = ((6, -11), "left"), ((-7, 6), "right")
@@ -259,7 +257,6 @@ def figure_1(table: pd.DataFrame, path: Path) -> Path:
     ax.legend(fontsize=7, loc="lower right", markerscale=0.4)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=130, bbox_inches="tight", format="png")
-    plt.close(fig)
     return path
 
 

@@ -94,16 +94,22 @@ class SweepReport(Callback):
             self.done += 1
 
 
+def _composed(overrides: list[str]):
+    """The config of the run that ``run.py <overrides>`` names (a multirun's first job), with Hydra's runtime."""
+    from roadmap.steps import _first_of_each_sweep, compose_config
+
+    overrides = _first_of_each_sweep(overrides)
+    step = next((o.split("=", 1)[1] for o in overrides if o.startswith("+step=")), None)
+    regime = next((o.split("=", 1)[1] for o in overrides if o.startswith("regime=")), "r50")
+    return compose_config(step, regime, [o for o in overrides if not o.startswith(("+step=", "regime="))], as_run=True)
+
+
 def finished_weights(overrides: list[str]) -> Path:
     """The final weights of the finished run that ``run.py <overrides>`` names: a chained stage's
     ``model.init_from`` (ImageNet-22K pre-training, then fine-tuning: ``make family-22k``)."""
     from roadmap.record import RunPaths, RunRecord
-    from roadmap.steps import compose_config
 
-    step = next((o.split("=", 1)[1] for o in overrides if o.startswith("+step=")), None)
-    regime = next((o.split("=", 1)[1] for o in overrides if o.startswith("regime=")), "r50")
-    rest = [o for o in overrides if not o.startswith(("+step=", "regime="))]
-    paths = RunPaths(Path(compose_config(step, regime, rest, as_run=True).run.dir).resolve())
+    paths = RunPaths(Path(_composed(overrides).run.dir).resolve())
     run = RunRecord.read(paths.root)
     weights = paths.weights_file("final")
     if run is None or run.status != "done" or not weights.is_file():
@@ -116,12 +122,17 @@ def finished_weights(overrides: list[str]) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = Parser(prog="python -m roadmap.sweep", description="Print a regime's steps as Hydra sweep values "
                     "(for run.py -m \"+step=$(python -m roadmap.sweep r50)\"), or with --weights-of the final weights "
-                    "of the finished run that run.py's overrides name (a chained stage's model.init_from).")
+                    "of the finished run that run.py's overrides name (a chained stage's model.init_from), or with "
+                    "--group-of the group folder of their runs (the sweep make roadmap hands the notebook).")
     parser.add_argument("regime", nargs="?", default="r50", choices=available_regimes())
     parser.add_argument("--weights-of", nargs="+", metavar="OVERRIDE", help="run.py overrides naming one run")
+    parser.add_argument("--group-of", nargs="+", metavar="OVERRIDE", help="run.py overrides: print their runs' group")
     args = parser.parse_args(argv)
     if args.weights_of:
         print(finished_weights(args.weights_of))
+        return
+    if args.group_of:
+        print(_composed(args.group_of).run.group)
         return
     print(",".join(s.name for s in list_steps(args.regime)))
 

@@ -168,7 +168,10 @@ def test_notebook_runs_top_to_bottom(swept):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code")  # stripped in git
     executed = nbformat.read(root / GROUP / REGIME / "roadmap.ipynb", as_version=4)  # make roadmap executed it
-    assert any(o.get("output_type") == "display_data" for c in executed.cells for o in c.get("outputs", []))
+    (injected,) = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]  # papermill's
+    assert f'group = "{GROUP}"' in injected.source and f'regime = "{REGIME}"' in injected.source  # the swept group
+    figures = [c for c in executed.cells if c.cell_type == "code" and ("display(Image" in c.source or "plt." in c.source)]
+    assert len(figures) == 2 and all(any("image/png" in o.get("data", {}) for o in c.outputs) for c in figures)
 
 
 def test_make_help_lists_the_targets_and_an_unknown_regime_is_one_line(tmp_path):
