@@ -3,6 +3,11 @@
 The names below load on first use, so importing a leaf module (``roadmap.schema``, ``roadmap.files``) loads no
 model and registers no op."""
 import importlib
+import os
+
+# Nothing is downloaded at run time: huggingface_hub reads this once, when first imported (by timm), so it is set here,
+# before any module of the project can import it; weights come from the local cache only (roadmap.weights)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 _EXPORTS = {"ConfigError": "roadmap.errors", "RoadmapNet": "roadmap.model", "StepInfo": "roadmap.steps",
             "available_regimes": "roadmap.steps", "available_steps": "roadmap.steps", "build_model": "roadmap.steps",

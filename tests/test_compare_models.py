@@ -46,3 +46,15 @@ def test_compare_models_on_small_rows_with_a_weights_folder_and_a_val_folder(tmp
     assert table.loc["ConvNeXt-T", "top1"] == pytest.approx(expected)
     assert pd.read_csv(out / "ratios.csv").pair.tolist() == ["ConvNeXt-T / Swin-T"]
     assert (out / "figure1.png").stat().st_size > 10_000
+
+
+def test_the_hub_is_offline_before_anything_imports_it():
+    """Nothing is downloaded at run time: importing the project sets HF_HUB_OFFLINE before huggingface_hub reads it."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    probe = "import roadmap.compare_models, huggingface_hub.constants as c; print(c.HF_HUB_OFFLINE)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    assert out.stdout.strip() == "True", out.stderr[-1000:]
