@@ -55,6 +55,6 @@ def test_the_hub_is_offline_before_anything_imports_it():
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
-    probe = "import roadmap.compare_models, huggingface_hub.constants as c; print(c.HF_HUB_OFFLINE)"
+    probe = "import roadmap, huggingface_hub.constants as c; print(c.HF_HUB_OFFLINE)"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
     assert out.stdout.strip() == "True", out.stderr[-1000:]
