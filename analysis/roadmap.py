@@ -9,6 +9,7 @@ runs: ``OUTPUTS_DIR/<group>/<regime>/roadmap.{csv,md,tex,png,svg}``.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -36,7 +37,8 @@ def load_runs(root: Path) -> pd.DataFrame:
                      "top1_ema": run.final.get("top1_ema"), "gflops": run.gflops_224, "params_m": run.params_m,
                      "images_per_s": run.train_images_per_s, "proxy": run.proxy, "img_size": run.img_size,
                      "wall_s": run.wall_s, "device": run.hardware.get("device"),
-                     "devices": run.hardware.get("devices", 1)})
+                     "devices": run.hardware.get("devices", 1),
+                     "weights_from": (run.weights_from or {}).get("source")})
     return pd.DataFrame(rows)
 
 
@@ -50,9 +52,13 @@ def _status(statuses: pd.Series) -> str:
 
 def roadmap_table(runs: pd.DataFrame, regime: str) -> pd.DataFrame:
     """The regime's steps in roadmap order, with this group's results beside the paper's; Δ is to the step
-    each one changes (its parent: the previous adopted step)."""
+    each one changes (its parent: the previous adopted step). Runs that started from other weights (fine-tuning)
+    are not the paper's setting, which trains from scratch: their table leaves the paper's top-1 out."""
     rows = {}
+    fine_tuned = not runs.empty and runs.get("weights_from", pd.Series(dtype=object)).notna().any()
     for info in list_steps(regime):
+        if fine_tuned:
+            info = replace(info, paper_top1=None)
         mine = runs[runs.step == info.name] if not runs.empty else runs
         done = mine[mine.status == "done"] if not mine.empty else mine
         top1 = done.top1.astype(float) if not done.empty else pd.Series(dtype=float)
@@ -90,7 +96,10 @@ def describe(runs: pd.DataFrame, group: str) -> str:
     proxies = mine.proxy.dropna().unique()
     label = proxies[0] if len(proxies) else f"{group}: data and budget as named"
     overrides = [o for o in mine.overrides.dropna().unique() if o]
-    return f"{label} | overrides: {overrides[0]}" if overrides else label
+    label = f"{label} | overrides: {overrides[0]}" if overrides else label
+    if mine.get("weights_from", pd.Series(dtype=object)).notna().any():
+        label += " | started from other weights (model.init_from): the paper's top-1, trained from scratch, is not shown"
+    return label
 
 
 def throughput_source(table: pd.DataFrame, runs: pd.DataFrame, outputs: Path, regime: str) -> str:

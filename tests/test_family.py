@@ -233,3 +233,18 @@ def test_other_weights_at_the_same_path_name_another_folder(tmp_path):
     assert first == f"+model.init_from@pretrained-{files.sha256_of(weights)[:8]}"
     weights.write_bytes(b"other weights")
     assert run_variant([f"model.init_from={weights}"]) != first
+
+
+def test_a_fine_tuned_group_is_not_set_beside_the_papers_training_from_scratch(tmp_path):
+    from analysis.roadmap import describe, load_runs, roadmap_table
+    from tests.helpers import write_run
+
+    for step, top1 in (("convnext_t", 84.0), ("convnext_s", 85.0)):
+        write_run(tmp_path, "imagefolder-paper", "family", step, final={"top1": top1}, weights_from={"source": "/w.pt"})
+        write_run(tmp_path, "imagefolder-scratch", "family", step, final={"top1": top1})
+    runs = load_runs(tmp_path)
+    tuned = runs[runs.group == "imagefolder-paper"]
+    assert roadmap_table(tuned, "family").paper_top1.isna().all()
+    assert "the paper's top-1, trained from scratch, is not shown" in describe(runs, "imagefolder-paper")
+    scratch = roadmap_table(runs[runs.group == "imagefolder-scratch"], "family").set_index("step")
+    assert scratch.loc["convnext_t", "paper_top1"] == 82.1
