@@ -50,12 +50,17 @@ def _status(statuses: pd.Series) -> str:
     return "/".join(f"{s}×{n}" if n > 1 else s for s, n in statuses.value_counts().items())
 
 
+def _fine_tuned(runs: pd.DataFrame) -> bool:
+    """Whether any of these runs started from other weights (``model.init_from``)."""
+    return not runs.empty and runs.get("weights_from", pd.Series(dtype=object)).notna().any()
+
+
 def roadmap_table(runs: pd.DataFrame, regime: str) -> pd.DataFrame:
     """The regime's steps in roadmap order, with this group's results beside the paper's; Δ is to the step
     each one changes (its parent: the previous adopted step). Runs that started from other weights (fine-tuning)
     are not the paper's setting, which trains from scratch: their table leaves the paper's top-1 out."""
     rows = {}
-    fine_tuned = not runs.empty and runs.get("weights_from", pd.Series(dtype=object)).notna().any()
+    fine_tuned = _fine_tuned(runs)
     for info in list_steps(regime):
         if fine_tuned:
             info = replace(info, paper_top1=None)
@@ -97,7 +102,7 @@ def describe(runs: pd.DataFrame, group: str) -> str:
     label = proxies[0] if len(proxies) else f"{group}: data and budget as named"
     overrides = [o for o in mine.overrides.dropna().unique() if o]
     label = f"{label} | overrides: {overrides[0]}" if overrides else label
-    if mine.get("weights_from", pd.Series(dtype=object)).notna().any():
+    if _fine_tuned(mine):
         label += " | started from other weights (model.init_from): the paper's top-1, trained from scratch, is not shown"
     return label
 

@@ -96,35 +96,39 @@ class NoWeights(ConfigError):
     """A row without weights to evaluate: its cell says why; the table goes on."""
 
 
-def weights_file(row: Row, weights: str, model: torch.nn.Module) -> Path:
-    """The file of the row's weights, in ``weights`` (a folder) or this machine's Hugging Face cache (``cache``),
-    checked against ``model`` (meta is enough) key by key and shape by shape: a file of another model is refused in
-    one line naming both (:class:`NoWeights` where there is none)."""
-    from roadmap.weights import read_state_dict
-
+def weights_file(row: Row, weights: str) -> Path:
+    """The file of the row's weights: in ``weights`` (a folder) or this machine's Hugging Face cache (``cache``);
+    :class:`NoWeights` where there is none."""
     if weights != "cache":
         found = [p for p in (Path(weights) / f"{row.key}.safetensors", Path(weights) / f"{row.key}.pth") if p.is_file()]
         if not found:
             raise NoWeights(f"no {row.key}.safetensors or {row.key}.pth in {weights}")
-        file = found[0]
-    elif row.weights is None:
+        return found[0]
+    if row.weights is None:
         raise NoWeights(NO_WEIGHTS)
-    else:
-        from huggingface_hub import try_to_load_from_cache  # the cache only: no request
+    from huggingface_hub import try_to_load_from_cache  # the cache only: no request
 
-        hub_id = timm.models.get_pretrained_cfg(row.weights).hf_hub_id
-        cached = [p for name in ("model.safetensors", "pytorch_model.bin")
-                  if isinstance(p := try_to_load_from_cache(hub_id, name), str)]
-        if not cached:
-            raise NoWeights(f"{row.weights} is not in the Hugging Face cache")
-        file = Path(cached[0])
+    hub_id = timm.models.get_pretrained_cfg(row.weights).hf_hub_id
+    cached = [p for name in ("model.safetensors", "pytorch_model.bin")
+              if isinstance(p := try_to_load_from_cache(hub_id, name), str)]
+    if not cached:
+        raise NoWeights(f"{row.weights} is not in the Hugging Face cache")
+    return Path(cached[0])
+
+
+def load_weights(model: torch.nn.Module, row: Row, file: Path) -> None:
+    """The row's weights (a timm state dict of its model) into ``model``, strictly; a file of another model is refused
+    in one line naming both."""
+    from roadmap.weights import read_state_dict
+
     own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    theirs = {k: tuple(v.shape) for k, v in _as_ours(row, read_state_dict(file)).items()}
+    state = _as_ours(row, read_state_dict(file))
+    theirs = {k: tuple(v.shape) for k, v in state.items()}
     if own != theirs:
         differ = sorted(set(own) ^ set(theirs)) or [k for k in own if own[k] != theirs[k]]
         raise ConfigError(f"{file} does not hold {row.label}'s weights ({row.arch}): {len(differ)} tensors differ in "
                           f"name or shape, e.g. {differ[0]}")
-    return file
+    model.load_state_dict(state, strict=True)
 
 
 def _as_ours(row: Row, state: dict) -> dict:
@@ -167,9 +171,9 @@ def compare(rows: list[Row], device: str = "auto", batch_size: int = 8, warmup: 
     out, files, why_not = [], {}, {}
     for row in rows:
         meta = build(row, "meta")
-        if val is not None:  # every file checked before any work
+        if val is not None:
             try:
-                files[row.key] = weights_file(row, weights or "cache", meta)
+                files[row.key] = weights_file(row, weights or "cache")
             except NoWeights as err:
                 why_not[row.key] = f"top-1: {err}"
         gflops = count_gflops(meta, row.img_size)
@@ -180,9 +184,12 @@ def compare(rows: list[Row], device: str = "auto", batch_size: int = 8, warmup: 
                     "img_s": None, "paper_v100_img_s": row.v100_img_s, "top1": None, "top5": None,
                     "paper_top1": row.top1, "why_not": ""})
     models = {}
-    for row in rows:
+    for row in rows:  # every weights file read once, and checked before any timing or evaluation
         torch.manual_seed(0)
-        models[row.key] = build(row).to(dev)
+        models[row.key] = build(row)
+        if row.key in files:
+            load_weights(models[row.key], row, files[row.key])
+        models[row.key].to(dev)
     if speed:
         inputs = {r.key: torch.randn(batch_size, 3, r.img_size, r.img_size, device=dev) for r in rows}
 
@@ -200,9 +207,6 @@ def compare(rows: list[Row], device: str = "auto", batch_size: int = 8, warmup: 
     for row, entry in zip(rows, out):
         why = ([] if speed else ["speed: --no-speed"]) + ([] if val else ["top-1: no --val folder"])
         if row.key in files:
-            from roadmap.weights import read_state_dict
-
-            models[row.key].load_state_dict(_as_ours(row, read_state_dict(files[row.key])), strict=True)
             entry["top1"], entry["top5"], n = top1_top5(models[row.key], row, val, max_images, dev, batch_size)
             log(f"  {row.label}: top-1 {entry['top1']:.2f}, top-5 {entry['top5']:.2f} on {n} images")
         entry["why_not"] = "; ".join(why + ([why_not[row.key]] if row.key in why_not else []))

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from roadmap.errors import ConfigError, exit_on_config_error
 from roadmap.effective import effective_run
-from roadmap.steps import CONF_DIR, compose_config, config_dirs
+from roadmap.steps import CONF_DIR, compose_config, config_dirs, split_command
 from roadmap.schema import check_overrides
 
 REFERENCE = ["+experiment=paper_in1k", "data.root=/imagenet"]
@@ -150,11 +150,9 @@ def paper_run(overrides: list[str]) -> list[str]:
 def explain(overrides: list[str]) -> str:
     """The effective run of ``run.py <overrides>`` beside the paper's, as text."""
     check_overrides(overrides)
-    step = next((o.split("=", 1)[1] for o in overrides if o.startswith("+step=")), None)
+    step, regime, rest = split_command(overrides)
     if step is None:
         raise ConfigError(f"no step chosen: add +step=<name> (as for run.py); usage: {USAGE}")
-    rest = [o for o in overrides if not o.startswith(("+step=", "regime="))]
-    regime = next((o.split("=", 1)[1] for o in overrides if o.startswith("regime=")), "r50")
     cfg = compose_config(step, regime, rest)
     reference = compose_config(step, regime, paper_run(rest))
     provenance = Provenance([f"regime={regime}", f"+step={step}", *rest])

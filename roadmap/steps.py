@@ -135,6 +135,14 @@ def list_steps(regime: str = "r50") -> list[StepInfo]:
     return rows
 
 
+def split_command(overrides: list[str]) -> tuple[str | None, str, list[str]]:
+    """``run.py``'s overrides as :func:`compose_config` takes them: (the ``+step=`` choice or None, the regime, the
+    rest)."""
+    step = next((o.split("=", 1)[1] for o in overrides if o.startswith("+step=")), None)
+    regime = next((o.split("=", 1)[1] for o in overrides if o.startswith("regime=")), "r50")
+    return step, regime, [o for o in overrides if not o.startswith(("+step=", "regime="))]
+
+
 def compose_config(step: str | None = None, regime: str = "r50", overrides: list[str] | tuple = (),
                    as_run: bool = False) -> DictConfig:
     """Compose conf/config.yaml with ``+step=<step> regime=<regime>`` and command-line style overrides,

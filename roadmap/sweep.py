@@ -96,12 +96,10 @@ class SweepReport(Callback):
 
 def _composed(overrides: list[str]):
     """The config of the run that ``run.py <overrides>`` names (a multirun's first job), with Hydra's runtime."""
-    from roadmap.steps import _first_of_each_sweep, compose_config
+    from roadmap.steps import _first_of_each_sweep, compose_config, split_command
 
-    overrides = _first_of_each_sweep(overrides)
-    step = next((o.split("=", 1)[1] for o in overrides if o.startswith("+step=")), None)
-    regime = next((o.split("=", 1)[1] for o in overrides if o.startswith("regime=")), "r50")
-    return compose_config(step, regime, [o for o in overrides if not o.startswith(("+step=", "regime="))], as_run=True)
+    step, regime, rest = split_command(_first_of_each_sweep(overrides))
+    return compose_config(step, regime, rest, as_run=True)
 
 
 def finished_weights(overrides: list[str]) -> Path:

@@ -18,7 +18,8 @@ from roadmap import ConfigError, build_model, list_steps
 from roadmap.explain import explain
 from roadmap.effective import effective_run, scaled_lr, warmup_epochs, with_steps
 from roadmap.lit import RoadmapModule
-from roadmap.steps import CONF_DIR, CONFIG_PATH_ENV, _first_of_each_sweep, compose_config, instantiate_model
+from roadmap.steps import (CONF_DIR, CONFIG_PATH_ENV, _first_of_each_sweep, compose_config, instantiate_model,
+                           split_command)
 from roadmap.train import train
 from tests.helpers import TINY_REGIME, tiny_run_config
 
@@ -265,7 +266,4 @@ def test_every_readme_command_composes_to_a_valid_config(command):
         assert "effective batch" in explain(args)
         return
     args = _first_of_each_sweep(args)  # a multirun's first job
-    step = next((a.split("=", 1)[1] for a in args if a.startswith("+step=")), None)
-    regime = next((a.split("=", 1)[1] for a in args if a.startswith("regime=")), "r50")
-    rest = [a for a in args if not a.startswith(("+step=", "regime="))]
-    compose_config(step, regime, rest)
+    compose_config(*split_command(args))
