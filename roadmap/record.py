@@ -99,10 +99,8 @@ def flatten(tree, prefix: str = "") -> dict:
 
 
 def resolved(config: DictConfig) -> dict:
-    """The run's config as plain values, without Hydra's own node and the step's lineage (its changes' text, which may
-    name a roadmap's regime keys that a family has not): what ``config.yaml`` and the loggers get."""
-    return OmegaConf.to_container(OmegaConf.masked_copy(config, [k for k in config if k not in ("hydra", "lineage")]),
-                                  resolve=True)
+    """The run's config as plain values, without Hydra's own node: what ``config.yaml`` and the loggers get."""
+    return OmegaConf.to_container(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]), resolve=True)
 
 
 def identity(config: DictConfig | dict) -> dict:

@@ -189,7 +189,7 @@ def test_preemption_hands_the_signal_on_and_wandb_continues_its_run(tmp_path, mo
     runs = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and all(r.name.endswith(f"-{run_id}") for r in runs)  # one wandb run, two attempts
     logged = (runs[-1] / f"run-{run_id}.wandb").read_bytes()  # wandb's offline log: the config items as JSON
-    assert all(key in logged for key in (b"base_lr", b"layer_scale_init", b"epoch_scale", b"drop_path_rate"))
+    assert all(key in logged for key in (b"base_lr", b"layer_scale_init", b"epoch_scale", b"lineage"))
     assert f"{Path(result.run_dir).parts[-4]}/r50".encode() in logged  # the wandb group: the sweep
 
 
