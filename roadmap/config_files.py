@@ -8,7 +8,9 @@ argument of the builder, or it has the name of a step found earlier on the path 
 """
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 import os
 from pathlib import Path
 
@@ -32,9 +34,20 @@ def config_dirs() -> list[Path]:
 
 
 def read_yaml(path: Path) -> dict:
-    """A config file's content; broken YAML is refused naming the file and line."""
+    """A config file's content (a fresh copy); broken YAML is refused naming the file and line."""
     try:
-        content = yaml.safe_load(path.read_text())
+        stat = path.stat()
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err.strerror}") from None
+    return copy.deepcopy(_parsed_yaml(path, stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_yaml(path: Path, mtime_ns: int, size: int) -> dict:
+    """One parse per file version (every composition reads the step chain, the regimes and the model file),
+    by libyaml where PyYAML has it."""
+    try:
+        content = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as err:
         raise broken_yaml(err, path) from None
     except OSError as err:

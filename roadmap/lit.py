@@ -55,7 +55,9 @@ class RoadmapModule(L.LightningModule):
         else:
             self.train_loss = nn.CrossEntropyLoss()
         self.batch_transform = BatchTransform()
-        self.ema = ModelEmaV3(model, decay=recipe.ema.decay).requires_grad_(False) if recipe.ema.enabled else None
+        # timm leaves the EMA copy in eval mode; Lightning sets every module's mode itself (eval in validation, the
+        # only place the copy runs) and warns about a module in eval mode when training starts
+        self.ema = ModelEmaV3(model, decay=recipe.ema.decay).requires_grad_(False).train() if recipe.ema.enabled else None
         self.ema_step = 0
         self.topk = (1, min(5, num_classes))
         names = ["val_loss", *(f"val_top{k}{s}" for k in (1, 5) for s in ("", "_ema"))]

@@ -19,15 +19,15 @@ from roadmap.steps import available_regimes, build_model, list_steps
 
 def profile_table(regime: str = "r50", img_size: int = 224) -> pd.DataFrame:
     """One row per step in roadmap order: step, change, adopted, gflops, params_m, paper_gflops, paper_top1."""
-    rows = []
-    for info in list_steps(regime):
+    models = {}
+    for info in list_steps(regime):  # every step checked before any is counted
         with torch.device("meta"):
-            model = build_model(info.name, regime, ["recipe.drop_path_rate=0"])  # any member, whatever its recipe
-        check_input_size(model, img_size, f"--img-size {img_size}", info.name)
-        rows.append({"step": info.name, "change": info.change, "adopted": info.adopted,
-                     "gflops": round(count_gflops(model, img_size), 3), "params_m": round(count_params_m(model), 3),
-                     "paper_gflops": info.paper_gflops, "paper_top1": info.paper_top1})
-    return pd.DataFrame(rows)
+            models[info] = build_model(info.name, regime, ["recipe.drop_path_rate=0"])  # any member, whatever its recipe
+        check_input_size(models[info], img_size, f"--img-size {img_size}", info.name)
+    return pd.DataFrame([{"step": info.name, "change": info.change, "adopted": info.adopted,
+                          "gflops": round(count_gflops(model, img_size), 3), "params_m": round(count_params_m(model), 3),
+                          "paper_gflops": info.paper_gflops, "paper_top1": info.paper_top1}
+                         for info, model in models.items()])
 
 
 def render(df: pd.DataFrame, fmt: str) -> str:

@@ -406,17 +406,21 @@ class RunRecord:
         return "\n".join([
             f"== {self.step} ({self.regime}, seed {self.seed}): {self.status} ==", *([self.proxy] if self.proxy else []),
             (f"top-1 {final['top1']:.2f} top-5 {final['top5']:.2f} (best top-1 {self.best['top1']:.2f}){ema} | "
-             if final.get("top1") is not None else "no validation (recipe.validate=false) | ") + f"{self.epochs} epochs",
+             if final.get("top1") is not None else "no validation (recipe.validate=false) | ") + epochs_text(self.epochs),
             f"{self.gflops_224:.3f} GFLOPs at 224² as in the paper ({self.gflops_run:.4f} as trained at "
             f"{self.img_size}²) | {self.params_m:.2f} M params | train {ips} img/s | wall {self.wall_s:.0f} s",
             f"results: {self.run_dir}"])
+
+
+def epochs_text(epochs: int) -> str:
+    return f"{epochs} epoch" + ("" if epochs == 1 else "s")
 
 
 def proxy_label(cfg: DictConfig, epochs: int) -> str | None:
     """A warning for every output when the run (of ``epochs``, its effective run's) is not the paper's setting
     (ImageNet-1K, full recipe)."""
     if cfg.budget.proxy:
-        return (f"PROXY: {cfg.data.name} data at {cfg.data.img_size}px, {epochs} epochs ({cfg.budget.name} budget) - "
+        return (f"PROXY: {cfg.data.name} data at {cfg.data.img_size}px, {epochs_text(epochs)} ({cfg.budget.name} budget) - "
                 f"not comparable to the paper's ImageNet-1K numbers")
     return None
 

@@ -1,7 +1,6 @@
 """The config architecture, by composition (no training unless said): each knob has one home and one merge
 point, the paper-scale runs are the paper's, regimes and steps are YAML files only, bad values fail in one line."""
 import dataclasses
-import re
 import subprocess
 import sys
 from unittest import mock
@@ -18,8 +17,7 @@ from roadmap import ConfigError, build_model, list_steps
 from roadmap.explain import explain
 from roadmap.effective import effective_run, scaled_lr, warmup_epochs, with_steps
 from roadmap.lit import RoadmapModule
-from roadmap.steps import (CONF_DIR, CONFIG_PATH_ENV, _first_of_each_sweep, compose_config, instantiate_model,
-                           split_command)
+from roadmap.steps import CONF_DIR, CONFIG_PATH_ENV, compose_config, instantiate_model
 from roadmap.train import train
 from tests.helpers import TINY_REGIME, tiny_run_config
 
@@ -242,28 +240,3 @@ def test_saved_config_is_the_model_that_trained(tmp_path):
 def test_synchronized_batchnorm_only_where_cuda_is():
     assert compose_config("gelu", overrides=["trainer=ddp"]).trainer.sync_batchnorm is True  # accelerator=gpu
     assert compose_config("gelu", overrides=["trainer=slurm", "trainer.accelerator=cpu"]).trainer.sync_batchnorm is False
-
-
-def _readme_commands() -> list[str]:
-    """The README's shell command lines (continuations joined, comments dropped) that call run.py or roadmap.explain."""
-    text = (REPO / "README.md").read_text()
-    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
-    lines = [re.sub(r"\s+#\s.*$", "", line) for block in blocks for line in block.replace("\\\n", " ").splitlines()]
-    return [" ".join(line.split()) for line in lines if re.search(r"\brun\.py\b|roadmap\.explain\b", line)]
-
-
-@pytest.mark.parametrize("command", _readme_commands())
-def test_every_readme_command_composes_to_a_valid_config(command):
-    """Each run.py and explain line of the README composes and validates as written (a shell substitution replaced
-    by what it prints: the first step, a weights file)."""
-    command = command.replace('"+step=$(python -m roadmap.sweep r50)"', "+step=original_recipe")
-    command = re.sub(r"\$\(python -m roadmap\.sweep --weights-of [^)]*\)", "/runs/weights/final.safetensors", command)
-    command = command.replace("$HOME", "/home/user")
-    args = [a for a in command.split(" run.py ", 1)[-1].split() if a != "-m"] if " run.py" in command else \
-        command.split("roadmap.explain", 1)[1].split()
-    assert all("$" not in a for a in args), command
-    if "roadmap.explain" in command:
-        assert "effective batch" in explain(args)
-        return
-    args = _first_of_each_sweep(args)  # a multirun's first job
-    compose_config(*split_command(args))

@@ -1,5 +1,5 @@
 """Bad input, as a researcher types it into each tool: refused before any work, in one line naming the fix, exit 2,
-no traceback, nothing left on disk. The table runs in two processes (tests/refusal_runner.py), not one per case."""
+no traceback, nothing left on disk. The table runs in two processes (tests/command_runner.py), not one per case."""
 import json
 import subprocess
 import sys
@@ -235,7 +235,7 @@ CASES = [
     ("roadmap.sweep", "r999", "argument regime: invalid choice: 'r999'"),
     ("roadmap.sweep", "r50 r200", "unrecognized arguments: r200"),
     ("roadmap.profile", "--img-size 0", "argument --img-size: 0 must be positive"),
-    ("roadmap.profile", "--img-size 16", "separate_downsampling needs images of at least 32 px: --img-size 16 is too small"),
+    ("roadmap.profile", "--regime family --img-size 16", "convnext_t needs images of at least 32 px: --img-size 16 is too small"),
     ("roadmap.profile", "--img-size 224px", "argument --img-size: '224px' is not an integer"),
     ("roadmap.profile", "--regime r999", "argument --regime: invalid choice: 'r999'"),
     ("roadmap.profile", "--format xlsx", "argument --format: invalid choice: 'xlsx'"),
@@ -293,7 +293,7 @@ def _write_data_cases(tmp: Path) -> None:
 
 @pytest.fixture(scope="module")
 def answers(tmp_path_factory):
-    """Every case of :data:`CASES`, run by tests/refusal_runner.py in two processes (the training stack's tools in
+    """Every case of :data:`CASES`, run by tests/command_runner.py in two processes (the training stack's tools in
     one, run.py in the other), keyed by the case."""
     tmp = tmp_path_factory.mktemp("refusals")
     (tmp / "a_file").write_text("not a folder")
@@ -331,7 +331,7 @@ def answers(tmp_path_factory):
     for part in (lambda c: c["tool"] == "run", lambda c: c["tool"] != "run"):
         mine = [c for c in cases if part(c)]
         (tmp / "cases.json").write_text(json.dumps(mine))
-        proc = subprocess.run([sys.executable, "-m", "tests.refusal_runner", str(tmp / "cases.json"),
+        proc = subprocess.run([sys.executable, "-m", "tests.command_runner", str(tmp / "cases.json"),
                                str(tmp / "results.json")], cwd=REPO, capture_output=True, text=True,
                               env={**__import__("os").environ, "HF_HUB_CACHE": str(tmp / "empty_hub_cache")})
         assert proc.returncode == 0, proc.stderr[-3000:]

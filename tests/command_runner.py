@@ -1,11 +1,12 @@
 """Run many command lines of the project's tools in this one process and report how each ended, as JSON.
 
-    python -m tests.refusal_runner CASES.json RESULTS.json
+    python -m tests.command_runner CASES.json RESULTS.json
 
-A case is ``{"tool": "run" | "<module with main(argv)>", "argv": [...], "env": {...}, "root": PATH}``; its result
-is its exit code, what it wrote on stdout and stderr, and every file that exists under ``root`` afterwards (a
-refused command leaves none). Each case runs as its tool's ``__main__`` would, with ``sys.argv`` and the
-environment set for it; Hydra is reset between cases.
+A case is ``{"tool": ..., "argv": [...], "env": {...}, "root": PATH}``. Its tool is ``run`` (``run.py``), a module
+with ``main(argv)``, ``python`` (``argv[0]`` is a Python program) or ``shell`` (``argv[0]`` is a bash command line,
+run in a process of its own). Its result is its exit code, what it wrote on stdout and stderr, and every file that
+exists under ``root`` afterwards (a refused command leaves none). Each case runs as its tool's ``__main__`` would,
+with ``sys.argv`` and the environment set for it, in the current folder; Hydra is reset between cases.
 """
 import contextlib
 import importlib
@@ -13,6 +14,7 @@ import io
 import json
 import os
 import runpy
+import subprocess
 import sys
 import traceback
 from pathlib import Path
@@ -32,6 +34,13 @@ def run_case(case: dict) -> dict:
             if case["tool"] == "run":
                 sys.argv = [str(REPO / "run.py"), *case["argv"]]
                 runpy.run_path(sys.argv[0], run_name="__main__")
+            elif case["tool"] == "python":
+                exec(compile(case["argv"][0], "<case>", "exec"), {"__name__": "__main__"})  # noqa: S102 - a test's own program
+            elif case["tool"] == "shell":
+                proc = subprocess.run(["bash", "-c", case["argv"][0]], capture_output=True, text=True)
+                out.write(proc.stdout)
+                err.write(proc.stderr)
+                code = proc.returncode
             else:
                 importlib.import_module(case["tool"]).main(case["argv"])
     except SystemExit as stop:
