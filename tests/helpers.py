@@ -1,6 +1,9 @@
 """Test-only helpers: tiny training configs and callbacks that a run can load through +callbacks."""
+import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -11,6 +14,7 @@ from roadmap.steps import CONFIG_PATH_ENV
 
 from roadmap.steps import compose_config
 
+REPO = Path(__file__).resolve().parent.parent
 TINY_REGIME = """# A small roadmap with no paper numbers: ResNet-26-ish bottlenecks to a narrow ConvNeXt
 resnet: ResNet-26
 convnext: ConvNeXt-tiny-ish
@@ -48,6 +52,18 @@ TINY = ["budget=smoke", "logger=csv", "trainer.enable_progress_bar=false", "run.
         "depthwise=native"]  # no path measurement per run: tests/test_depthwise.py and the lifecycle tests' own runs do it
 TINY_SYNTHETIC = ["data.train_size=32", "data.val_size=16"]
 TINY_VARIANT = "+".join(o.replace("=", "@") for o in TINY_SYNTHETIC)  # what these overrides add to the run's group folder
+
+
+def run_commands(cases: list[dict], files: Path, cwd: Path = REPO, env: dict | None = None) -> list[dict]:
+    """Each case of tests/command_runner.py in turn, in one process started in ``cwd`` (``files``: where the cases
+    and results are written): how each ended."""
+    (files / "cases.json").write_text(json.dumps(cases))
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    proc = subprocess.run([sys.executable, "-m", "tests.command_runner", str(files / "cases.json"),
+                           str(files / "results.json")], cwd=cwd, env={**os.environ, **(env or {}), "PYTHONPATH": path},
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((files / "results.json").read_text())
 
 
 def one_each(*overrides: str) -> list[str]:

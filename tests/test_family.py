@@ -2,8 +2,6 @@
 and 384², the recipe presets are the paper's and TRAINING.md's values, layer-wise lr decay groups as the official
 code, and a pre-training run without validation hands its weights to a fine-tuning run that resumes exactly."""
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,9 +20,8 @@ from roadmap.record import RunRecord, run_variant
 from roadmap.shapes import count_gflops, count_params_m
 from roadmap.steps import compose_config, instantiate_model
 from roadmap.sweep import finished_weights
-from tests.helpers import assert_same_weights_and_history, one_each
+from tests.helpers import assert_same_weights_and_history, one_each, run_commands
 
-REPO = Path(__file__).resolve().parent.parent
 MEMBERS = {"convnext_t": "convnext_tiny", "convnext_s": "convnext_small", "convnext_b": "convnext_base",
            "convnext_l": "convnext_large", "convnext_xl": "convnext_xlarge"}
 # params (M) and GFLOPs as the paper prints them: Table 1 at 224²; at 384² the seed's table (B, L) and the official
@@ -184,19 +181,21 @@ def test_fine_tuning_groups_its_lrs_by_layer_and_starts_a_small_head(tmp_path):
     assert head.std().item() == pytest.approx(0.02 * 0.001, rel=0.2)  # trunc-normal(.02) × head init scale
 
 
-def _run(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "run.py", *one_each(*_tiny(*args), f"run.root={root}")], cwd=REPO,
-                          capture_output=True, text=True)
+def _case(root: Path, *args: str) -> dict:
+    """A run.py command of the tiny member (tests/command_runner.py's case)."""
+    return {"tool": "run", "argv": one_each(*_tiny(*args), f"run.root={root}")}
 
 
-def _interrupted_then_resumed(root: Path, *args: str) -> Path:
-    stopped = _run(root, *args, "run.checkpoint_every_n_steps=1", "+callbacks.stop._target_=tests.helpers.SignalAtStep",
-                   "+callbacks.stop.step=2")
-    assert stopped.returncode == 3, stopped.stderr[-2000:]
+def _stopped_and_resumed(root: Path, *args: str) -> list[dict]:
+    """A run stopped at optimizer step 2 (SIGUSR2, as SLURM's warning), then the same command again."""
+    stop = ["+callbacks.stop._target_=tests.helpers.SignalAtStep", "+callbacks.stop.step=2"]
+    return [_case(root, *args, "run.checkpoint_every_n_steps=1", *extra) for extra in (stop, [])]
+
+
+def _resumed_run(root: Path, stopped: dict, resumed: dict) -> Path:
+    assert stopped["code"] == 3 and "preempted: " in stopped["stderr"], stopped["stderr"][-2000:]
+    assert resumed["code"] == 0 and "resuming from" in resumed["stdout"], resumed["stderr"][-2000:]
     (run_dir,) = root.glob("*/family/convnext_b/seed0")
-    assert RunRecord.read(run_dir).status == "preempted"
-    resumed = _run(root, *args, "run.checkpoint_every_n_steps=1")
-    assert resumed.returncode == 0 and "resuming from" in resumed.stdout, resumed.stderr[-2000:]
     return run_dir
 
 
@@ -204,12 +203,12 @@ def _interrupted_then_resumed(root: Path, *args: str) -> Path:
 def test_pretraining_without_validation_then_fine_tuning_at_another_size_and_class_count(tmp_path):
     """22K-style pre-training on an image folder without val/ (3 classes, 32²) checkpoints, resumes and ends done with
     no validation; fine-tuning its weights on the embedded data (8 classes, 64²) resumes exactly, and its record and
-    folder name the weights it started from."""
+    folder name the weights it started from. Each stage's runs share a process (tests/command_runner.py)."""
     write_jpegs(tmp_path / "in22k", classes=3, train_per_class=12, val_per_class=0)
     shutil.rmtree(tmp_path / "in22k" / "val")  # ImageNet-22K has none
     pretrain = ["recipe=convnext_in22k", "data=imagenet22k", f"data.root={tmp_path / 'in22k'}", "data.num_classes=3",
                 "data.img_size=32", "budget.batch_size=8"]
-    pre_dir = _interrupted_then_resumed(tmp_path / "pre", *pretrain)
+    pre_dir = _resumed_run(tmp_path / "pre", *run_commands(_stopped_and_resumed(tmp_path / "pre", *pretrain), tmp_path))
     pre = RunRecord.read(pre_dir)
     assert pre.status == "done" and pre.final["top1"] is None and [r["epoch"] for r in pre.history] == [1]
     assert "train/loss" in pre.history[0] and not (pre_dir / "checkpoints" / "best.ckpt").exists()
@@ -219,10 +218,11 @@ def test_pretraining_without_validation_then_fine_tuning_at_another_size_and_cla
 
     finetune = ["recipe=convnext_ft_in22k", "data.img_size=64", "data.train_size=32", "data.val_size=16",
                 f"model.init_from={pre_dir / 'weights' / 'final.safetensors'}"]
-    uninterrupted = _run(tmp_path / "once", *finetune)
-    assert uninterrupted.returncode == 0, uninterrupted.stderr[-2000:]
+    once, *stopped_and_resumed = run_commands([_case(tmp_path / "once", *finetune),
+                                               *_stopped_and_resumed(tmp_path / "ft", *finetune)], tmp_path)
+    assert once["code"] == 0, once["stderr"][-2000:]
     (once_dir,) = (tmp_path / "once").glob("*/family/convnext_b/seed0")
-    ft_dir = _interrupted_then_resumed(tmp_path / "ft", *finetune)
+    ft_dir = _resumed_run(tmp_path / "ft", *stopped_and_resumed)
     assert_same_weights_and_history(ft_dir, once_dir)
     record = RunRecord.read(ft_dir)
     assert record.status == "done" and record.final["top1"] is not None

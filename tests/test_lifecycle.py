@@ -291,21 +291,6 @@ def test_eval_mode_reproduces_the_recorded_top1_and_runs_on_other_data(trained, 
     assert on_other["images"] == 16 and 0 <= on_other["top1"] <= 100 and "top1_ema" not in on_other
 
 
-def test_eval_from_the_command_line_reads_the_step_from_the_run_and_leaves_its_hydra_files(trained, tmp_path):
-    """``mode=eval ckpt=`` of a run's weights, without ``+step``: the run's step, regime and model knobs are used;
-    the run's ``.hydra/`` stays the training's, and no other folder is left."""
-    result, run_dir = trained
-    (run_dir / ".hydra").mkdir(exist_ok=True)
-    (run_dir / ".hydra" / "overrides.yaml").write_text("- the training's overrides\n")
-    hydra_files = {p.name: p.read_bytes() for p in (run_dir / ".hydra").iterdir()}
-    proc = subprocess.run([sys.executable, "run.py", "mode=eval", f"ckpt={run_dir / result.weights['best']}",
-                           *TINY_CLI, f"run.root={tmp_path}"], cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert RunRecord.read(run_dir).evaluations[-1]["step"] == "separate_downsampling"
-    assert {p.name: p.read_bytes() for p in (run_dir / ".hydra").iterdir()} == hydra_files
-    assert not list(tmp_path.iterdir())  # the evaluation's own Hydra folder went
-
-
 def test_init_from_a_checkpoint_and_from_timm(trained, tmp_path):
     _, run_dir = trained
     started = build_model("separate_downsampling", num_classes=10, init_from=str(run_dir / "checkpoints" / "last.ckpt"))

@@ -6,13 +6,13 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from roadmap.steps import _first_of_each_sweep, compose_config, split_command
+from tests.helpers import run_commands
 
 pytestmark = pytest.mark.slow  # trains through run.py (make test-fast leaves these out)
 REPO = Path(__file__).resolve().parent.parent
@@ -73,19 +73,15 @@ RUN_HERE = [line for line in readme_lines() if why_not_here(line) is None]
 def ran(tmp_path_factory):
     """Every line of RUN_HERE in README order, then the Python block, in a folder laid out as a fresh clone (the
     repository's files, ``.venv`` the suite's environment, no outputs): one process for them all
-    (tests/command_runner.py; ``make`` and ``cat`` in a shell)."""
+    (tests/command_runner.py; ``make`` and ``cat`` in a shell of their own)."""
     clone = tmp_path_factory.mktemp("clone")
     for entry in REPO.iterdir():
         if entry.name not in (".venv", "outputs", ".git"):
             (clone / entry.name).symlink_to(entry)
     (clone / ".venv").symlink_to(Path(sys.executable).parents[1])
     cases = [as_case(with_smoke_budget(line)) for line in RUN_HERE] + [{"tool": "python", "argv": [PYTHON_BLOCK]}]
-    (clone / "cases.json").write_text(json.dumps(cases))
-    env = {**os.environ, "PATH": f"{clone / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run([sys.executable, "-m", "tests.command_runner", "cases.json", "results.json"], cwd=clone,
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads((clone / "results.json").read_text())
+    results = run_commands(cases, tmp_path_factory.mktemp("cases"), cwd=clone,
+                           env={"PATH": f"{clone / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}"})
     yield clone, dict(zip([*RUN_HERE, "python block"], results))
     shutil.rmtree(clone / "outputs", ignore_errors=True)
 
@@ -124,12 +120,20 @@ def test_the_line_runs_as_written_with_a_smoke_budget(ran, line):
 
 
 def test_what_the_lines_left_behind(ran):
-    """The runs are where the README says, the evaluation is in the gelu run's record, and make help lists every
+    """The runs are where the README says. The evaluation (no ``+step``) took the step from the gelu run's record,
+    is in that record, left the run's ``.hydra/`` as training wrote it, and made no folder. make help lists every
     target of the Makefile."""
     clone, results = ran
-    gelu = clone / "outputs" / "synthetic-smoke" / "r50" / "gelu" / "seed0"
+    outputs = clone / "outputs"
+    assert sorted(p.name for p in outputs.iterdir() if p.is_dir()) == [
+        "synthetic-smoke", "synthetic-smoke+recipe.ema.enabled@true", "synthetic-smoke+recipe@convnext_in1k"]
+    gelu = outputs / "synthetic-smoke" / "r50" / "gelu" / "seed0"
     record = json.loads((gelu / "metrics.json").read_text())
-    assert record["status"] == "done" and len(record["evaluations"]) == 1
+    assert record["status"] == "done" and [e["step"] for e in record["evaluations"]] == ["gelu"]
+    assert (gelu / ".hydra" / "overrides.yaml").read_text().split() == ["-", "+step=gelu", "-", "budget=smoke", "-",
+                                                                         "depthwise=native"]
+    assert sorted(p.name for p in (outputs / "synthetic-smoke" / "r50").iterdir() if p.is_dir()) == [
+        "gelu", "inverted_bottleneck"]
     assert (gelu / "weights" / "final.safetensors").exists()
     assert (clone / "outputs" / "synthetic-smoke" / "r50" / "roadmap.md").exists()  # make analysis
     phony = re.search(r"^\.PHONY: (.*)$", (REPO / "Makefile").read_text(), flags=re.M).group(1).split()

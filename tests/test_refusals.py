@@ -1,8 +1,6 @@
 """Bad input, as a researcher types it into each tool: refused before any work, in one line naming the fix, exit 2,
 no traceback, nothing left on disk. The table runs in two processes (tests/command_runner.py), not one per case."""
 import json
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -15,9 +13,8 @@ from roadmap.config_files import CONFIG_PATH_ENV
 from roadmap.fake_imagenet import fake_jpeg, write_tars
 from roadmap.model import RoadmapNet
 from roadmap.weights import export
-from tests.helpers import write_run
+from tests.helpers import run_commands, write_run
 
-REPO = Path(__file__).resolve().parent.parent
 R50_CONFIG = "regime: {name: r50}\n"
 
 # A user's config folders, one problem each (a broken step file breaks the roadmap it belongs to)
@@ -330,12 +327,8 @@ def answers(tmp_path_factory):
     answers = {}
     for part in (lambda c: c["tool"] == "run", lambda c: c["tool"] != "run"):
         mine = [c for c in cases if part(c)]
-        (tmp / "cases.json").write_text(json.dumps(mine))
-        proc = subprocess.run([sys.executable, "-m", "tests.command_runner", str(tmp / "cases.json"),
-                               str(tmp / "results.json")], cwd=REPO, capture_output=True, text=True,
-                              env={**__import__("os").environ, "HF_HUB_CACHE": str(tmp / "empty_hub_cache")})
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        answers.update({json.dumps(c): r for c, r in zip(mine, json.loads((tmp / "results.json").read_text()))})
+        results = run_commands(mine, tmp, env={"HF_HUB_CACHE": str(tmp / "empty_hub_cache")})
+        answers.update({json.dumps(c): r for c, r in zip(mine, results)})
     return tmp, cases, answers
 
 
