@@ -80,7 +80,7 @@ class Agreement:
         sign = (f"; Δ has the paper's sign on {self.sign_matches}/{self.sign_total} steps" if self.sign_total else "")
         noise = (f"; {self.distinguishable}/{self.deltas} Δs beyond seed noise (pooled seed std {self.pooled_std:.2f})"
                  if self.pooled_std is not None else
-                 f"; one seed per step: no noise estimate, every Δ n.s." if self.deltas else "")
+                 "; one seed per step: no noise estimate, every Δ n.s." if self.deltas else "")
         return corr + sign + noise
 
 
