@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.apt import install
+
 PACKAGES = ("slurm-wlm", "munge", "slurmdbd", "mariadb-server")
 BINARIES = ("munged", "slurmctld", "slurmd", "slurmdbd", "mariadbd", "mariadb-install-db", "sbatch", "scontrol",
             "sinfo", "squeue", "scancel", "srun", "sacct")
@@ -29,24 +31,6 @@ DAEMONS = ("slurmctld", "slurmd", "slurmdbd", "mariadbd", "munged", "slurmstepd"
 NODES = ("n1", "n2")
 GRACE_TIME_S = 60
 HOSTS_LINE = f"127.0.0.1 {' '.join(NODES)}  # roadmap test cluster"
-
-
-class Unavailable(RuntimeError):
-    """SLURM is not installed and cannot be (not root, or no apt-get): the cluster tests skip with this reason."""
-
-
-def install() -> None:
-    """``apt-get install`` the packages when a binary is missing; Unavailable where that cannot run."""
-    if all(shutil.which(b) for b in BINARIES):
-        return
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise Unavailable("SLURM is not installed and this is not root with apt-get: "
-                          f"apt-get install {' '.join(PACKAGES)} to run the cluster tests")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *PACKAGES]):
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-        if proc.returncode:
-            raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr[-1000:]}")
 
 
 def _name_nodes_on_loopback() -> None:
@@ -150,7 +134,7 @@ class Cluster:
         raise RuntimeError(f"{failure}; logs in {self.folder / 'log'}")
 
     def start(self, timeout_s: float = 90) -> "Cluster":
-        install()
+        install(PACKAGES, [b for b in BINARIES if not shutil.which(b)], "the cluster tests need SLURM")
         _name_nodes_on_loopback()
         self._write_config()
         self._start_munge()

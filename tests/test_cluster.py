@@ -24,7 +24,8 @@ import torch
 
 from roadmap import record
 from roadmap.record import RunRecord
-from tests.cluster import Cluster, Unavailable
+from tests.apt import Unavailable
+from tests.cluster import Cluster
 from tests.helpers import assert_same_weights_and_history, last_weights, one_each
 
 REPO = Path(__file__).resolve().parent.parent
