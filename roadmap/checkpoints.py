@@ -57,16 +57,23 @@ def resume_point(paths: RunPaths) -> Path | None:
     unreadable; None when the run has none. Temporary files of writers that died are removed first."""
     for stale in paths.checkpoints.glob(temporary_path(Path("*.ckpt"), "*").name):  # .<name>.<pid>.tmp.ckpt
         stale.unlink(missing_ok=True)
+    candidate = readable_checkpoint(paths)
+    if candidate is not None and candidate != paths.last_ckpt:
+        print(f"{paths.relative(paths.last_ckpt)} is unreadable ({unreadable(paths.last_ckpt)}): resuming from "
+              f"{paths.relative(candidate)}")
+    return candidate
+
+
+def readable_checkpoint(paths: RunPaths) -> Path | None:
+    """The newest readable of ``last.ckpt`` and ``previous.ckpt``, None when there is neither; a run whose
+    checkpoints are all unreadable is refused in one line (``roadmap.steps.refuse_bad_run``: before any work)."""
     found = [p for p in (paths.last_ckpt, paths.previous_ckpt) if p.exists()]
-    if not found:
-        return None
     problems = {}
     for candidate in found:
         problems[candidate] = unreadable(candidate)
         if problems[candidate] is None:
-            if candidate != paths.last_ckpt:
-                print(f"{paths.relative(paths.last_ckpt)} is unreadable ({problems[paths.last_ckpt]}): resuming from "
-                      f"{paths.relative(candidate)}")
             return candidate
+    if not found:
+        return None
     raise ConfigError(f"cannot resume {paths.root}: {'; '.join(f'{paths.relative(p)} is unreadable ({why})' for p, why in problems.items())}. "
                       f"Move the checkpoints folder away to restart the run from scratch (or run.resume=false)")

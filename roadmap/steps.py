@@ -11,6 +11,7 @@ import re
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import yaml
@@ -26,7 +27,8 @@ from omegaconf.errors import OmegaConfBaseException
 from roadmap.config_files import (CONF_DIR, CONFIG_PATH_ENV, broken_yaml, check_choice,  # noqa: F401 (re-exported)
                                    config_dirs, options, read_yaml, step_parent)
 from roadmap.errors import ConfigError
-from roadmap.record import check_evaluation_target, check_identity, flatten, run_dir, run_variant
+from roadmap.record import (RunPaths, RunRecord, check_evaluation_target, check_identity, flatten, run_dir,
+                            run_variant)
 from roadmap.schema import (check_environment, check_overrides, check_regime_file, command_line, nearest_key,
                             target_arguments, validate)
 
@@ -241,7 +243,8 @@ def refuse_bad_run(cfg: DictConfig) -> None:
     step chosen, this process (:func:`roadmap.schema.check_environment`), the model's knobs and input size (built on
     the meta device), the data (:func:`roadmap.data.check_data`), for ``mode=eval`` weights that are the chosen
     step's (:func:`roadmap.record.check_evaluation_target`), else a run folder that holds no other config's run or
-    other data's (:func:`roadmap.record.check_identity`) and a readable ``model.init_from``."""
+    other data's (:func:`roadmap.record.check_identity`), checkpoints it can resume from and a readable
+    ``model.init_from``."""
     step = chosen_step()
     check_step_regime(step, cfg.regime.name)
     validate(cfg)
@@ -261,6 +264,13 @@ def refuse_bad_run(cfg: DictConfig) -> None:
         check_evaluation_target(cfg, step)
         return
     check_identity(cfg, data)
+    if cfg.run.resume and not cfg.run.force:  # an unfinished run's checkpoints: one it can resume from
+        from roadmap.checkpoints import readable_checkpoint
+
+        paths = RunPaths(Path(cfg.run.dir).resolve())
+        previous = RunRecord.read(paths.root)
+        if previous is None or previous.status != "done":
+            readable_checkpoint(paths)
     if cfg.model.init_from:
         from roadmap.weights import check_init_source
 

@@ -190,6 +190,8 @@ CASES = [
     ("run", "+step=gelu run.root=/proc/x", "run.root=/proc/x: cannot write in /proc"),
     ("run", "+step=gelu ckpt={tmp}/gelu_run/checkpoints/best.ckpt", "is read by mode=eval only: to start training "
                                                                     "from weights, set model.init_from="),
+    ("run", "+step=gelu run.root={tmp}/unreadable_checkpoint", "cannot resume {tmp}/unreadable_checkpoint/"
+                                                                "synthetic-cpu_proxy/r50/gelu/seed0: checkpoints/last.ckpt is unreadable"),
     ("run", "+step=gelu mode=eval", "mode=eval needs the weights to evaluate: ckpt="),
     ("run", "+step=gelu mode=eval ckpt=/no/such.ckpt", "no weights file /no/such.ckpt"),
     ("run", "+step=fewer_activations mode=eval ckpt={tmp}/gelu_run/checkpoints/best.ckpt",
@@ -306,6 +308,9 @@ def answers(tmp_path_factory):
     (tmp / "foreign").mkdir()
     torch.save({"head.fc.weight": torch.zeros(2, 2)}, tmp / "foreign" / "convnext_t.pth")
     (tmp / "gelu_run").symlink_to(gelu)
+    cut_short = tmp / "unreadable_checkpoint" / "synthetic-cpu_proxy" / "r50" / "gelu" / "seed0" / "checkpoints"
+    cut_short.mkdir(parents=True)
+    (cut_short / "last.ckpt").write_bytes(b"PK\x03\x04 cut short")  # a checkpoint whose write was cut short
     for name, text in (("broken_config", "seed: 0\nmodel: [unclosed\n"), ("incomplete_config", R50_CONFIG)):
         saved = tmp / name / "synthetic-cpu_proxy" / "r50" / "gelu" / "seed0" / "config.yaml"
         saved.parent.mkdir(parents=True)
