@@ -31,13 +31,26 @@ def tiny_regime(tmp_path_factory):
     yield from tiny_regime_on_config_path(tmp_path_factory.mktemp("conf"))
 
 
+# The files by their time in the suite, longest first (per-file sums of the durations in a fresh-clone run of
+# bash .ci/run, docs/cluster.md): the two workers, each a file at a time, then end together
+LONGEST_FIRST = ("test_cluster", "test_lifecycle", "test_training", "test_refusals", "test_readme", "test_model_zoo",
+                 "test_sweep_analysis", "test_family", "test_data", "test_config", "test_depthwise", "test_benchmark",
+                 "test_agreement", "test_compare_models")  # agreement: LaTeX's install where it is missing
+
+
 def pytest_collection_modifyitems(items):
-    """The longest files first, so that parallel workers (``make test``: pytest-xdist, a file per worker at a time)
-    end together: the SLURM cluster's file, then those that train through run.py (marked ``slow``), then the rest."""
+    """The longest files first (:data:`LONGEST_FIRST`; a file not listed after them, those with tests marked
+    ``slurm`` or ``slow`` first), so that parallel workers (``make test``: pytest-xdist) end together."""
     marks = defaultdict(set)
     for item in items:
         marks[item.path] |= set(item.keywords)
-    items.sort(key=lambda item: ("slurm" not in marks[item.path], "slow" not in marks[item.path]))  # stable
+
+    def cost_rank(item) -> tuple:
+        listed = item.path.stem in LONGEST_FIRST
+        return (not listed, LONGEST_FIRST.index(item.path.stem) if listed else 0, "slurm" not in marks[item.path],
+                "slow" not in marks[item.path])
+
+    items.sort(key=cost_rank)  # stable: a file's tests stay in their order
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -2,8 +2,6 @@
 implementations, forward/backward of every step, and one-line errors for bad knobs."""
 import csv
 import io
-import subprocess
-import sys
 
 import pytest
 import timm
@@ -194,10 +192,13 @@ def test_unknown_step_and_regime():
         compose_config("gelu", overrides=["model.no_such_knob=1"])
 
 
-def test_profile_cli_csv():
-    """The command line (every regime's numbers: test_gflops_match_paper, tests/test_family.py), on the shortest one."""
-    out = subprocess.run([sys.executable, "-m", "roadmap.profile", "--regime", "family", "--format", "csv"],
-                         capture_output=True, text=True, check=True).stdout
+def test_profile_cli_csv(capsys):
+    """The command line's CSV (every regime's numbers: test_gflops_match_paper, tests/test_family.py; the command in
+    a process of its own: the README's, tests/test_readme.py), on the shortest regime."""
+    from roadmap.profile import main as profile
+
+    profile(["--regime", "family", "--format", "csv"])
+    out = capsys.readouterr().out
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [r["step"] for r in rows] == [s.name for s in list_steps("family")]
     assert {"step", "change", "gflops", "params_m", "paper_gflops"} <= set(rows[0])
