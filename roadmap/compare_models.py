@@ -28,6 +28,7 @@ from roadmap.cli import Parser, existing_folder, non_negative_int, output_folder
 from roadmap.devices import chosen_device, device_name
 from roadmap.errors import ConfigError, exit_on_config_error
 from roadmap.files import atomic_path
+from roadmap.recipe_parts import OFFICIAL_WARP_FROM, eval_resize
 from roadmap.shapes import count_gflops, count_params_m
 from roadmap.timing import median_seconds
 
@@ -140,18 +141,24 @@ def _as_ours(row: Row, state: dict) -> dict:
     return state
 
 
+def eval_transform(row: Row):
+    """The row's timm evaluation transform (its crop, interpolation and mean/std at its resolution): the paper's weights
+    as timm configures them; a ConvNeXt without a timm tag as the official code evaluates it
+    (:func:`roadmap.recipe_parts.eval_resize`: bicubic, and at 384² the whole image resized, a warp without a crop)."""
+    from timm.data import create_transform, resolve_data_config
+
+    pretrained = (timm.models.get_pretrained_cfg(row.weights).to_dict() if row.weights
+                  else {"interpolation": "bicubic", **eval_resize(row.img_size, 0.875, OFFICIAL_WARP_FROM)})
+    return create_transform(**resolve_data_config({"input_size": (3, row.img_size, row.img_size)},
+                                                  pretrained_cfg=pretrained))
+
+
 def top1_top5(model: torch.nn.Module, row: Row, val_root: Path, max_images: int | None, device: torch.device,
               batch_size: int) -> tuple[float, float, int]:
-    """Top-1 and top-5 (%) on ``val_root/val`` with the row's timm evaluation transform (its crop, interpolation and
-    mean/std at its resolution), and how many images."""
-    from timm.data import ImageDataset, create_transform, resolve_data_config
+    """Top-1 and top-5 (%) on ``val_root/val`` with the row's :func:`eval_transform`, and how many images."""
+    from timm.data import ImageDataset
 
-    # the evaluation of the paper's weights (timm's config of them); a 384² ConvNeXt without a timm tag as the official
-    # code evaluates it: bicubic, the whole image (crop_pct 1.0)
-    pretrained = (timm.models.get_pretrained_cfg(row.weights).to_dict() if row.weights
-                  else {"crop_pct": 1.0, "interpolation": "bicubic"})
-    config = resolve_data_config({"input_size": (3, row.img_size, row.img_size)}, pretrained_cfg=pretrained)
-    dataset = ImageDataset(str(val_root / "val"), transform=create_transform(**config))
+    dataset = ImageDataset(str(val_root / "val"), transform=eval_transform(row))
     indices = range(min(len(dataset), max_images or len(dataset)))
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size)
     correct1 = correct5 = 0

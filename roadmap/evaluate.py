@@ -21,6 +21,7 @@ from roadmap.data import RoadmapDataModule, data_identity
 from roadmap.errors import ConfigError
 from roadmap.files import sha256_of, write_text
 from roadmap.lit import RoadmapModule
+from roadmap.recipe_parts import describe_eval_resize
 from roadmap.record import RunPaths, RunRecord
 from roadmap.steps import chosen_step, instantiate_model, refuse_bad_run
 
@@ -49,7 +50,7 @@ def evaluate(cfg: DictConfig) -> dict:
     metrics = trainer.validate(module, dataloaders=loader, verbose=False)[0]
     result = {"step": chosen_step(), "regime": cfg.regime.name, "ckpt": str(ckpt), "sha256": sha256_of(ckpt),
               "data": cfg.data.name, "img_size": cfg.data.img_size,
-              "crop_pct": cfg.data.crop_pct, "images": int(metrics.get("val/images", len(loader.dataset))),
+              "resize": describe_eval_resize(cfg.data), "images": int(metrics.get("val/images", len(loader.dataset))),
               "data_identity": data_identity(cfg.data),
               **{k: round(float(metrics[f"val/{k}"]), 4) for k in ("top1", "top5", "top1_ema", "top5_ema")
                  if f"val/{k}" in metrics},

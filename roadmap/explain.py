@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from roadmap.errors import ConfigError, exit_on_config_error
 from roadmap.effective import effective_run
+from roadmap.recipe_parts import describe_eval_resize
 from roadmap.steps import CONF_DIR, compose_config, config_dirs, split_command
 from roadmap.schema import check_overrides
 
@@ -52,7 +53,7 @@ def _rows(cfg: DictConfig) -> list[tuple[str, str, list[str]]]:
     scale = run.epochs / r.epochs
     schedule = (f"cosine to {_g(r.lr_min)}" if r.schedule == "cosine" else
                 f"step ×0.1 every {r.step_every * scale:.3g} epochs")
-    crop = f"random-resized crop {list(r.train_crop_scale)} + flip, {r.interpolation}; eval crop_pct {_g(d.crop_pct)}"
+    crop = f"random-resized crop {list(r.train_crop_scale)} + flip, {r.interpolation}; {describe_eval_resize(d)}"
     return [
         ("data", f"{d.name}, {d.img_size} px, {d.num_classes} classes", ["data.name", "data.img_size", "data.num_classes"]),
         ("epochs", f"{run.epochs} (recipe {r.epochs} × budget scale {_g(b.epoch_scale)})", ["recipe.epochs", "budget.epoch_scale"]),
@@ -66,7 +67,8 @@ def _rows(cfg: DictConfig) -> list[tuple[str, str, list[str]]]:
         ("schedule", f"{schedule}, per iteration", ["recipe.schedule", "recipe.lr_min", "recipe.step_every",
                                                     "budget.epoch_scale"]),
         ("optimizer", _optimizer(r), ["recipe.optimizer"]),
-        ("crop", crop, ["recipe.train_crop_scale", "data.train_crop_scale", "recipe.interpolation", "data.crop_pct"]),
+        ("crop", crop, ["recipe.train_crop_scale", "data.train_crop_scale", "recipe.interpolation", "data.crop_pct",
+                           "data.eval_warp_from"]),
         ("RandAugment", str(r.auto_augment or "off") + (f", colour jitter {_g(r.color_jitter)}" if not r.auto_augment
                                                           and r.color_jitter else ""),
          ["recipe.auto_augment", "recipe.color_jitter"]),
@@ -79,9 +81,9 @@ def _rows(cfg: DictConfig) -> list[tuple[str, str, list[str]]]:
         ("drop path", _g(cfg.model.drop_path_rate), ["model.drop_path_rate"]),
         ("layer decay", f"{_g(r.layer_decay)} (official 12 layers + head)" if r.layer_decay else "off", ["recipe.layer_decay"]),
         ("head init", f"× {_g(r.head_init_scale)}" if r.head_init_scale != 1 else "as initialised", ["recipe.head_init_scale"]),
-        ("start from", f"{cfg.model.init_from}" + (" (its EMA weights)" if r.init_from_ema else "")
-         if cfg.model.init_from else "random init" + (" (recipe.init_from_ema: set model.init_from)" if r.init_from_ema else ""),
-         ["model.init_from", "recipe.init_from_ema"]),
+        ("start from", f"{cfg.model.init_from}" + (" (its EMA weights)" if r.init_from_ema else " (its raw weights)")
+         if cfg.model.init_from else "pre-trained weights: set model.init_from (run.py refuses a fine-tune without)"
+         if r.fine_tune else "random init", ["model.init_from", "recipe.init_from_ema", "recipe.fine_tune"]),
         ("validation", "every epoch" if r.validate else "none (recipe.validate=false)", ["recipe.validate"]),
         ("init", cfg.model.init, ["model.init"]),
         ("precision", f"{t.precision}, channels_last={cfg.channels_last}, compile={cfg.compile}, "

@@ -64,16 +64,36 @@ def build_optimizer(model: torch.nn.Module, optimizer, lr: float, layer_decay: f
                                **({"betas": tuple(optimizer.betas)} if optimizer.betas else {}))
 
 
+OFFICIAL_WARP_FROM = 384  # the official datasets.py warps at 384² and above (conf/data/imagefolder.yaml: eval_warp_from)
+
+
+def eval_resize(img_size: int, crop_pct: float, warp_from: int | None) -> dict:
+    """The evaluation's resize as the official ConvNeXt code does it (``datasets.py``), in timm's terms: below
+    ``warp_from`` resize the shorter side to ``img_size / crop_pct`` and centre-crop; from ``warp_from`` on (384²)
+    resize the whole image to ``img_size × img_size``, a warp without a crop (timm's ``squash`` at crop_pct 1)."""
+    if warp_from is not None and img_size >= warp_from:
+        return {"crop_pct": 1.0, "crop_mode": "squash"}
+    return {"crop_pct": crop_pct, "crop_mode": "center"}
+
+
+def describe_eval_resize(data) -> str:
+    """:func:`eval_resize` in words, for ``roadmap.explain``."""
+    size = data.img_size
+    if eval_resize(size, data.crop_pct, data.eval_warp_from)["crop_mode"] == "squash":
+        return f"eval: the whole image resized to {size}×{size} (a warp, no crop)"
+    return f"eval: shorter side to {math.floor(size / data.crop_pct)}, centre crop {size} (crop_pct {data.crop_pct:g})"
+
+
 def build_transform(recipe, data, is_training: bool):
-    """timm's training transform (random-resized crop, flip, RandAugment) or its evaluation transform (resize to
-    ``img_size / crop_pct``, centre crop), at the data's image size, ending in uint8 (timm's prefetcher form: the
-    per-pixel rest is :class:`BatchTransform`'s, on the device)."""
+    """timm's training transform (random-resized crop, flip, RandAugment) or its evaluation transform
+    (:func:`eval_resize`), at the data's image size, ending in uint8 (timm's prefetcher form: the per-pixel rest is
+    :class:`BatchTransform`'s, on the device)."""
     if is_training:
         return create_transform(data.img_size, is_training=True, scale=tuple(recipe.train_crop_scale),
                                 auto_augment=recipe.auto_augment, color_jitter=recipe.color_jitter or None,
                                 interpolation=recipe.interpolation, use_prefetcher=True)
-    return create_transform(data.img_size, is_training=False, interpolation=recipe.interpolation,
-                            crop_pct=data.crop_pct, use_prefetcher=True)
+    return create_transform(data.img_size, is_training=False, interpolation=recipe.interpolation, use_prefetcher=True,
+                            **eval_resize(data.img_size, data.crop_pct, data.eval_warp_from))
 
 
 class ErasingBox:

@@ -51,7 +51,7 @@ LAYOUT = ("budget.batch_size", "budget.accumulate_grad_batches")
 # Knobs whose value here changes nothing (a record saved before they existed computed the same): left out of the
 # identity at this value
 NEUTRAL = {"recipe.layer_decay": None, "recipe.head_init_scale": 1.0, "model.head_init_scale": 1.0,
-           "recipe.init_from_ema": False, "recipe.validate": True}
+           "recipe.init_from_ema": False, "recipe.validate": True, "recipe.fine_tune": False}
 _MAX_VARIANT = 100
 
 

@@ -124,6 +124,7 @@ class Recipe:
     ema: Ema = field(default_factory=Ema)
     layer_decay: Optional[float] = MISSING
     head_init_scale: float = MISSING
+    fine_tune: bool = MISSING
     init_from_ema: bool = MISSING
     validate: bool = MISSING
     layer_scale_init: Optional[float] = MISSING
@@ -140,6 +141,7 @@ class Data:
     num_classes: int = MISSING
     train_crop_scale: list[float] = MISSING
     crop_pct: float = MISSING
+    eval_warp_from: Optional[int] = MISSING
 
 
 @dataclass
@@ -251,6 +253,7 @@ RULES = [  # (key, check, what it must be)
     ("data.train_crop_scale", lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1, "[min, max] with 0 < min <= max <= 1"),
     ("recipe.train_crop_scale", lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1, "[min, max] with 0 < min <= max <= 1"),
     ("data.crop_pct", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("data.eval_warp_from", lambda v: v is None or v >= 1, "an image size or null (no warp)"),
     ("data.train_size", lambda v: v is None or v >= 1, "a positive number of images"),  # the synthetic kind's
     ("data.val_size", lambda v: v is None or v >= 1, "a positive number of images"),
     ("data.max_bad_fraction", lambda v: v is None or 0 <= v < 1, "a fraction of an epoch's images in [0, 1)"),
@@ -446,6 +449,9 @@ def _check_trainer_values(trainer) -> None:
                               f"(known: {', '.join(sorted(known)[:12])}, ...)")
 
 
+LAYER_DECAY_STAGE3_BLOCKS = 27  # optim_factory.py's 12 layers: stage 3's blocks in threes (3-11)
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError (one line) for the first unknown key, or value of the wrong type, out of range, or
     refused by the library that reads it."""
@@ -484,6 +490,12 @@ def validate(cfg: DictConfig) -> None:
         if isinstance(given, float) and given > 1:
             raise ConfigError(f"{key}={given}: a fraction is at most 1.0; a number of batches is a whole number "
                               f"({int(given)})")
+    depths = OmegaConf.select(cfg, "model.depths")
+    if checked.recipe.layer_decay and depths is not None and (len(depths) != 4 or depths[2] != LAYER_DECAY_STAGE3_BLOCKS):
+        raise ConfigError(f"recipe.layer_decay={checked.recipe.layer_decay:g}: the official ConvNeXt's layer-wise lr decay "
+                          f"groups the {LAYER_DECAY_STAGE3_BLOCKS} stage-3 blocks of ConvNeXt-S/B/L/XL in threes, and its "
+                          f"main.py refuses any other model; this one has depths {list(depths)}: set "
+                          f"recipe.layer_decay=null (no layer decay)")
     if (checked.recipe.mixup > 0 or checked.recipe.cutmix > 0) and checked.budget.batch_size % 2:
         raise ConfigError(f"budget.batch_size={checked.budget.batch_size}: mixup/cutmix pair the images of a batch, "
                           f"so it must be even (or set recipe.mixup=0 recipe.cutmix=0)")

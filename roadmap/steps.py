@@ -254,9 +254,11 @@ def refuse_bad_run(cfg: DictConfig) -> None:
     with torch.device("meta"):  # every knob the builder checks, and the input size, on shapes only
         model = instantiate_model(cfg.model, init_from=None)
     check_input_size(model, cfg.data.img_size)
-    if cfg.recipe.layer_decay and len(model.stages[2].blocks) > 27:
-        raise ConfigError(f"recipe.layer_decay follows the official ConvNeXt's 12 layers, which hold at most 27 blocks in "
-                          f"stage 3 (this model has {len(model.stages[2].blocks)}): recipe.layer_decay=null")
+    if cfg.recipe.fine_tune and not cfg.model.init_from and cfg.mode == "train":
+        raise ConfigError(f"recipe={cfg.recipe.name} fine-tunes pre-trained weights, but model.init_from is "
+                          f"{'empty' if cfg.model.init_from == '' else 'not set'}: point it at the pre-trained run's "
+                          f"checkpoints/last.ckpt or weights/*.safetensors (python -m roadmap.sweep --weights-of "
+                          f"<its run.py overrides> prints them)")
     from roadmap.data import data_identity
 
     data = data_identity(cfg.data, cfg.recipe.validate)  # the data's classes and val images checked, its index built once
@@ -308,7 +310,7 @@ def build_model(step: str, regime: str = "r50", overrides: list[str] | tuple = (
         raise ConfigError(f"unknown model knob(s) {unknown}; known: {', '.join(model_knobs(cfg))}")
     if bare:
         knobs = {"layer_scale_init": None, "drop_path_rate": 0.0, **knobs}
-    return instantiate_model(cfg.model, **{"num_classes": 1000, **knobs})
+    return instantiate_model(cfg.model, cfg.recipe.init_from_ema, **{"num_classes": 1000, **knobs})
 
 
 def instantiate_model(model_cfg: DictConfig | dict, init_from_ema: bool = False, **overrides):

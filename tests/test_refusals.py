@@ -108,8 +108,21 @@ CASES = [
     ("run", "regime=family +step=convnext_b recipe=convnext_ft_in22k recipe.layer_decay=1.5",
      "recipe.layer_decay=1.5: must be in (0, 1] or null (none)"),
     ("run", "regime=r200 +step=modern_recipe recipe=convnext_ft_in1k recipe.drop_path_rate=0.1",
-     "recipe.layer_decay follows the official ConvNeXt's 12 layers, which hold at most 27 blocks in stage 3 (this model "
-     "has 36)"),
+     "recipe.layer_decay=0.7: the official ConvNeXt's layer-wise lr decay groups the 27 stage-3 blocks of "
+     "ConvNeXt-S/B/L/XL in threes, and its main.py refuses any other model; this one has depths [3, 24, 36, 3]"),
+    ("run", "regime=family +step=convnext_t recipe=convnext_ft_in22k recipe.drop_path_rate=0.1",
+     "recipe.layer_decay=0.8: the official ConvNeXt's layer-wise lr decay groups the 27 stage-3 blocks of "
+     "ConvNeXt-S/B/L/XL in threes, and its main.py refuses any other model; this one has depths [3, 3, 9, 3]"),
+    ("roadmap.explain", "regime=family +step=convnext_t recipe=convnext_ft_in22k recipe.drop_path_rate=0.1",
+     "recipe.layer_decay=0.8: the official ConvNeXt's layer-wise lr decay groups the 27 stage-3 blocks"),
+    # a fine-tune with nothing to start from (absent, null, and empty as $(... --weights-of ...) gives when it finds none)
+    ("run", "regime=family +step=convnext_b recipe=convnext_ft_in22k",
+     "recipe=convnext_ft_in22k fine-tunes pre-trained weights, but model.init_from is not set: point it at the "
+     "pre-trained run's checkpoints/last.ckpt or weights/*.safetensors"),
+    ("run", "regime=family +step=convnext_b recipe=convnext_ft_in1k model.init_from=null",
+     "recipe=convnext_ft_in1k fine-tunes pre-trained weights, but model.init_from is not set"),
+    ("run", "regime=family +step=convnext_l recipe=convnext_ft_in22k model.init_from=",
+     "recipe=convnext_ft_in22k fine-tunes pre-trained weights, but model.init_from is empty"),
     ("run", "regime=family +step=convnext_t data.img_size=16", "this step needs images of at least 32 px, data.img_size is 16"),
     ("run", "regime=family +step=convnext_b recipe=convnext_ft_in22k model.init_from={tmp}/gelu_run/weights/final.safetensors",
      "the weights of {tmp}/gelu_run/weights/final.safetensors (the gelu (r50) run) do not fit this model (depths 3-3-27-3, "

@@ -1,0 +1,75 @@
+"""What is set beside the paper's numbers is measured the paper's way: each setting compared with the official code
+(facebookresearch/ConvNeXt: datasets.py, main.py, optim_factory.py, TRAINING.md; ../shared/reference/paper-facts.md)."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+from roadmap.compare_models import ROWS, eval_transform
+from roadmap.recipe_parts import BatchTransform, build_transform
+from roadmap.steps import compose_config
+
+IMAGENET = ["data=imagefolder", "data.root=/imagenet"]
+
+
+def _official_eval(size: int):
+    """The official ``datasets.py`` evaluation transform before ToTensor: at 384² and above a warp to size × size,
+    below it the shorter side to int(size / (224 / 256)) and a centre crop; bicubic in both."""
+    if size >= 384:
+        return T.Resize((size, size), interpolation=T.InterpolationMode.BICUBIC)
+    return T.Compose([T.Resize(int(size / (224 / 256)), interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size)])
+
+
+@pytest.fixture(scope="module")
+def jpeg(tmp_path_factory) -> Image.Image:
+    """A landscape JPEG (500 × 333, ImageNet's typical aspect), read back as PIL reads any dataset image."""
+    rng = np.random.default_rng(0)
+    pixels = (rng.random((333, 500, 3)) * 255).astype(np.uint8)
+    path = tmp_path_factory.mktemp("jpeg") / "image.JPEG"
+    Image.fromarray(pixels).resize((500, 333)).save(path, quality=90)
+    return Image.open(path).convert("RGB")
+
+
+@pytest.mark.parametrize("size", [224, 384])
+def test_the_evaluation_transform_is_the_official_one_pixel_for_pixel(jpeg, size):
+    cfg = compose_config("convnext_b", "family", [*IMAGENET, f"data.img_size={size}"])
+    ours = torch.as_tensor(build_transform(cfg.recipe, cfg.data, is_training=False)(jpeg))  # uint8, channels first
+    official = torch.from_numpy(np.asarray(_official_eval(size)(jpeg)).transpose(2, 0, 1).copy())
+    assert ours.shape == official.shape == (3, size, size)
+    assert torch.equal(ours, official)
+    normalized = BatchTransform()(ours[None])[0]  # then to float and ImageNet's mean/std
+    reference = T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))(T.ToTensor()(_official_eval(size)(jpeg)))
+    torch.testing.assert_close(normalized, reference, atol=1e-5, rtol=0)
+    # Table 1's rows without timm weights (the family at 384²) are evaluated the same way by compare_models
+    row = ROWS["convnext_b_384" if size == 384 else "convnext_b"]
+    transform = eval_transform(replace(row, weights=None))
+    torch.testing.assert_close(transform(jpeg), reference, atol=1e-5, rtol=0)
+
+
+def test_a_centre_crop_at_384_is_not_the_official_warp(jpeg):
+    """The comparison above can fail: resizing the shorter side and cropping gives other pixels at 384²."""
+    cfg = compose_config("convnext_b", "family", [*IMAGENET, "data.img_size=384", "data.eval_warp_from=null"])
+    cropped = np.asarray(build_transform(cfg.recipe, cfg.data, is_training=False)(jpeg))
+    assert not np.array_equal(cropped, np.asarray(_official_eval(384)(jpeg)).transpose(2, 0, 1))
+
+
+TINY_B = ["model.width=8", "model.depths=[1,1,27,1]"]  # ConvNeXt-B's layout (27 blocks in stage 3), narrow
+
+
+def test_the_python_api_starts_from_the_weights_training_starts_from(tmp_path):
+    """``roadmap.build_model`` with ``recipe.init_from_ema`` loads a run's EMA weights, as training does: one loader."""
+    from roadmap.steps import build_model
+
+    raw = build_model("convnext_b", "family", TINY_B, num_classes=8).state_dict()
+    ema = {k: v + 1 if v.is_floating_point() else v for k, v in raw.items()}
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {**{f"model.{k}": v for k, v in raw.items()},
+                               **{f"ema.module.{k}": v for k, v in ema.items()}}}, ckpt)
+    for recipe, expected in (("convnext_ft_in1k", ema), ("convnext_ft_in22k", raw)):  # from 1K: EMA; from 22K: raw
+        model = build_model("convnext_b", "family", [*TINY_B, f"recipe={recipe}", f"model.init_from={ckpt}"],
+                            num_classes=8)
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(value, expected[key], msg=f"{recipe}: {key}")
