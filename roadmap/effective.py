@@ -1,6 +1,6 @@
 """The effective run: what one composed config computes, whatever hardware it runs on.
 
-:func:`effective_run` is the one place that turns a config into epochs, effective batch, peak lr, warm-up
+:func:`effective_run` is the one place that turns a config into epochs, effective batch, peak lr and floor, warm-up
 and schedule in optimizer steps, precision, clipping and batch limits: from the recipe (length, clipping),
 the budget (its scale of the length, batch, accumulation, batch limits) and the trainer's hardware (devices,
 nodes, precision). Lightning's loop (:meth:`EffectiveRun.trainer_arguments`), the optimizer and scheduler
@@ -25,6 +25,12 @@ def scaled_epochs(epochs: int, scale: float) -> int:
 def scaled_lr(recipe, effective_batch: int) -> float:
     """Linear lr scaling rule: base_lr × effective batch / base batch (Table 5: 4e-3 at 4096)."""
     return recipe.base_lr * effective_batch / recipe.base_batch
+
+
+def scaled_lr_floor(recipe, effective_batch: int) -> float:
+    """The cosine's floor, scaled as the peak is (``lr_min`` at ``base_batch``): the schedule keeps the paper's shape,
+    its floor the official ratio to the peak (1e-6 / 4e-3; fine-tuning 1e-6 / 5e-5), at any batch."""
+    return recipe.lr_min * effective_batch / recipe.base_batch
 
 
 def warmup_epochs(recipe, effective_batch: int) -> float:
@@ -65,6 +71,7 @@ class EffectiveRun:
     epochs: int
     effective_batch: int | None     # per-device batch × devices × nodes × accumulation
     peak_lr: float | None
+    lr_floor: float | None          # the cosine's end, scaled with the batch as the peak is
     warmup_epochs: float            # in the run's epochs (the recipe's warm-up scaled by the budget)
     schedule: str
     precision: str
@@ -101,6 +108,7 @@ def effective_run(cfg: DictConfig, train_size: int | None = None) -> EffectiveRu
     epochs = scaled_epochs(r.epochs, b.epoch_scale)
     warm = warmup_epochs(r, batch) if batch else r.warmup_epochs
     run = dict(epochs=epochs, effective_batch=batch, peak_lr=scaled_lr(r, batch) if batch else None,
+               lr_floor=scaled_lr_floor(r, batch) if batch else None,
                warmup_epochs=warm * epochs / r.epochs, schedule=r.schedule, precision=str(t.precision),
                grad_clip=r.grad_clip, limit_train_batches=b.limit_train_batches,
                limit_val_batches=b.limit_val_batches if r.get("validate", True) else 0, accumulate=accumulate)

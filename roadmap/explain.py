@@ -5,7 +5,8 @@ the file (or command-line override) that set it. Read this before launching a mo
 
 The reference is the same step and regime under ``+experiment=paper_in1k`` (ImageNet-1K, each recipe at
 its own length, effective batch 4096): Table 5 for the modern recipe, torchvision's recipe for row 0; under the
-command's own paper experiment (``paper_in22k``, ``paper_finetune``) where it names one, with its recipe preset.
+command's own paper experiment (``paper_in22k``, ``paper_finetune``) where it names one, with its recipe preset;
+in fp32 as the official commands train (the presets' bf16 is marked).
 Attribution follows Hydra's defaults list (the order files are merged in) and interpolations.
 """
 from __future__ import annotations
@@ -27,6 +28,9 @@ from roadmap.steps import CONF_DIR, compose_config, config_dirs, split_command
 from roadmap.schema import check_overrides
 
 REFERENCE = ["+experiment=paper_in1k", "data.root=/imagenet"]
+# what the paper's runs had that no preset has: the official TRAINING.md commands pass no --use_amp (fp32, TF32 on A100),
+# where the presets train in bf16 autocast for speed
+PAPER_PROTOCOL = ["trainer.precision=32-true"]
 USAGE = "python -m roadmap.explain +step=<name> [any run.py override ...] (--help: what it shows)"
 _INTERPOLATION = re.compile(r"^\$\{([\w.]+)\}$")
 
@@ -51,7 +55,7 @@ def _rows(cfg: DictConfig) -> list[tuple[str, str, list[str]]]:
     shown_batch = (f"{batch} = " if batch else "? = ") + (f"{b.batch_size}/device × {t.devices} devices × "
                                                           f"{t.num_nodes} nodes × accumulate {run.accumulate}")
     scale = run.epochs / r.epochs
-    schedule = (f"cosine to {_g(r.lr_min)}" if r.schedule == "cosine" else
+    schedule = (f"cosine to {r.lr_min / r.base_lr:.3g} × the peak" if r.schedule == "cosine" else
                 f"step ×0.1 every {r.step_every * scale:.3g} epochs")
     crop = f"random-resized crop {list(r.train_crop_scale)} + flip, {r.interpolation}; {describe_eval_resize(d)}"
     return [
@@ -59,8 +63,9 @@ def _rows(cfg: DictConfig) -> list[tuple[str, str, list[str]]]:
         ("epochs", f"{run.epochs} (recipe {r.epochs} × budget scale {_g(b.epoch_scale)})", ["recipe.epochs", "budget.epoch_scale"]),
         ("effective batch", shown_batch, ["budget.batch_size", "trainer.devices", "trainer.num_nodes",
                                           "budget.accumulate_grad_batches"]),
-        ("peak lr", (f"{run.peak_lr:.4g}" if batch else "?") + f" ({_g(r.base_lr)} per {r.base_batch}, linear)",
-         ["recipe.base_lr", "recipe.base_batch"]),
+        ("peak lr", (f"{run.peak_lr:.4g}" if batch else "?") + f" ({_g(r.base_lr)} per {r.base_batch}, linear)"
+         + (f", floor {run.lr_floor:.3g}" if batch and r.schedule == "cosine" else ""),
+         ["recipe.base_lr", "recipe.base_batch", "recipe.lr_min"]),
         ("warm-up", f"{run.warmup_epochs:.3g} epochs, linear from 0" + (f" (only above batch {r.warmup_above_batch})"
                                                                      if r.warmup_above_batch else ""),
          ["recipe.warmup_epochs", "recipe.warmup_above_batch", "budget.epoch_scale"]),
@@ -75,7 +80,7 @@ def _rows(cfg: DictConfig) -> list[tuple[str, str, list[str]]]:
         ("mixup / cutmix", f"{_g(r.mixup)} / {_g(r.cutmix)}", ["recipe.mixup", "recipe.cutmix"]),
         ("random erasing", _g(r.re_prob), ["recipe.re_prob"]),
         ("label smoothing", _g(r.label_smoothing), ["recipe.label_smoothing"]),
-        ("EMA", f"{_g(r.ema.decay)}" if r.ema.enabled else "off", ["recipe.ema"]),
+        ("EMA", f"{_g(r.ema.decay)}" if r.ema.enabled else "off", ["recipe.ema.enabled", "recipe.ema.decay"]),
         ("grad clip", _g(r.grad_clip) if r.grad_clip else "off", ["recipe.grad_clip"]),
         ("layer scale", _g(cfg.model.layer_scale_init) if cfg.model.layer_scale_init else "off", ["model.layer_scale_init"]),
         ("drop path", _g(cfg.model.drop_path_rate), ["model.drop_path_rate"]),
@@ -146,7 +151,7 @@ def paper_run(overrides: list[str]) -> list[str]:
     :data:`REFERENCE`'s), with the command's recipe choice (a preset) and image size (a fine-tuning's 384²)."""
     experiment = next((o for o in overrides if o.startswith("+experiment=paper_")), REFERENCE[0])
     kept = [o for o in overrides if o.startswith(("recipe=", "data.img_size="))]
-    return [experiment, REFERENCE[1], *kept]
+    return [experiment, REFERENCE[1], *kept, *PAPER_PROTOCOL]
 
 
 def explain(overrides: list[str]) -> str:

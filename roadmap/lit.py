@@ -144,7 +144,7 @@ class RoadmapModule(L.LightningModule):
             raise ValueError("RoadmapModule needs the effective run with its steps to train (effective_run(cfg, train_size))")
         opt = build_optimizer(self.model, r.optimizer, run.peak_lr, r.get("layer_decay"))
         if run.schedule == "cosine":
-            sched = CosineLRScheduler(opt, t_initial=run.total_steps - run.warmup_steps, lr_min=r.lr_min,
+            sched = CosineLRScheduler(opt, t_initial=run.total_steps - run.warmup_steps, lr_min=run.lr_floor,
                                       warmup_t=run.warmup_steps, warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
         else:  # torchvision's step decay: ×0.1 every step_every of the recipe's epochs (30 of 90)
             sched = StepLRScheduler(opt, decay_t=run.decay_every_steps, decay_rate=0.1, warmup_t=run.warmup_steps,

@@ -68,6 +68,7 @@ class Regime:
     # a family's (conf/regime/family.yaml): its members (steps), and each member's stochastic depth per recipe
     steps: Optional[list[str]] = None
     drop_path: Optional[dict[str, Optional[float]]] = None
+    ema: Optional[dict[str, bool]] = None
     # optional: timm's model of a step's architecture, a model to draw beside the roadmap, the paper's numbers
     timm_references: Optional[dict[str, str]] = None
     reference: Optional[Reference] = None
@@ -385,6 +386,10 @@ def _checked_part(cfg: DictConfig) -> dict:
     return part
 
 
+# the family's per-member values a recipe reads (conf/step/convnext_t.yaml): what each is, and the key that sets it
+MEMBER_COLUMNS = {"drop_path": ("stochastic depth", "recipe.drop_path_rate"), "ema": ("EMA", "recipe.ema.enabled")}
+
+
 def _typed(cfg: DictConfig) -> DictConfig:
     """The checked part of ``cfg`` merged into :class:`Schema` (a data config by its kind)."""
     schema = OmegaConf.structured(Schema)
@@ -395,10 +400,12 @@ def _typed(cfg: DictConfig) -> DictConfig:
     except MissingMandatoryValue as err:
         raise ConfigError(f"{err.full_key} is not set: add {err.full_key}=... to the command line") from None
     except OmegaConfBaseException as err:
-        if "regime.drop_path." in str(err):  # a recipe that reads the family's per-member column
-            raise ConfigError(f"recipe {OmegaConf.select(cfg, 'recipe.name')} takes each family member's stochastic depth "
-                              f"(regime.drop_path), which regime {OmegaConf.select(cfg, 'regime.name')} has not: "
-                              f"regime=family +step=convnext_<t|s|b|l|xl>, or set recipe.drop_path_rate") from None
+        column = next((c for c in MEMBER_COLUMNS if f"regime.{c}." in str(err)), None)
+        if column:  # a recipe that reads the family's per-member column
+            what, key = MEMBER_COLUMNS[column]
+            raise ConfigError(f"recipe {OmegaConf.select(cfg, 'recipe.name')} takes each family member's {what} "
+                              f"(regime.{column}), which regime {OmegaConf.select(cfg, 'regime.name')} has not: "
+                              f"regime=family +step=convnext_<t|s|b|l|xl>, or set {key}") from None
         raise ConfigError(f"{err.full_key or 'config'}={err.value}: {_one_line(err)}") from None
 
 

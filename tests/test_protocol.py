@@ -73,3 +73,56 @@ def test_the_python_api_starts_from_the_weights_training_starts_from(tmp_path):
                             num_classes=8)
         for key, value in model.state_dict().items():
             torch.testing.assert_close(value, expected[key], msg=f"{recipe}: {key}")
+
+
+def _marked(text: str) -> dict[str, str]:
+    """``roadmap.explain``'s marked rows: what → the line under it (the paper's value and what set ours)."""
+    lines = text.splitlines()
+    return {line[2:18].strip(): lines[i + 1].strip() for i, line in enumerate(lines)
+            if line.startswith("* ") and not line.startswith("* =")}
+
+
+@pytest.mark.parametrize("extra, row, paper, origin", [
+    (["data.img_size=384", "data.eval_warp_from=null"], "crop", "eval: the whole image resized to 384×384",
+     "command line (data.eval_warp_from=null)"),                                                    # 1: the 384² warp
+    (["recipe.ema.enabled=false"], "EMA", "paper: 0.9999", "command line (recipe.ema.enabled=false)"),  # 3: XL's EMA
+    (["recipe.lr_min=1e-5"], "schedule", "cosine to 0.02 × the peak", "command line (recipe.lr_min=1e-5)"),  # 5
+    ([], "precision", "paper: 32-true", "conf/trainer/slurm.yaml"),                                  # 7: bf16 presets
+])
+def test_explain_marks_each_difference_from_the_papers_run(extra, row, paper, origin):
+    from roadmap.explain import explain
+
+    text = explain(["regime=family", "+step=convnext_xl", "+experiment=paper_finetune", "data.root=/in", *extra])
+    marked = _marked(text)
+    assert row in marked and paper in marked[row] and origin in marked[row], text
+    floor = {"peak lr"} if row == "schedule" else set()  # the peak lr row gives the floor's value
+    assert set(marked) == {row, "precision", *floor}, text  # nothing else differs from the official XL 22K→1K command
+
+
+def test_layer_decay_on_convnext_t_is_refused_as_the_official_code_refuses_it():
+    from roadmap.errors import ConfigError
+    from roadmap.explain import explain
+
+    for decide in (lambda a: explain(a), lambda a: compose_config("convnext_t", "family", a[2:])):
+        with pytest.raises(ConfigError, match=r"main.py refuses any other model; this one has depths \[3, 3, 9, 3\]"):
+            decide(["regime=family", "+step=convnext_t", "recipe=convnext_ft_in22k", "recipe.drop_path_rate=0.1"])
+
+
+@pytest.mark.parametrize("recipe, official_ratio", [("convnext_ft_in22k", 1e-6 / 5e-5), ("convnext_in1k", 1e-6 / 4e-3)])
+def test_the_lr_floor_keeps_the_official_ratio_to_the_peak_at_batch_32(recipe, official_ratio):
+    """Official: lr 5e-5 → 1e-6 at batch 512 (fine-tuning), 4e-3 → 1e-6 at 4096; here at batch 32 the schedule ends at
+    the same fraction of its peak (a fixed 1e-6 would be 32 % of a fine-tune's peak of 3.1e-6)."""
+    from roadmap.effective import effective_run
+    from roadmap.lit import RoadmapModule
+    from roadmap.steps import instantiate_model
+
+    cfg = compose_config("convnext_b", "family", [*TINY_B, f"recipe={recipe}", "budget=paper", "budget.batch_size=32",
+                                                   "data.train_size=320", "data.num_classes=8", "data.img_size=32"])
+    run = effective_run(cfg, 320)
+    assert run.effective_batch == 32
+    optimizer = RoadmapModule(instantiate_model(cfg.model), cfg.recipe, num_classes=8, run=run).configure_optimizers()
+    scheduler, head = optimizer["lr_scheduler"]["scheduler"], optimizer["optimizer"].param_groups[-1]
+    scheduler.step_update(num_updates=run.total_steps)
+    assert head["lr"] / run.peak_lr == pytest.approx(official_ratio, rel=1e-6)
+    scheduler.step_update(num_updates=run.warmup_steps + 1)
+    assert head["lr"] == pytest.approx(run.peak_lr, rel=1e-3)  # the head group is at the peak (layer decay 13 → × 1)
