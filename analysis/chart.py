@@ -79,18 +79,20 @@ def roadmap_figure(table: pd.DataFrame, title: str, reference, agreement) -> Fig
             label = f"[{row.status}] {gflops}"
         ax.text(1.01, y, label, va="center", fontsize=7.5, color="#2c3e50", transform=ax.get_yaxis_transform())
     paper_ax = ax if shared else ax.twiny()
-    paper_ax.scatter(paper, ys, marker="D", color=PAPER, zorder=3, s=24, label="paper top-1 (ImageNet-1K)")
+    paper_ax.scatter(paper, ys, marker="D", color=PAPER, zorder=3, s=24,
+                     label="paper top-1" if paper.notna().any() else None)
     if reference is not None:  # on our rows only where ours and the paper's share the axis
         (paper_ax if shared else scatter).axvline(reference.top1, color=PAPER, ls="--", lw=1,
                                                   label=f"paper {reference.name} ({reference.top1})")
     if not shared and paper.notna().any():
         paper_low, paper_high = _limits(pd.concat([paper, pd.Series([getattr(reference, "top1", np.nan)])]).dropna())
         paper_ax.set_xlim(paper_low, paper_high)
-        paper_ax.set_xlabel("paper top-1 (%), ImageNet-1K — its own axis (red)", color=PAPER, fontsize=9)
+        paper_ax.set_xlabel("paper top-1 (%) — its own axis (red)", color=PAPER, fontsize=9)
         paper_ax.tick_params(axis="x", colors=PAPER)
     ax.set_xlim(low, high)
     ax.set_yticks(ys, [f"{s}{'' if a else ' (branch)'}" for s, a in zip(table.step, table.adopted)], fontsize=9)
-    ax.set_xlabel(f"our top-1 (%), axis from {low:.1f} (not 0)" + ("" if shared else ", fitted to our range (blue)"),
+    metric = table.attrs.get("metric", "top-1")
+    ax.set_xlabel(f"our {metric} (%), axis from {low:.1f} (not 0)" + ("" if shared else ", fitted to our range (blue)"),
                   color=OURS, fontsize=9)
     handles = [h for a in {ax, paper_ax} for h in a.get_legend_handles_labels()[0]]
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3, fontsize=8, frameon=False)
@@ -108,8 +110,8 @@ def roadmap_figure(table: pd.DataFrame, title: str, reference, agreement) -> Fig
         scatter.scatter(part.paper_top1, part.top1_mean, marker=marker, color=OURS,
                         label="adopted step" if adopted else "branch")
     labels = [scatter.text(row.paper_top1, row.top1_mean, row.step, fontsize=6.5) for row in both.itertuples()]
-    scatter.set_xlabel("paper top-1 (%)", fontsize=9)
-    scatter.set_ylabel("our top-1 (%)", fontsize=9)
+    scatter.set_xlabel(textwrap.fill(f"paper top-1 (%): {table.attrs.get('paper', 'ImageNet-1K')}", 60), fontsize=9)
+    scatter.set_ylabel(f"our {metric} (%)", fontsize=9)
     scatter.set_title("per step: ours vs the paper\n" + (
         f"Spearman ρ = {agreement.spearman:+.2f}, Kendall τ = {agreement.kendall:+.2f} (n = {agreement.n})"
         if agreement.spearman is not None else f"n = {agreement.n}: too few steps to rank"), fontsize=9)

@@ -9,7 +9,6 @@ runs: ``OUTPUTS_DIR/<group>/<regime>/roadmap.{csv,md,tex,png,svg}``.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -20,21 +19,25 @@ from roadmap.record import RunRecord
 from roadmap.cli import Parser
 from roadmap.errors import ConfigError, exit_on_config_error
 from roadmap.files import write_text
-from roadmap.steps import available_regimes, list_steps, regime_table
+from roadmap.steps import PaperColumns, available_regimes, list_steps, paper_columns, regime_table
 
 COLUMNS = ["step", "change", "adopted", "parent", "gflops", "params_m", "images_per_s", "top1_mean", "top1_std",
            "n_seeds", "delta_top1", "delta_verdict", "paper_top1", "paper_delta", "paper_gflops", "status", "error"]
 
 
 def load_runs(root: Path) -> pd.DataFrame:
-    """One row per run folder under ``root`` with its record (roadmap.record), or why there is none."""
+    """One row per run folder under ``root`` with its record (roadmap.record), or why there is none. ``top1`` is the
+    paper's metric, as the official code reports it: the best epoch's top-1, of the EMA weights where the EMA is on
+    (``metric`` names which); the last epoch's are ``top1_last`` and ``top1_last_ema``."""
     rows = []
     for run_dir in record.find_runs(root):
         run = RunRecord.load(run_dir)
         rows.append({"group": run.group, "regime": run.regime, "step": run.step, "seed": run.seed,
                      "overrides": ", ".join(run.overrides), "run_dir": str(run_dir), "status": run.status,
-                     "error": run.error, "top1": run.final.get("top1"), "top5": run.final.get("top5"),
-                     "top1_ema": run.final.get("top1_ema"), "gflops": run.gflops_224, "params_m": run.params_m,
+                     "error": run.error, "top1": run.best.get("top1"), "metric": run.best.get("metric"),
+                     "top1_last": run.final.get("top1"), "top1_last_ema": run.final.get("top1_ema"),
+                     "top5_last": run.final.get("top5"), "recipe": run.recipe, "gflops": run.gflops_224,
+                     "params_m": run.params_m,
                      "images_per_s": run.train_images_per_s, "proxy": run.proxy, "img_size": run.img_size,
                      "wall_s": run.wall_s, "device": run.hardware.get("device"),
                      "devices": run.hardware.get("devices", 1),
@@ -50,23 +53,39 @@ def _status(statuses: pd.Series) -> str:
     return "/".join(f"{s}×{n}" if n > 1 else s for s, n in statuses.value_counts().items())
 
 
-def _fine_tuned(runs: pd.DataFrame) -> bool:
-    """Whether any of these runs started from other weights (``model.init_from``)."""
-    return not runs.empty and runs.get("weights_from", pd.Series(dtype=object)).notna().any()
+METRICS = {"val/top1": "best-epoch top-1", "val/top1_ema": "best-epoch EMA top-1"}
+
+
+def metric_name(runs: pd.DataFrame) -> str:
+    """What a group's top-1 is (:func:`load_runs`), for column headers and axis labels."""
+    found = sorted({METRICS.get(m, m) for m in runs.get("metric", pd.Series(dtype=object)).dropna()})
+    return " / ".join(found) or "top-1"
+
+
+def paper_setting(runs: pd.DataFrame) -> PaperColumns:
+    """The paper's numbers a group's runs compare with (:func:`roadmap.steps.paper_columns`): by their recipe and image
+    size, and whether they started from other weights."""
+    if runs.empty:
+        return paper_columns()
+    recipes = runs.get("recipe", pd.Series(dtype=object)).dropna().unique()
+    sizes = runs.img_size.dropna().unique()
+    fine_tuned = runs.get("weights_from", pd.Series(dtype=object)).notna().any()
+    if len(recipes) > 1 or len(sizes) > 1:
+        return PaperColumns(None, "gflops", f"runs of several recipes or sizes ({', '.join(map(str, recipes))}): "
+                                            f"no one paper column")
+    return paper_columns(recipes[0] if len(recipes) else None, int(sizes[0]) if len(sizes) else 224, fine_tuned)
 
 
 def roadmap_table(runs: pd.DataFrame, regime: str) -> pd.DataFrame:
-    """The regime's steps in roadmap order, with this group's results beside the paper's; Δ is to the step
-    each one changes (its parent: the previous adopted step). Runs that started from other weights (fine-tuning)
-    are not the paper's setting, which trains from scratch: their table leaves the paper's top-1 out."""
+    """The regime's steps in roadmap order, with this group's results beside the paper's of the same setting
+    (:func:`paper_setting`: trained from scratch, pre-trained on 22K, or fine-tuned from 1K or 22K); Δ is to the step
+    each one changes (its parent: the previous adopted step)."""
     rows = {}
-    fine_tuned = _fine_tuned(runs)
-    for info in list_steps(regime):
-        if fine_tuned:
-            info = replace(info, paper_top1=None)
+    setting = paper_setting(runs)
+    for info in list_steps(regime, setting):
         mine = runs[runs.step == info.name] if not runs.empty else runs
         done = mine[mine.status == "done"] if not mine.empty else mine
-        top1 = done.top1.astype(float) if not done.empty else pd.Series(dtype=float)
+        top1 = done.top1.dropna().astype(float) if not done.empty else pd.Series(dtype=float)
         errors = mine.error.dropna().unique().tolist() if not mine.empty else []
         row = {"step": info.name, "change": info.change, "adopted": info.adopted, "parent": info.parent,
                "gflops": done.gflops.iloc[0] if not done.empty else None,
@@ -85,7 +104,14 @@ def roadmap_table(runs: pd.DataFrame, regime: str) -> pd.DataFrame:
         rows[info.name] = row
     table = pd.DataFrame(list(rows.values()), columns=COLUMNS)
     table["delta_verdict"] = delta_verdicts(table)
+    table.attrs.update(metric=metric_name(runs), paper=setting.label, from_scratch=setting.top1 == "top1")
     return table
+
+
+def headed(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with its top-1 columns named by what they hold (:func:`metric_name`, the paper's setting)."""
+    return table.rename(columns={"top1_mean": f"top1_mean ({table.attrs.get('metric', 'top-1')})",
+                                 "paper_top1": f"paper_top1 ({table.attrs.get('paper', 'ImageNet-1K')})"})
 
 
 def groups(runs: pd.DataFrame) -> list[tuple[str, str]]:
@@ -102,9 +128,7 @@ def describe(runs: pd.DataFrame, group: str) -> str:
     label = proxies[0] if len(proxies) else f"{group}: data and budget as named"
     overrides = [o for o in mine.overrides.dropna().unique() if o]
     label = f"{label} | overrides: {overrides[0]}" if overrides else label
-    if _fine_tuned(mine):
-        label += " | started from other weights (model.init_from): the paper's top-1, trained from scratch, is not shown"
-    return label
+    return f"{label} | paper: {paper_setting(mine).label}"
 
 
 def throughput_source(table: pd.DataFrame, runs: pd.DataFrame, outputs: Path, regime: str) -> str:
@@ -166,12 +190,13 @@ def write_outputs(table: pd.DataFrame, out_dir: Path, regime: str, title: str, n
     for name, render in (
             ("roadmap.csv", lambda: table.to_csv(index=False)),
             ("roadmap_agreement.csv", lambda: pd.DataFrame([measured.as_row()]).to_csv(index=False)),
-            ("roadmap.md", lambda: f"{title}\n\n{table.drop(columns=['error']).to_markdown(index=False)}\n\n{text}\n"),
-            ("roadmap.tex", lambda: latex(table.drop(columns=["error", "change"]), text, "tab:roadmap"))):
+            ("roadmap.md", lambda: f"{title}\n\n{headed(table.drop(columns=['error'])).to_markdown(index=False)}\n\n{text}\n"),
+            ("roadmap.tex", lambda: latex(headed(table.drop(columns=["error", "change"])), text, "tab:roadmap"))):
         path = out_dir / name
         write_text(path, render())
         written.append(path)
-    return written + roadmap_chart(table, out_dir, title, regime_table(regime).get("reference"), measured)
+    reference = regime_table(regime).get("reference") if table.attrs.get("from_scratch", True) else None
+    return written + roadmap_chart(table, out_dir, title, reference, measured)
 
 
 @exit_on_config_error
@@ -195,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
         table = roadmap_table(subset, regime)
         notes = [throughput_source(table, subset, args.outputs, regime)]
         files = write_outputs(table, args.outputs / group / regime, regime, title, notes)
-        print(f"## {title}\n{table.drop(columns=['error', 'change']).to_string(index=False)}")
+        print(f"## {title}\n{headed(table.drop(columns=['error', 'change'])).to_string(index=False)}")
         print(caption("", agreement(table).summary(), notes)[2:])
         for _, row in table[table.status != "done"].iterrows():
             print(f"  {row.step}: {row.status}" + (f" ({row.error})" if row.error else ""))

@@ -14,13 +14,16 @@ import torch
 from roadmap.cli import Parser, positive_int
 from roadmap.errors import exit_on_config_error
 from roadmap.shapes import check_input_size, count_gflops, count_params_m
-from roadmap.steps import available_regimes, build_model, list_steps
+from roadmap.steps import PaperColumns, available_regimes, build_model, list_steps, paper_columns
 
 
 def profile_table(regime: str = "r50", img_size: int = 224) -> pd.DataFrame:
-    """One row per step in roadmap order: step, change, adopted, gflops, params_m, paper_gflops, paper_top1."""
+    """One row per step in roadmap order: step, change, adopted, gflops, params_m, and the paper's GFLOPs and top-1 at
+    this size (Table 1's at 384², the 1K models fine-tuned there; none at a size the paper has not)."""
     models = {}
-    for info in list_steps(regime):  # every step checked before any is counted
+    columns = (paper_columns("convnext_ft_in1k", 384) if img_size == 384 else paper_columns() if img_size == 224
+               else PaperColumns(None, None))
+    for info in list_steps(regime, columns):  # every step checked before any is counted
         with torch.device("meta"):
             models[info] = build_model(info.name, regime, ["recipe.drop_path_rate=0"])  # any member, whatever its recipe
         check_input_size(models[info], img_size, f"--img-size {img_size}", info.name)

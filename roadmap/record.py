@@ -302,17 +302,18 @@ class RunRecord:
     group: str
     data: str
     budget: str
+    recipe: str | None = None                            # the recipe preset (conf/recipe/): what the paper compares with
     overrides: list[str] = field(default_factory=list)   # the command-line overrides that change the result
     error: str | None = None
     proxy: str | None = None                             # the proxy label; None in the paper's setting
     run_dir: str | None = None
     effective_run: dict = field(default_factory=dict)    # roadmap.effective.EffectiveRun
     history: list[dict] = field(default_factory=list)    # one row per validated epoch
-    wall_s: float | None = None
+    wall_s: float | None = None                          # seconds over every process of the run (resumes included)
     # a finished run's results
     img_size: int | None = None
     final: dict = field(default_factory=dict)            # top1, top5, top1_ema, top5_ema of the last epoch
-    best: dict = field(default_factory=dict)             # top1, epoch and metric of the best epoch
+    best: dict = field(default_factory=dict)             # top1, epoch and metric of the best epoch: the paper's top-1
     epochs: int = 0
     checkpoints: dict = field(default_factory=dict)      # name → path in the run folder
     weights: dict = field(default_factory=dict)          # name → path in the run folder
@@ -339,7 +340,8 @@ class RunRecord:
                data_identity: dict | None = None, weights_from: dict | None = None) -> RunRecord:
         """A starting run's record (``running``): what it is, on which data and weights, and its effective run."""
         return cls(status="running", step=step, regime=cfg.regime.name, seed=cfg.seed, group=cfg.run.group,
-                   data=cfg.data.name, budget=cfg.budget.name, overrides=result_overrides(task_overrides),
+                   data=cfg.data.name, budget=cfg.budget.name, recipe=cfg.recipe.name,
+                   overrides=result_overrides(task_overrides),
                    proxy=proxy_label(cfg, run.epochs), run_dir=str(paths.root), effective_run=run.as_dict(),
                    img_size=cfg.data.img_size, data_identity=data_identity, weights_from=weights_from)
 

@@ -43,8 +43,14 @@ class StageRatio:
 
 @dataclass
 class PaperNumbers:
+    """A step's numbers in the paper (conf/regime/family.yaml says which is which)."""
+
     top1: Optional[float] = None
     gflops: Optional[float] = None
+    top1_384: Optional[float] = None
+    top1_22k: Optional[float] = None
+    top1_22k_384: Optional[float] = None
+    gflops_384: Optional[float] = None
 
 
 @dataclass

@@ -117,9 +117,38 @@ def check_step_regime(step: str, regime: str) -> None:
         raise ConfigError(f"{step} is a member of regime {claimed}: add regime={claimed}")
 
 
-def list_steps(regime: str = "r50") -> list[StepInfo]:
+@dataclass(frozen=True)
+class PaperColumns:
+    """Which of a step's paper numbers (``regime.paper``) a run is set beside, and in words; None: the paper has none."""
+
+    top1: str | None = "top1"
+    gflops: str | None = "gflops"
+    label: str = "trained on ImageNet-1K at 224²"
+
+
+def paper_columns(recipe: str | None = None, img_size: int = 224, fine_tuned: bool = False) -> PaperColumns:
+    """The paper's numbers comparable with runs of ``recipe`` at ``img_size`` (at or above 384: the paper's 384²
+    numbers; any other size is a proxy of the 224² ones): fine-tuned from 22K (``convnext_ft_in22k``) or from 1K
+    (``convnext_ft_in1k``, 384² only), pre-trained on 22K (no top-1: it is not evaluated), else trained from scratch on
+    1K. Runs that started from other weights under another recipe (``fine_tuned``) have no paper top-1."""
+    big = img_size >= 384
+    gflops = "gflops_384" if big else "gflops"
+    if recipe == "convnext_ft_in22k":
+        return PaperColumns("top1_22k_384" if big else "top1_22k", gflops,
+                            f"pre-trained on ImageNet-22K, fine-tuned on 1K at {384 if big else 224}² (official README)")
+    if recipe == "convnext_ft_in1k":
+        return PaperColumns("top1_384" if big else None, gflops, "trained on ImageNet-1K, fine-tuned at 384² (Table 1)")
+    if recipe == "convnext_in22k":
+        return PaperColumns(None, gflops, "pre-trained on ImageNet-22K: no ImageNet-1K top-1 (never evaluated)")
+    if fine_tuned:
+        return PaperColumns(None, gflops, "started from other weights: the paper has no top-1 of that")
+    return PaperColumns(None if big else "top1", gflops, "trained on ImageNet-1K at 224²")
+
+
+def list_steps(regime: str = "r50", columns: PaperColumns = PaperColumns()) -> list[StepInfo]:
     """A regime's steps: a family's members in its own order, else every roadmap step in roadmap order (the
-    members of families left out), each with its one change (from its own file) and the regime's paper numbers."""
+    members of families left out), each with its one change (from its own file) and the regime's paper numbers
+    (``columns``: which; the ImageNet-1K ones at 224² unless given)."""
     table = regime_table(regime)
     paper = table.get("paper") or {}
     files = {name: read_yaml(path) for name, path in options("step").items()}
@@ -132,8 +161,8 @@ def list_steps(regime: str = "r50") -> list[StepInfo]:
         change = OmegaConf.create({"regime": table, "change": own.get("change", name)}).change  # ${regime.*} resolved
         numbers = paper.get(name) or {}
         rows.append(StepInfo(name=name, change=change, adopted=bool(own.get("adopted", True)), parent=parents[name],
-                             paper_top1=numbers.get("top1"),
-                             paper_gflops=numbers.get("gflops")))
+                             paper_top1=numbers.get(columns.top1) if columns.top1 else None,
+                             paper_gflops=numbers.get(columns.gflops) if columns.gflops else None))
     return rows
 
 

@@ -139,7 +139,9 @@ def train(cfg: DictConfig) -> RunRecord:
         paths.root.mkdir(parents=True, exist_ok=True)
         write_text(paths.config, OmegaConf.to_yaml(record.resolved(cfg)))
 
-    started = time.time()
+    # the run's time so far: a resumed run's record holds its earlier processes' (a restart from scratch: none)
+    earlier = previous.wall_s or 0.0 if previous and cfg.run.resume and not cfg.run.force else 0.0
+    started = time.time() - earlier
     throughput, bad_files = Throughput(), BadFiles(cfg.data.get("max_bad_fraction", 0.0))
     header = RunRecord.of_run(cfg, step, HydraConfig.get().overrides.task, paths, run,
                                data_identity(cfg.data, cfg.recipe.validate), weights_source(cfg.model.init_from))

@@ -3,6 +3,7 @@
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -126,3 +127,93 @@ def test_the_lr_floor_keeps_the_official_ratio_to_the_peak_at_batch_32(recipe, o
     assert head["lr"] / run.peak_lr == pytest.approx(official_ratio, rel=1e-6)
     scheduler.step_update(num_updates=run.warmup_steps + 1)
     assert head["lr"] == pytest.approx(run.peak_lr, rel=1e-3)  # the head group is at the peak (layer decay 13 → × 1)
+
+
+def _finished_run(root, group: str, step: str, recipe: str, epochs: list[dict], img_size: int = 224, **fields):
+    """A family run's record as training finishes it (``RunRecord.finished`` by the recipe's metric)."""
+    from roadmap.record import RunKey, RunRecord, table_metric
+
+    cfg = compose_config(step, "family", [f"recipe={recipe}", "recipe.drop_path_rate=0.1"])
+    folder = RunKey(group, "family", step, 0).path(root)
+    header = RunRecord(status="running", step=step, regime="family", seed=0, group=group, data="imagefolder",
+                       budget="paper", recipe=cfg.recipe.name, run_dir=str(folder), img_size=img_size, **fields)
+    header.finished(epochs, table_metric(cfg.recipe), wall_s=60.0, gflops_224=15.4).write(folder)
+
+
+def test_the_family_table_shows_the_papers_metric_the_best_ema_top1(tmp_path):
+    """The official loop reports the best epoch's EMA top-1 where the EMA is on (the released weights are the EMA
+    ones): a record whose last raw top-1 is 11.0 and whose EMA top-1 peaked at 55.0 is shown as 55.0, named so."""
+    from analysis.roadmap import headed, load_runs, roadmap_table
+
+    _finished_run(tmp_path, "imagefolder-paper", "convnext_b", "convnext_in1k",
+                  [{"epoch": 1, "val/top1": 9.0, "val/top1_ema": 55.0}, {"epoch": 2, "val/top1": 11.0, "val/top1_ema": 54.0}])
+    _finished_run(tmp_path, "imagefolder-roadmap", "convnext_b", "convnext",  # EMA off: the best raw top-1
+                  [{"epoch": 1, "val/top1": 30.0}, {"epoch": 2, "val/top1": 25.0}])
+    runs = load_runs(tmp_path)
+    table = roadmap_table(runs[runs.group == "imagefolder-paper"], "family").set_index("step")
+    assert table.loc["convnext_b", "top1_mean"] == 55.0 and table.loc["convnext_b", "paper_top1"] == 83.8
+    assert "top1_mean (best-epoch EMA top-1)" in headed(table).columns
+    plain = roadmap_table(runs[runs.group == "imagefolder-roadmap"], "family")
+    assert plain.set_index("step").loc["convnext_b", "top1_mean"] == 30.0
+    assert "top1_mean (best-epoch top-1)" in headed(plain).columns
+
+
+@pytest.mark.parametrize("recipe, img_size, paper", [
+    ("convnext_ft_in22k", 224, 85.8), ("convnext_ft_in22k", 384, 86.8),   # 22K → 1K (official README)
+    ("convnext_ft_in1k", 384, 85.1),                                       # 1K → 384² (Table 1)
+    ("convnext_in22k", 224, None),                                         # 22K pre-training: never evaluated
+])
+def test_each_group_is_set_beside_the_papers_number_of_its_setting(tmp_path, recipe, img_size, paper):
+    from analysis.roadmap import describe, load_runs, roadmap_table
+
+    weights = {} if recipe == "convnext_in22k" else {"weights_from": {"source": "/runs/pre/weights/final.safetensors"}}
+    epochs = [{"epoch": 1, "train/loss": 2.0}] if recipe == "convnext_in22k" else [{"epoch": 1, "val/top1": 70.0}]
+    _finished_run(tmp_path, "imagefolder-paper", "convnext_b", recipe, epochs, img_size, **weights)
+    runs = load_runs(tmp_path)
+    table = roadmap_table(runs, "family")
+    b = table.set_index("step").loc["convnext_b"]
+    assert (b.paper_top1 == paper) if paper else pd.isna(b.paper_top1)
+    assert table.paper_top1.notna().sum() == (5 if recipe == "convnext_ft_in22k" else 2 if recipe == "convnext_ft_in1k"
+                                              else 0)  # every member the paper gives that number of
+    label = describe(runs, "imagefolder-paper")
+    assert ("22K" in label) == ("22k" in recipe) and ("384²" in label) == (img_size == 384 or recipe == "convnext_ft_in1k")
+    from analysis.agreement import agreement
+    from analysis.chart import roadmap_figure
+
+    figure = roadmap_figure(table, "family, test", None, agreement(table))
+    drawn = [label for ax in figure.axes for label in ax.get_legend_handles_labels()[1]]
+    assert ("paper top-1" in drawn) == (paper is not None), drawn  # no paper top-1 beside runs that have none
+
+
+def test_profile_at_384_sets_each_count_beside_the_papers_384_numbers():
+    from roadmap.profile import profile_table
+
+    table = profile_table("family", 384).set_index("step")
+    assert table.loc["convnext_b", "paper_gflops"] == 45.0 and table.loc["convnext_l", "paper_gflops"] == 101.0
+    assert table.loc["convnext_b", "paper_top1"] == 85.1 and table.loc["convnext_l", "paper_top1"] == 85.5
+    assert abs(table.loc["convnext_b", "gflops"] - 45.0) / 45.0 < 0.005
+    assert profile_table("family", 256).paper_gflops.isna().all()  # no paper numbers at a size the paper has not
+
+
+def test_a_resumed_runs_wall_time_counts_every_process(tmp_path):
+    """``wall_s`` (analysis.compare's device-hours) adds the resumed process's time to the earlier ones'."""
+    import json
+    import time
+
+    from roadmap.errors import Stopped
+    from roadmap.record import RunRecord
+    from roadmap.train import train
+    from tests.helpers import tiny_run_config
+
+    longer = ["budget.limit_train_batches=4"]
+    stop = ["+callbacks.stop._target_=tests.helpers.SignalAtStep", "+callbacks.stop.step=2"]
+    with pytest.raises(Stopped):
+        train(tiny_run_config("gelu", tmp_path, overrides=[*longer, *stop]))
+    (metrics,) = tmp_path.rglob("metrics.json")
+    stopped = json.loads(metrics.read_text())
+    assert stopped["status"] == "preempted" and stopped["wall_s"] > 0
+    metrics.write_text(json.dumps({**stopped, "wall_s": 1000.0}))  # as if the first process had trained 1000 s
+    began = time.time()
+    resumed = train(tiny_run_config("gelu", tmp_path, overrides=longer))
+    assert resumed.status == "done" and RunRecord.read(metrics.parent).wall_s == resumed.wall_s
+    assert 1000.0 < resumed.wall_s <= 1000.0 + (time.time() - began) + 0.1
