@@ -220,7 +220,8 @@ def test_explain_marks_what_differs_from_the_paper_and_who_set_it():
     assert any(r.startswith("  epochs") and " 90 " in r for r in rows)
     assert any(r.startswith("  optimizer") and "no Nesterov" in r for r in rows)
     assert any(r.startswith("  warm-up") and "5 epochs" in r for r in rows)
-    assert not [r for r in rows[3:] if r.startswith("*")]  # the paper's run differs from itself nowhere
+    # the paper's run differs from itself in its precision only: the presets' bf16, the official commands' fp32
+    assert [r.split()[1] for r in rows[3:] if r.startswith("*")] == ["precision"]
     proxy = explain(["+step=inverted_bottleneck", "recipe.re_prob=0.5"]).splitlines()
     marked = {r[2:18].strip(): proxy[i + 1] for i, r in enumerate(proxy) if r.startswith("* ") and i > 2}
     assert "conf/recipe_budget/convnext_cpu_proxy.yaml" in marked["mixup / cutmix"]
