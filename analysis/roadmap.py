@@ -72,7 +72,7 @@ def paper_setting(runs: pd.DataFrame) -> PaperColumns:
     fine_tuned = runs.get("weights_from", pd.Series(dtype=object)).notna().any()
     if len(recipes) > 1 or len(sizes) > 1:
         return PaperColumns(None, "gflops", f"runs of several recipes or sizes ({', '.join(map(str, recipes))}): "
-                                            f"no one paper column")
+                                            f"no one paper column", "none")
     return paper_columns(recipes[0] if len(recipes) else None, int(sizes[0]) if len(sizes) else 224, fine_tuned)
 
 
@@ -104,14 +104,15 @@ def roadmap_table(runs: pd.DataFrame, regime: str) -> pd.DataFrame:
         rows[info.name] = row
     table = pd.DataFrame(list(rows.values()), columns=COLUMNS)
     table["delta_verdict"] = delta_verdicts(table)
-    table.attrs.update(metric=metric_name(runs), paper=setting.label, from_scratch=setting.top1 == "top1")
+    table.attrs.update(metric=metric_name(runs), paper=setting.label, paper_short=setting.short,
+                       from_scratch=setting.top1 == "top1")
     return table
 
 
 def headed(table: pd.DataFrame) -> pd.DataFrame:
     """The table with its top-1 columns named by what they hold (:func:`metric_name`, the paper's setting)."""
     return table.rename(columns={"top1_mean": f"top1_mean ({table.attrs.get('metric', 'top-1')})",
-                                 "paper_top1": f"paper_top1 ({table.attrs.get('paper', 'ImageNet-1K')})"})
+                                 "paper_top1": f"paper_top1 ({table.attrs.get('paper_short', '1K, 224²')})"})
 
 
 def groups(runs: pd.DataFrame) -> list[tuple[str, str]]:

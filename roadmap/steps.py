@@ -119,11 +119,13 @@ def check_step_regime(step: str, regime: str) -> None:
 
 @dataclass(frozen=True)
 class PaperColumns:
-    """Which of a step's paper numbers (``regime.paper``) a run is set beside, and in words; None: the paper has none."""
+    """Which of a step's paper numbers (``regime.paper``) a run is set beside, in words and in a column header's few;
+    None: the paper has none."""
 
     top1: str | None = "top1"
     gflops: str | None = "gflops"
     label: str = "trained on ImageNet-1K at 224²"
+    short: str = "1K, 224²"
 
 
 def paper_columns(recipe: str | None = None, img_size: int = 224, fine_tuned: bool = False) -> PaperColumns:
@@ -134,15 +136,17 @@ def paper_columns(recipe: str | None = None, img_size: int = 224, fine_tuned: bo
     big = img_size >= 384
     gflops = "gflops_384" if big else "gflops"
     if recipe == "convnext_ft_in22k":
+        size = 384 if big else 224
         return PaperColumns("top1_22k_384" if big else "top1_22k", gflops,
-                            f"pre-trained on ImageNet-22K, fine-tuned on 1K at {384 if big else 224}² (official README)")
+                            f"pre-trained on ImageNet-22K, fine-tuned on 1K at {size}² (official README)", f"22K→1K, {size}²")
     if recipe == "convnext_ft_in1k":
-        return PaperColumns("top1_384" if big else None, gflops, "trained on ImageNet-1K, fine-tuned at 384² (Table 1)")
+        return PaperColumns("top1_384" if big else None, gflops, "trained on ImageNet-1K, fine-tuned at 384² (Table 1)",
+                            "1K→384²")
     if recipe == "convnext_in22k":
-        return PaperColumns(None, gflops, "pre-trained on ImageNet-22K: no ImageNet-1K top-1 (never evaluated)")
+        return PaperColumns(None, gflops, "pre-trained on ImageNet-22K: no ImageNet-1K top-1 (never evaluated)", "none")
     if fine_tuned:
-        return PaperColumns(None, gflops, "started from other weights: the paper has no top-1 of that")
-    return PaperColumns(None if big else "top1", gflops, "trained on ImageNet-1K at 224²")
+        return PaperColumns(None, gflops, "started from other weights: the paper has no top-1 of that", "none")
+    return PaperColumns(None if big else "top1", gflops, "trained on ImageNet-1K at 224²", "1K, 224²")
 
 
 def list_steps(regime: str = "r50", columns: PaperColumns = PaperColumns()) -> list[StepInfo]:
