@@ -112,7 +112,8 @@ def test_lr_follows_warmup_then_cosine_per_iteration(tmp_path):
                            "budget.limit_train_batches=4"])
     recorder = RecordLR()
     _fit(module, cfg, tmp_path, epochs=5, batches=4, callbacks=[recorder])
-    base, lr_min = scaled_lr(cfg.recipe, 8), cfg.recipe.lr_min
+    base = scaled_lr(cfg.recipe, 8)
+    lr_min = base * cfg.recipe.lr_min / cfg.recipe.base_lr  # the floor keeps its ratio to the peak (1e-6 : 4e-3)
     total, warmup = 20, 4  # 5 epochs × 4 batches; warm-up 2/10 of the budget's epochs → 1 epoch
     expected = [base * t / warmup if t < warmup else
                 lr_min + 0.5 * (base - lr_min) * (1 + math.cos(math.pi * (t - warmup) / (total - warmup)))
