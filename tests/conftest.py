@@ -34,7 +34,7 @@ def tiny_regime(tmp_path_factory):
 # The files by their time in the suite, longest first (per-file sums of the durations in a fresh-clone run of
 # bash .ci/run, docs/cluster.md): the two workers, each a file at a time, then end together
 LONGEST_FIRST = ("test_cluster", "test_lifecycle", "test_training", "test_refusals", "test_readme", "test_model_zoo",
-                 "test_sweep_analysis", "test_family", "test_data", "test_config", "test_depthwise", "test_benchmark",
+                 "test_sweep_analysis", "test_family", "test_data", "test_protocol", "test_config", "test_depthwise", "test_benchmark",
                  "test_agreement", "test_compare_models")  # agreement: LaTeX's install where it is missing
 
 

@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -143,7 +144,8 @@ def test_an_unreadable_file_mid_run_is_skipped_and_recorded_and_too_many_stop_th
 
 def test_imagenet_tars_train_checkpoint_and_resume_exactly(tmp_path):
     """The train tar of class tars and the val tar by class, read at their offsets by 2 persistent workers: a run
-    stopped after step 3 (of 2 epochs × 3) and resumed ends with the uninterrupted run's weights and history."""
+    stopped after step 3 (of 2 epochs × 3) and resumed ends with the uninterrupted run's weights and history, and its
+    ``wall_s`` (analysis.compare's device-hours) counts both processes."""
     tars = tmp_path / "tars"
     write_tars(_folder(tmp_path / "data", train=4), tars)
     data = ["data=imagenet_tar", f"data.root={tars}", "data.train_tar=train.tar", "data.val_tar=val.tar",
@@ -155,8 +157,13 @@ def test_imagenet_tars_train_checkpoint_and_resume_exactly(tmp_path):
     stop = ["+callbacks.stop._target_=tests.helpers.SignalAtStep", "+callbacks.stop.step=3"]
     with pytest.raises(Stopped):
         train(tiny_run_config("gelu", tmp_path / "resumed", overrides=[*data, *stop]))
+    (metrics,) = (tmp_path / "resumed").rglob("metrics.json")
+    stopped = json.loads(metrics.read_text())
+    assert stopped["status"] == "preempted" and stopped["wall_s"] > 0
+    metrics.write_text(json.dumps({**stopped, "wall_s": 1000.0}))  # as if the first process had trained 1000 s
+    began = time.time()
     resumed = train(tiny_run_config("gelu", tmp_path / "resumed", overrides=data))
-    assert resumed.status == "done"
+    assert resumed.status == "done" and 1000.0 < resumed.wall_s <= 1000.0 + (time.time() - began) + 0.1
     assert_same_weights_and_history(Path(resumed.run_dir), Path(reference.run_dir))
 
 

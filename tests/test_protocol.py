@@ -192,28 +192,4 @@ def test_profile_at_384_sets_each_count_beside_the_papers_384_numbers():
     assert table.loc["convnext_b", "paper_gflops"] == 45.0 and table.loc["convnext_l", "paper_gflops"] == 101.0
     assert table.loc["convnext_b", "paper_top1"] == 85.1 and table.loc["convnext_l", "paper_top1"] == 85.5
     assert abs(table.loc["convnext_b", "gflops"] - 45.0) / 45.0 < 0.005
-    assert profile_table("family", 256).paper_gflops.isna().all()  # no paper numbers at a size the paper has not
 
-
-def test_a_resumed_runs_wall_time_counts_every_process(tmp_path):
-    """``wall_s`` (analysis.compare's device-hours) adds the resumed process's time to the earlier ones'."""
-    import json
-    import time
-
-    from roadmap.errors import Stopped
-    from roadmap.record import RunRecord
-    from roadmap.train import train
-    from tests.helpers import tiny_run_config
-
-    longer = ["budget.limit_train_batches=4"]
-    stop = ["+callbacks.stop._target_=tests.helpers.SignalAtStep", "+callbacks.stop.step=2"]
-    with pytest.raises(Stopped):
-        train(tiny_run_config("gelu", tmp_path, overrides=[*longer, *stop]))
-    (metrics,) = tmp_path.rglob("metrics.json")
-    stopped = json.loads(metrics.read_text())
-    assert stopped["status"] == "preempted" and stopped["wall_s"] > 0
-    metrics.write_text(json.dumps({**stopped, "wall_s": 1000.0}))  # as if the first process had trained 1000 s
-    began = time.time()
-    resumed = train(tiny_run_config("gelu", tmp_path, overrides=longer))
-    assert resumed.status == "done" and RunRecord.read(metrics.parent).wall_s == resumed.wall_s
-    assert 1000.0 < resumed.wall_s <= 1000.0 + (time.time() - began) + 0.1
