@@ -306,6 +306,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         df = data_only(args.regime, args.device, args.batch_size, args.img_size, args.workers,
                        args.data_batches or 4, args.repeats, args.overrides)
         print(render(df.round(3), args.format))
+        if args.csv:
+            with atomic_path(args.csv) as tmp:
+                df.to_csv(tmp, index=False)
+            print(f"wrote {args.csv}")
         return df
     df = run_benchmark(args.regime, args.steps.split(",") if args.steps else None, args.device, args.batch_size,
                        args.img_size, args.channels_last, args.compile, args.warmup, args.repeats,

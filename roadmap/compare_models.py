@@ -141,6 +141,21 @@ def _as_ours(row: Row, state: dict) -> dict:
     return state
 
 
+def check_imagenet_classes(folder: Path) -> None:
+    """Refuse a val folder whose classes are not ImageNet-1K's 1,000 synsets (timm's ``ImageNetInfo``), sorted as the
+    weights' classifier orders them: another folder's labels would be scored against the wrong classes."""
+    from timm.data import ImageNetInfo
+
+    found = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    expected = ImageNetInfo().label_names()
+    if found != expected:
+        other = sorted(set(found) - set(expected))
+        raise ConfigError(f"--val {folder.parent}: val/ holds {len(found)} class folders"
+                          + (f" ({', '.join(other[:3])}{', ...' if len(other) > 3 else ''} not ImageNet-1K synsets)"
+                             if other else "") + f"; the weights classify ImageNet-1K's {len(expected)} "
+                          f"(n01440764 ... n15075141): give an ImageNet-1K val folder")
+
+
 def eval_transform(row: Row):
     """The row's timm evaluation transform (its crop, interpolation and mean/std at its resolution): the paper's weights
     as timm configures them; a ConvNeXt without a timm tag as the official code evaluates it
@@ -156,9 +171,10 @@ def eval_transform(row: Row):
 def top1_top5(model: torch.nn.Module, row: Row, val_root: Path, max_images: int | None, device: torch.device,
               batch_size: int) -> tuple[float, float, int]:
     """Top-1 and top-5 (%) on ``val_root/val`` with the row's :func:`eval_transform`, and how many images."""
-    from timm.data import ImageDataset
+    from timm.data import ImageDataset, ImageNetInfo
 
-    dataset = ImageDataset(str(val_root / "val"), transform=eval_transform(row))
+    classes = {name: i for i, name in enumerate(ImageNetInfo().label_names())}  # labels by synset, not by folders found
+    dataset = ImageDataset(str(val_root / "val"), class_map=classes, transform=eval_transform(row))
     indices = range(min(len(dataset), max_images or len(dataset)))
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size)
     correct1 = correct5 = 0
@@ -296,6 +312,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=output_folder, default=Path("outputs/compare_models"))
     args = parser.parse_args(argv)
     keys = [k for k in args.rows.split(",") if k]
+    if not keys:
+        parser.error(f"--rows {args.rows!r} names no row; rows: {', '.join(ROWS)}")
     unknown = [k for k in keys if k not in ROWS]
     if unknown:
         parser.error(f"unknown row(s) {', '.join(unknown)}; rows: {', '.join(ROWS)}")
@@ -303,6 +321,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--weights {args.weights}: no folder (give cache, or a folder of <row>.safetensors/.pth)")
     if args.val is not None and not (args.val / "val").is_dir():
         parser.error(f"--val {args.val}: no val/ folder in it (the ImageNet layout: val/<class>/<image>)")
+    if args.val is not None:
+        check_imagenet_classes(args.val / "val")
     rows = [ROWS[k] for k in keys]
     table = compare(rows, args.device, args.batch_size, args.warmup, args.repeats, not args.no_speed, args.val,
                     args.weights, args.max_images)

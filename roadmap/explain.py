@@ -161,15 +161,23 @@ def explain(overrides: list[str]) -> str:
     if step is None:
         raise ConfigError(f"no step chosen: add +step=<name> (as for run.py); usage: {USAGE}")
     cfg = compose_config(step, regime, rest)
-    reference = compose_config(step, regime, paper_run(rest))
+    paper_args = paper_run(rest)
+    try:
+        reference = compose_config(step, regime, paper_args)
+    except ConfigError as err:  # the command composes (as run.py would run it); the paper never ran this
+        reference, no_paper = None, str(err)
     provenance = Provenance([f"regime={regime}", f"+step={step}", *rest])
     lineage = " → ".join(OmegaConf.to_container(cfg.lineage, resolve=False)) if "lineage" in cfg else step
     out = [f"== {step} ({regime}) | {cfg.data.name}-{cfg.budget.name} | "
            f"{'PROXY budget' if cfg.budget.proxy else 'paper budget'} ==",
            *textwrap.wrap(f"lineage: {lineage}", 110, subsequent_indent="  "),
-           f"* = differs from the paper's run of this step ({' '.join(o for o in paper_run(rest) if o != REFERENCE[1])}: "
-           f"{reference.data.name}, batch {effective_run(reference).effective_batch}), with what set it"]
-    for (what, value, keys), (_, paper, _) in zip(_rows(cfg), _rows(reference)):
+           *(textwrap.wrap(f"no paper run to compare with, nothing marked: the paper never ran this step under "
+                           f"{' '.join(o for o in paper_args if o not in (REFERENCE[1], *PAPER_PROTOCOL))} ({no_paper})",
+                           110, subsequent_indent="  ") if reference is None else
+             [f"* = differs from the paper's run of this step ({' '.join(o for o in paper_args if o != REFERENCE[1])}: "
+              f"{reference.data.name}, batch {effective_run(reference).effective_batch}), with what set it"])]
+    rows = _rows(cfg)
+    for (what, value, keys), (_, paper, _) in zip(rows, _rows(reference) if reference is not None else rows):
         if value == paper:
             out.append(f"  {what:<16} {value}")
             continue

@@ -56,7 +56,7 @@ _MAX_VARIANT = 100
 
 
 def _is_identity(key: str) -> bool:
-    return not any(key == k or key.startswith(f"{k}.") and k not in ("data", "budget", "recipe", "trainer")
+    return not any(key == k or key.startswith(f"{k}.") and k not in ("data", "budget", "recipe", "trainer", "regime")
                    for k in NOT_IDENTITY)
 
 

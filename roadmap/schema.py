@@ -60,6 +60,23 @@ class Reference:
 
 
 @dataclass
+class MemberDropPath:
+    """A family member's stochastic depth under each recipe (null: the paper gives none)."""
+
+    in1k: Optional[float] = MISSING
+    in22k: Optional[float] = MISSING
+    ft_in1k: Optional[float] = MISSING
+    ft_in22k: Optional[float] = MISSING
+
+
+@dataclass
+class MemberEma:
+    """Whether a family member's fine-tuning from 22K keeps an EMA (TRAINING.md: XL's commands)."""
+
+    ft_in22k: bool = MISSING
+
+
+@dataclass
 class Regime:
     """A regime file (``conf/regime/<name>.yaml``) and its ``name`` (the choice)."""
 
@@ -73,8 +90,8 @@ class Regime:
     wide_width: Optional[int] = None
     # a family's (conf/regime/family.yaml): its members (steps), and each member's stochastic depth per recipe
     steps: Optional[list[str]] = None
-    drop_path: Optional[dict[str, Optional[float]]] = None
-    ema: Optional[dict[str, bool]] = None
+    drop_path: Optional[MemberDropPath] = None
+    ema: Optional[MemberEma] = None
     # optional: timm's model of a step's architecture, a model to draw beside the roadmap, the paper's numbers
     timm_references: Optional[dict[str, str]] = None
     reference: Optional[Reference] = None
@@ -214,15 +231,37 @@ class Schema:
     logger: dict[str, Any] = field(default_factory=dict)
 
 
-# Lightning trainer arguments that the effective run (roadmap/effective.py) sets from the recipe and budget
+# The arguments of Lightning's Trainer that leave what a run computes as it is: the hardware and how it computes
+# (precision, determinism, kernels), and what is shown. Every other argument of its signature (:func:`loop_arguments`,
+# a new Lightning's new ones included) belongs to the loop (its length, batches, sampling, validation cadence or
+# stopping), which the effective run (roadmap/effective.py) alone decides from the recipe and budget: refused.
+TRAINER_SWITCHES = ("accelerator", "strategy", "devices", "num_nodes", "precision", "plugins", "sync_batchnorm",
+                    "deterministic", "benchmark", "inference_mode", "detect_anomaly", "profiler", "enable_progress_bar",
+                    "enable_model_summary", "log_every_n_steps", "num_sanity_val_steps", "enable_autolog_hparams",
+                    "model_registry")
+# where a loop argument's value comes from here
 EFFECTIVE_RUN_ARGUMENTS = {"max_epochs": "budget.epoch_scale (or recipe.epochs)", "gradient_clip_val": "recipe.grad_clip",
+                           "gradient_clip_algorithm": "recipe.grad_clip (by norm)",
                            "accumulate_grad_batches": "budget.accumulate_grad_batches",
                            "limit_train_batches": "budget.limit_train_batches",
                            "limit_val_batches": "budget.limit_val_batches",
-                           # the run's length is the effective run's alone: Lightning's other ways to cut it
                            "fast_dev_run": "budget=smoke (a few batches, checkpoints and records kept)",
                            "max_steps": "budget.epoch_scale or budget.limit_train_batches",
-                           "min_steps": "budget.epoch_scale", "min_epochs": "budget.epoch_scale"}
+                           "min_steps": "budget.epoch_scale", "min_epochs": "budget.epoch_scale",
+                           "max_time": "budget.epoch_scale (a stopped run resumes: trainer=slurm's time limit)",
+                           "overfit_batches": "budget.limit_train_batches (the seeded sampler stays)",
+                           "check_val_every_n_epoch": "recipe.validate (every epoch or none)",
+                           "val_check_interval": "recipe.validate (every epoch or none)"}
+
+
+def loop_arguments() -> dict[str, str]:
+    """Every argument of Lightning's ``Trainer`` but :data:`TRAINER_SWITCHES` and those training sets itself
+    (:data:`SET_BY_TRAIN`), each with what to set instead (None: nothing here does what it does): the loop's, refused
+    as a trainer key."""
+    import lightning
+
+    return {name: EFFECTIVE_RUN_ARGUMENTS.get(name) for name in inspect.signature(lightning.Trainer).parameters
+            if name not in TRAINER_SWITCHES and name not in SET_BY_TRAIN}
 
 
 RULES = [  # (key, check, what it must be)
@@ -416,8 +455,10 @@ def _typed(cfg: DictConfig) -> DictConfig:
 
 
 def _loop_key_refused(key: str) -> ConfigError:
-    return ConfigError(f"trainer.{key} is set by the effective run from the recipe and budget: set "
-                       f"{EFFECTIVE_RUN_ARGUMENTS[key]} instead")
+    instead = loop_arguments()[key]
+    return ConfigError(f"trainer.{key} is set by the effective run from the recipe and budget: " +
+                       (f"set {instead} instead" if instead else
+                        "the loop has no such setting here (python -m roadmap.explain shows the run's loop)"))
 
 
 def refuse_loop_overrides(overrides: list[str]) -> None:
@@ -425,7 +466,7 @@ def refuse_loop_overrides(overrides: list[str]) -> None:
     answer the plain form with its struct error and the advice to add ``+``)."""
     for override in overrides:
         key = override.lstrip("+~").split("=", 1)[0]
-        if key.startswith("trainer.") and key.removeprefix("trainer.") in EFFECTIVE_RUN_ARGUMENTS:
+        if key.startswith("trainer.") and key.removeprefix("trainer.") in loop_arguments():
             raise _loop_key_refused(key.removeprefix("trainer."))
 
 
@@ -465,10 +506,22 @@ def _check_trainer_values(trainer) -> None:
 LAYER_DECAY_STAGE3_BLOCKS = 27  # optim_factory.py's 12 layers: stage 3's blocks in threes (3-11)
 
 
+def interpolation_source(cfg: DictConfig, key: str) -> str:
+    """The key whose value ``key`` takes through its chain of plain interpolations (``${regime.drop_path.in1k}``)."""
+    for _ in range(10):
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        raw = OmegaConf.to_container(node, resolve=False).get(leaf) if isinstance(node, DictConfig) else None
+        if not (isinstance(raw, str) and raw.startswith("${") and raw.endswith("}") and ":" not in raw):
+            break
+        key = raw[2:-1]
+    return key
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError (one line) for the first unknown key, or value of the wrong type, out of range, or
     refused by the library that reads it."""
-    for key in EFFECTIVE_RUN_ARGUMENTS:
+    for key in loop_arguments():
         if key in cfg.trainer:  # a trainer file of the user's
             raise _loop_key_refused(key)
     tree = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=False)
@@ -487,9 +540,10 @@ def validate(cfg: DictConfig) -> None:
                           f"number of epochs between ×0.1 decays")
     if checked.recipe.drop_path_rate is None:
         given = [k for k, v in (checked.regime.drop_path or {}).items() if v is not None]
+        home = interpolation_source(cfg, "recipe.drop_path_rate")
         raise ConfigError(f"the paper gives no stochastic depth for this model under recipe {checked.recipe.name} "
                           f"(it gives one for: {', '.join(given) or 'none'}, in regime.drop_path): choose one of those "
-                          f"recipes, or set recipe.drop_path_rate=<rate>")
+                          f"recipes, or set {home}=<rate>")
     for key, check, requirement in RULES:
         value = OmegaConf.select(checked, key)
         if not check(value):

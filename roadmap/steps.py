@@ -294,7 +294,8 @@ def refuse_bad_run(cfg: DictConfig) -> None:
                           f"<its run.py overrides> prints them)")
     from roadmap.data import data_identity
 
-    data = data_identity(cfg.data, cfg.recipe.validate)  # the data's classes and val images checked, its index built once
+    # the data's classes and val images checked (an evaluation needs them whatever the recipe), its index built once
+    data = data_identity(cfg.data, cfg.recipe.validate or cfg.mode == "eval")
     if cfg.mode == "eval":
         check_evaluation_target(cfg, step)
         return

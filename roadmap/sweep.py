@@ -105,8 +105,18 @@ def _composed(overrides: list[str]):
 def finished_weights(overrides: list[str]) -> Path:
     """The final weights of the finished run that ``run.py <overrides>`` names: a chained stage's
     ``model.init_from`` (ImageNet-22K pre-training, then fine-tuning: ``make family-22k``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     from roadmap.record import RunPaths, RunRecord
 
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as err:  # noqa: BLE001 - Hydra's parse errors: the override as written
+        raise ConfigError(f"--weights-of: {str(err).splitlines()[0]}") from None
+    swept = [text for text, override in zip(overrides, parsed) if override.is_sweep_override()]
+    if swept:
+        raise ConfigError(f"--weights-of names one run, and {swept[0]} names several: give one value (one command "
+                          f"per run)")
     paths = RunPaths(Path(_composed(overrides).run.dir).resolve())
     run = RunRecord.read(paths.root)
     weights = paths.weights_file("final")

@@ -41,7 +41,9 @@ def test_data_only_times_the_loader_beside_timms_and_the_decode_floor(tmp_path, 
 
     root = write_jpegs(tmp_path / "data", classes=2, train_per_class=12, val_per_class=1, size=(64, 48))
     df = main(["--data-only", "--workers", "1", "--batch-size", "4", "--data-batches", "2", "--repeats", "1",
-               "--img-size", "32", "data=imagefolder", f"data.root={root}", "data.num_classes=2"])
+               "--img-size", "32", "--csv", str(tmp_path / "data.csv"), "data=imagefolder", f"data.root={root}",
+               "data.num_classes=2"])
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "data.csv"), df, check_dtype=False)  # --csv holds it too
     assert df.path.tolist() == ["ours (imagefolder, recipe convnext)", "timm create_loader (use_prefetcher)",
                                 "decode floor (one thread, no augmentation)"]
     assert all(df.img_s > 0) and df.vs_timm.iloc[0] > 0 and 0 < df.of_decode_floor.iloc[0]

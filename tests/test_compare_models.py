@@ -1,10 +1,12 @@
 """Table 1 side by side (roadmap.compare_models): every row's GFLOPs against the paper's, and the tool on a few small
 rows with a tiny batch, weights from a folder and an ImageNet-layout val folder."""
+import shutil
+
 import pandas as pd
 import pytest
 import timm
 import torch
-from timm.data import ImageDataset, create_transform, resolve_data_config
+from timm.data import ImageDataset, ImageNetInfo, create_transform, resolve_data_config
 
 from roadmap import compare_models
 from roadmap.compare_models import TABLE_1, build
@@ -24,7 +26,14 @@ def test_every_rows_gflops_and_params_are_the_papers_or_say_why():
 
 
 def test_compare_models_on_small_rows_with_a_weights_folder_and_a_val_folder(tmp_path, capsys):
-    write_jpegs(tmp_path / "imagenet", classes=3, train_per_class=1, val_per_class=2)
+    write_jpegs(tmp_path / "jpegs", classes=3, train_per_class=1, val_per_class=2)
+    synsets = ImageNetInfo().label_names()  # ImageNet-1K's val layout, images in 3 of its 1,000 class folders
+    for i, synset in enumerate(synsets):
+        folder = tmp_path / "imagenet" / "val" / synset
+        folder.mkdir(parents=True)
+        if i < 3:
+            for image in sorted((tmp_path / "jpegs" / "val").iterdir())[i].iterdir():
+                shutil.copy(image, folder / image.name)
     reference = timm.create_model("convnext_tiny").eval()
     (tmp_path / "weights").mkdir()
     torch.save(reference.state_dict(), tmp_path / "weights" / "convnext_t.pth")
@@ -39,7 +48,8 @@ def test_compare_models_on_small_rows_with_a_weights_folder_and_a_val_folder(tmp
     # ConvNeXt-T's top-1 is timm's convnext_tiny's with these weights, on the same images and transform
     config = resolve_data_config({"input_size": (3, 224, 224)},
                                  pretrained_cfg=timm.models.get_pretrained_cfg("convnext_tiny.fb_in1k").to_dict())
-    images = ImageDataset(str(tmp_path / "imagenet" / "val"), transform=create_transform(**config))
+    images = ImageDataset(str(tmp_path / "imagenet" / "val"), transform=create_transform(**config),
+                          class_map={name: i for i, name in enumerate(synsets)})
     with torch.inference_mode():
         predicted = [reference(x[None]).argmax(1).item() for x, _ in images]
     expected = 100 * sum(p == y for p, (_, y) in zip(predicted, images)) / len(images)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from timm.data import ImageNetInfo
 
 from roadmap.config_files import CONFIG_PATH_ENV
 from roadmap.fake_imagenet import fake_jpeg, write_tars
@@ -132,8 +133,12 @@ CASES = [
     ("roadmap.compare_models", "--rows convnext_q", "unknown row(s) convnext_q; rows: regnety_16g,"),
     ("roadmap.compare_models", "--weights {tmp}/no_such", "--weights {tmp}/no_such: no folder"),
     ("roadmap.compare_models", "--val {tmp}/a_file", "argument --val: no folder {tmp}/a_file"),
-    ("roadmap.compare_models", "--rows convnext_t --no-speed --val {tmp}/pets --weights {tmp}/foreign --out {tmp}/cm",
+    ("roadmap.compare_models", "--rows convnext_t --no-speed --val {tmp}/imagenet1k --weights {tmp}/foreign --out {tmp}/cm",
      "{tmp}/foreign/convnext_t.pth does not hold ConvNeXt-T's weights (family:convnext_t)"),
+    ("roadmap.compare_models", "--rows convnext_t --no-speed --val {tmp}/pets --weights {tmp}/foreign --out {tmp}/cm",
+     "--val {tmp}/pets: val/ holds 2 class folders (cat, dog not ImageNet-1K synsets); the weights classify "
+     "ImageNet-1K's 1000"),
+    ("roadmap.compare_models", "--rows ,", "--rows ',' names no row"),
     ("roadmap.data", "", "the following arguments are required: command"),
     ("roadmap.data", "verify {tmp}/no_such", "argument root: no folder {tmp}/no_such"),
     ("roadmap.data", "verify {tmp}/outputs", "{tmp}/outputs holds neither train/ and val/ folders nor the tar"),
@@ -318,6 +323,10 @@ def answers(tmp_path_factory):
     (gelu / "checkpoints" / "best.ckpt").write_bytes(b"weights")
     (gelu / "config.yaml").write_text(yaml.safe_dump({"model": {"kernel_size": 7, "act": "gelu"}}))
     export(RoadmapNet(depths=(1, 1, 1, 1), width=8).state_dict(), gelu / "weights" / "final.safetensors")
+    rng = np.random.default_rng(1)
+    for synset in ImageNetInfo().label_names():  # ImageNet-1K's val classes, one image in the first
+        (tmp / "imagenet1k" / "val" / synset).mkdir(parents=True)
+    (tmp / "imagenet1k" / "val" / "n01440764" / "0.JPEG").write_bytes(fake_jpeg(rng, 40, 30))
     (tmp / "foreign").mkdir()
     torch.save({"head.fc.weight": torch.zeros(2, 2)}, tmp / "foreign" / "convnext_t.pth")
     (tmp / "gelu_run").symlink_to(gelu)

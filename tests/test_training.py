@@ -48,14 +48,35 @@ def test_run_py_cli_trains_and_skips_finished_run(tmp_path):
     assert "Restoring states" not in second.stdout + second.stderr
 
 
-@pytest.mark.parametrize("key", ["max_epochs", "gradient_clip_val", "accumulate_grad_batches", "limit_train_batches",
-                                 "limit_val_batches"])
-def test_every_loop_key_is_refused_with_or_without_plus(key):
-    """What run.py checks before Hydra composes: Hydra would answer the plain form with its struct error."""
-    for override in (f"trainer.{key}=3", f"+trainer.{key}=3", f"++trainer.{key}=3"):
-        with pytest.raises(ConfigError, match=f"^trainer.{key} is set by the effective run from the recipe and "
-                                              f"budget: set .* instead$"):
-            refuse_loop_overrides(["+step=gelu", override])
+def test_every_loop_argument_of_lightnings_trainer_is_refused_with_or_without_plus():
+    """Every argument of Lightning's Trainer signature that is neither a reviewed switch nor one training sets is
+    refused, on the command line (before Hydra composes: it would answer the plain form with its struct error) and in
+    a trainer file: an argument a new Lightning adds is refused until it is reviewed as a switch."""
+    import inspect
+
+    import lightning
+
+    from roadmap.schema import SET_BY_TRAIN, TRAINER_SWITCHES, loop_arguments, validate
+
+    signature = set(inspect.signature(lightning.Trainer).parameters)
+    assert set(TRAINER_SWITCHES) <= signature and set(SET_BY_TRAIN) <= signature  # no stale name
+    loop = signature - set(TRAINER_SWITCHES) - set(SET_BY_TRAIN)
+    assert set(loop_arguments()) == loop
+    assert {"max_time", "overfit_batches", "check_val_every_n_epoch", "val_check_interval", "max_epochs",
+            "limit_train_batches", "fast_dev_run", "reload_dataloaders_every_n_epochs", "barebones"} <= loop
+    from omegaconf import open_dict
+
+    composed = compose_config("gelu")
+    for key in sorted(loop):
+        for override in (f"trainer.{key}=3", f"+trainer.{key}=3", f"++trainer.{key}=3"):
+            with pytest.raises(ConfigError, match=f"^trainer.{key} is set by the effective run from the recipe and "
+                                                  f"budget: "):
+                refuse_loop_overrides(["+step=gelu", override])
+        cfg = composed.copy()
+        with open_dict(cfg.trainer):
+            cfg.trainer[key] = 3  # as a trainer file of the user's would have it
+        with pytest.raises(ConfigError, match=f"^trainer.{key} is set by the effective run"):
+            validate(cfg)
     refuse_loop_overrides(["+step=gelu", "trainer.devices=2", "budget.limit_train_batches=3"])
 
 
