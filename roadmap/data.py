@@ -404,9 +404,9 @@ def root_config(root: Path, train_tar: str | None = None, val_tar: str | None = 
 
     tar = OmegaConf.load(CONF_DIR / "data" / "imagenet_tar.yaml")
     train_tar, val_tar = train_tar or tar.train_tar, val_tar or tar.val_tar
-    is_folder = (root / "train").is_dir() and (root / "val").is_dir()
+    is_folder = (root / "train").is_dir()  # val/ may be absent (ImageNet-22K)
     if not is_folder and not (root / train_tar).is_file():
-        raise ConfigError(f"{root} holds neither train/ and val/ folders nor the tar {train_tar}: give an image "
+        raise ConfigError(f"{root} holds neither a train/ folder nor the tar {train_tar}: give an image "
                           f"folder's root, or the folder of ImageNet's tars (--train-tar/--val-tar name them)")
     return OmegaConf.create({"kind": "imagefolder" if is_folder else "tar", "root": str(root), "index_dir": index_dir,
                              "train_tar": train_tar, "val_tar": val_tar})

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from roadmap.cli import Parser, existing_folder, output_folder, positive_int
+from roadmap.cli import Parser, existing_folder, non_negative_int, output_folder, positive_int
 from roadmap.errors import ConfigError, exit_on_config_error
 
 
@@ -41,6 +41,8 @@ def write_jpegs(out: Path, classes: int, train_per_class: int, val_per_class: in
                 size: tuple[int, int] = (500, 375)) -> Path:
     rng = np.random.default_rng(seed)
     for split, n in (("train", train_per_class), ("val", val_per_class)):
+        if not n:  # no val/ at all: ImageNet-22K's layout
+            continue
         for c in range(classes):
             folder = out / split / class_name(c)
             folder.mkdir(parents=True, exist_ok=True)
@@ -56,6 +58,8 @@ def link_tree(out: Path, source: Path, classes: int, train_per_class: int, val_p
         raise ConfigError(f"no .JPEG files under {source}: make them with python -m roadmap.fake_imagenet jpegs")
     k = 0
     for split, n in (("train", train_per_class), ("val", val_per_class)):
+        if not n:
+            continue
         for c in range(classes):
             folder = out / split / class_name(c)
             folder.mkdir(parents=True, exist_ok=True)
@@ -67,6 +71,9 @@ def link_tree(out: Path, source: Path, classes: int, train_per_class: int, val_p
 
 def write_tars(folder: Path, out: Path) -> tuple[Path, Path]:
     """``out/train.tar`` (a tar of ``<class>.tar`` files, each flat) and ``out/val.tar`` (``<class>/<image>``)."""
+    if not (folder / "train").is_dir():
+        raise ConfigError(f"{folder} has no train/ folder: give an image folder's root (train/<class>/<image>, and "
+                          f"val/<class>/<image>)")
     out.mkdir(parents=True, exist_ok=True)
     with tarfile.open(out / "train.tar", "w") as train:
         for class_dir in sorted(p for p in (folder / "train").iterdir() if p.is_dir()):
@@ -95,12 +102,15 @@ def main(argv: list[str] | None = None) -> None:
         command.add_argument("out", type=output_folder)
         command.add_argument("--classes", type=positive_int, default=defaults[0])
         command.add_argument("--train-per-class", type=positive_int, default=defaults[1])
-        command.add_argument("--val-per-class", type=positive_int, default=defaults[2])
+        command.add_argument("--val-per-class", type=non_negative_int, default=defaults[2],
+                             help="0: no val/ folder (ImageNet-22K's layout)")
     tree.add_argument("--from", dest="source", type=existing_folder, required=True)
     tars = commands.add_parser("tars", help="pack an image folder as ImageNet's train and val tars")
     tars.add_argument("folder", type=existing_folder)
     tars.add_argument("out", type=output_folder)
     args = parser.parse_args(argv)
+    if args.command in ("jpegs", "tree") and args.out.is_dir() and any(args.out.iterdir()):
+        parser.error(f"{args.out} already holds files: give a new folder (its images would mix with these)")
     if args.command == "jpegs":
         write_jpegs(args.out, args.classes, args.train_per_class, args.val_per_class)
     elif args.command == "tree":

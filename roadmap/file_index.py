@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tarfile
 import time
 import uuid
@@ -141,11 +142,18 @@ def _list_folder(split_dir: Path) -> tuple[list[str], list[tuple]]:
     if not classes:
         raise ConfigError(f"no class folders in {split_dir}: put each class's images in {split_dir}/<class>/")
 
+    def size(path: str) -> int:
+        try:
+            return os.stat(path).st_size
+        except OSError as err:  # a broken link, a file gone while listed, no permission: the file named
+            raise ConfigError(f"cannot read {path} ({err.strerror or err}): remove it, or restore what it "
+                              f"points to") from None
+
     def files_of(label: int) -> list[tuple]:
         found = []
         for folder, _, names in os.walk(split_dir / classes[label], followlinks=True):
             rel = os.path.relpath(folder, split_dir)
-            found += [(os.path.join(rel, n), label, os.stat(os.path.join(folder, n)).st_size, -1) for n in names
+            found += [(os.path.join(rel, n), label, size(os.path.join(folder, n)), -1) for n in names
                       if n.lower().endswith(IMAGE_EXTENSIONS)]
         return sorted(found)
 
@@ -231,13 +239,20 @@ def _save(folder: Path, meta: dict, splits: dict[str, Split]) -> None:
 
 
 def _load(folder: Path, kind: str, paths: dict[str, Path]) -> FileIndex | None:
+    """The stored index, or None where there is none or it does not read back whole (then rebuilt: :func:`file_index`)."""
     try:
         meta = json.loads((folder / "meta.json").read_text())
         splits = {split: Split(*(np.load(folder / f"{split}_{name}.npy", mmap_mode="r") for name in ARRAYS))
                   for split in SPLITS}
-    except (OSError, ValueError):
-        return None  # absent, or left incomplete by hand: rebuilt
-    return FileIndex(kind, paths, meta["classes"], splits, meta["fingerprint"], folder)
+        classes, fingerprint = list(meta["classes"]), str(meta["fingerprint"])
+        for split, files in splits.items():  # every array of a split as long as the listing said, labels in range
+            lengths = {len(getattr(files, name)) for name in ARRAYS if name not in ("names", "starts")}
+            if lengths != {meta["files"][split]} or (len(files.labels) and not 0 <= files.labels.max() < len(classes)):
+                raise ValueError(f"its {split} arrays do not agree with meta.json")
+            files.name(len(files.labels) - 1) if len(files.labels) else None
+    except (OSError, ValueError, KeyError, TypeError, IndexError, EOFError):
+        return None  # absent, or left incomplete or changed by hand: rebuilt
+    return FileIndex(kind, paths, classes, splits, fingerprint, folder)
 
 
 # per process: the refusal pass, the record and the data module share one read (and one stat of the class folders)
@@ -271,7 +286,12 @@ def file_index(data) -> FileIndex:
         try:
             location.mkdir(parents=True, exist_ok=True)
             with _lock(folder):  # one process builds; the others wait, then read what it wrote
-                index = _load(folder, data.kind, paths) or _publish(folder, data.kind, paths, stamp)
+                index = _load(folder, data.kind, paths)
+                if index is None and folder.exists():  # stored but unreadable: listed again, saying so
+                    print(f"the file index {folder} does not read back whole: listing {data.root} again",
+                          file=sys.stderr)
+                    shutil.rmtree(folder)
+                index = index or _publish(folder, data.kind, paths, stamp)
         except Timeout:  # an OSError too: first
             raise ConfigError(f"waited {LOCK_TIMEOUT_S} s for another process to build the index in {location}: "
                               f"remove {location}/.{key}.lock if no process is building it") from None

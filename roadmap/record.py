@@ -269,9 +269,21 @@ class RunPaths:
         return paths if file.parent in (paths.checkpoints, paths.weights) and paths.metrics.exists() else None
 
 
+_NEW_ROOTS: set[Path] = set()  # run roots this process found absent before Hydra made them
+
+
+def note_run_root(run_root: Path) -> None:
+    """Before Hydra makes the run's folder: remember ``run_root`` if it does not exist yet, so that a refused command
+    removes it again (:func:`remove_if_unused`)."""
+    root = Path(run_root).expanduser().resolve()
+    if not root.exists():
+        _NEW_ROOTS.add(root)
+
+
 def remove_if_unused(run_dir: Path, run_root: Path) -> None:
     """Remove a run folder that holds nothing but Hydra's own files (``.hydra/``, the job log: what Hydra writes
-    before a refused command is refused), and the folders above it that are left empty, up to ``run_root``."""
+    before a refused command is refused), and the folders above it that are left empty, up to ``run_root``, and
+    ``run_root`` too where this process made it (:func:`note_run_root`)."""
     run_dir, run_root = Path(run_dir).resolve(), Path(run_root).resolve()
     if not run_dir.is_dir() or not run_dir.is_relative_to(run_root):
         return
@@ -282,6 +294,8 @@ def remove_if_unused(run_dir: Path, run_root: Path) -> None:
         if parent == run_root or any(parent.iterdir()):
             break
         parent.rmdir()
+    if run_root in _NEW_ROOTS and not any(run_root.iterdir()):
+        run_root.rmdir()
 
 
 def find_runs(root: Path) -> list[Path]:

@@ -27,8 +27,8 @@ from omegaconf.errors import OmegaConfBaseException
 from roadmap.config_files import (CONF_DIR, CONFIG_PATH_ENV, broken_yaml, check_choice,  # noqa: F401 (re-exported)
                                    config_dirs, options, read_yaml, step_parent)
 from roadmap.errors import ConfigError
-from roadmap.record import (RunPaths, RunRecord, check_evaluation_target, check_identity, flatten, run_dir,
-                            run_variant)
+from roadmap.record import (RunPaths, RunRecord, check_evaluation_target, check_identity, flatten, note_run_root,
+                            run_dir, run_variant)
 from roadmap.schema import (check_environment, check_overrides, check_regime_file, command_line, nearest_key,
                             target_arguments, validate)
 
@@ -322,6 +322,7 @@ class RefuseBeforeRun(Callback):
         HydraConfig.instance().set_config(config)
         try:
             refuse_bad_run(config)
+            note_run_root(config.run.root)  # where a later refusal (in the job) removes what Hydra made
         except ConfigError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)

@@ -122,6 +122,7 @@ def train(cfg: DictConfig) -> RunRecord:
     paths = RunPaths(Path(cfg.run.dir).resolve())
     previous = RunRecord.read(paths.root)
     if previous and previous.status == "done" and not cfg.run.force:
+        previous = replace(previous, run_dir=str(paths.root))  # where it is now (a copied or moved folder)
         print(f"already done, not retraining (run.force=true retrains)\n{previous.summary()}")
         return previous
     datamodule = RoadmapDataModule(cfg.data, cfg.recipe, cfg.budget.batch_size, cfg.budget.num_workers, cfg.seed)

@@ -54,7 +54,7 @@ def run_case(case: dict) -> dict:
         os.environ.clear()
         os.environ.update(saved_env)
     root = Path(case["root"]) if case.get("root") else None
-    left = sorted(str(p) for p in root.rglob("*")) if root and root.exists() else []
+    left = sorted([str(root), *(str(p) for p in root.rglob("*"))]) if root and root.exists() else []  # root included
     return {"code": code, "stdout": out.getvalue(), "stderr": err.getvalue(), "left": left}
 
 

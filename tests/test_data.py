@@ -213,3 +213,20 @@ def test_a_run_of_unreadable_files_stops_a_worker_in_one_line(tmp_path):
     with pytest.raises(ConfigError) as err:
         next(iter(loader))
     assert "\n" not in str(err.value) and str(err.value).startswith("16 files in a row from ") and "are unreadable" in str(err.value)
+
+
+def test_an_index_that_does_not_read_back_is_rebuilt_saying_so(tmp_path, capsys):
+    """A stored index cut short, or changed by hand so its labels and classes disagree, is listed again (one line on
+    stderr) instead of being refused as unwritable or trusted with out-of-range labels."""
+    root = _folder(tmp_path / "data")
+    data = compose_config("gelu", overrides=_data(root)).data
+    index = fi.file_index(data)
+    meta = json.loads((index.folder / "meta.json").read_text())
+    for damage in (lambda: (index.folder / "train_labels.npy").write_bytes(b"\x93NUMPY cut"),
+                   lambda: (index.folder / "meta.json").write_text(json.dumps({**meta, "classes": meta["classes"][:1]}))):
+        damage()
+        fi._LOADED.clear()
+        rebuilt = fi.file_index(data)
+        assert "does not read back whole: listing" in capsys.readouterr().err
+        assert rebuilt.classes == index.classes and rebuilt.fingerprint == index.fingerprint
+        assert len(rebuilt.splits["train"]) == 24

@@ -81,6 +81,9 @@ CASES = [
      "(val has eel that train lacks)"),
     ("run", "+step=gelu data=imagefolder data.root={tmp}/truncated_val data.num_classes=2 data.verify_images=false",
      "1 unreadable image(s) in {tmp}/truncated_val: {tmp}/truncated_val/val/cat/1.JPEG; delete or replace them"),
+    ("run", "+step=gelu data=imagefolder data.root={tmp}/broken_link data.num_classes=2",
+     "cannot read {tmp}/broken_link/train/cat/gone.JPEG (No such file or directory): remove it, or restore what it "
+     "points to"),
     ("run", "+step=gelu data=imagefolder data.root={tmp}/truncated_train data.num_classes=2",
      "1 unreadable image(s) in {tmp}/truncated_train: {tmp}/truncated_train/train/dog/1.JPEG"),
     ("run", "+step=gelu data=imagefolder data.root={tmp}/pets data.num_classes=3",
@@ -141,7 +144,9 @@ CASES = [
     ("roadmap.compare_models", "--rows ,", "--rows ',' names no row"),
     ("roadmap.data", "", "the following arguments are required: command"),
     ("roadmap.data", "verify {tmp}/no_such", "argument root: no folder {tmp}/no_such"),
-    ("roadmap.data", "verify {tmp}/outputs", "{tmp}/outputs holds neither train/ and val/ folders nor the tar"),
+    ("roadmap.data", "verify {tmp}/outputs", "{tmp}/outputs holds neither a train/ folder nor the tar"),
+    ("roadmap.fake_imagenet", "tree {tmp}/pets --from {tmp}/pets", "{tmp}/pets already holds files: give a new folder"),
+    ("roadmap.fake_imagenet", "tars {tmp}/outputs {tmp}/new_tars", "{tmp}/outputs has no train/ folder"),
     ("run", "+step=gelu +trainer.fast_dev_run=true", "trainer.fast_dev_run is set by the effective run from the "
                                                       "recipe and budget: set budget=smoke"),
     ("run", "+step=gelu +trainer.max_steps=3", "trainer.max_steps is set by the effective run from the recipe and "
@@ -291,7 +296,7 @@ def _write_data_cases(tmp: Path) -> None:
     rng = np.random.default_rng(0)
     layouts = {"pets": ("cat dog", "cat dog"), "classes_differ": ("cat dog", "bird cat"),
                "extra_val_class": ("cat dog", "cat dog eel"), "truncated_val": ("cat dog", "cat dog"),
-               "truncated_train": ("cat dog", "cat dog")}
+               "truncated_train": ("cat dog", "cat dog"), "broken_link": ("cat dog", "cat dog")}
     for name, classes in layouts.items():
         for split, names in zip(("train", "val"), classes):
             for c in names.split():
@@ -300,6 +305,7 @@ def _write_data_cases(tmp: Path) -> None:
                     (tmp / name / split / c / f"{i}.JPEG").write_bytes(fake_jpeg(rng, 40, 30))
     for broken in (tmp / "truncated_val" / "val" / "cat" / "1.JPEG", tmp / "truncated_train" / "train" / "dog" / "1.JPEG"):
         broken.write_bytes(broken.read_bytes()[:200])
+    (tmp / "broken_link" / "train" / "cat" / "gone.JPEG").symlink_to(tmp / "nowhere.JPEG")
     write_tars(tmp / "pets", tmp / "tars")
     with tarfile.open(tmp / "tars" / "flat.tar", "w") as flat:
         flat.add(tmp / "pets" / "train" / "cat" / "0.JPEG", arcname="0.JPEG")
@@ -349,7 +355,7 @@ def answers(tmp_path_factory):
         if tool == "run":
             argv += [*([] if any(a.startswith(("run.root=", "run.dir=")) for a in argv) else [f"run.root={root}"]),
                      "logger=csv"]
-        before = sorted(str(p) for p in root.rglob("*")) if root.is_dir() else []
+        before = sorted([str(root), *(str(p) for p in root.rglob("*"))]) if root.exists() else []
         cases.append({"tool": tool, "argv": argv, "env": env, "root": str(root), "before": before})
     answers = {}
     for part in (lambda c: c["tool"] == "run", lambda c: c["tool"] != "run"):
