@@ -51,6 +51,7 @@ bench: install  ## throughput of every step beside timm's references: make bench
 roadmap: install  ## every step of REGIME for SEEDS (e.g. SEEDS=0,1,2), then the table and chart; fails unless every step is done
 	@$(PY) -m roadmap.sweep $(REGIME) > /dev/null  # an unknown regime: its one line, and nothing run
 	status=0; $(PY) run.py -m "+step=$$($(PY) -m roadmap.sweep $(REGIME))" regime=$(REGIME) seed=$(SEEDS) run.root=$(OUTPUTS) $(ARGS) || status=$$?; \
+	[ -d $(OUTPUTS) ] || exit $$status; \
 	group=$$($(PY) -m roadmap.sweep --group-of regime=$(REGIME) +step=original_recipe $(ARGS)) && \
 	$(PY) -m analysis.roadmap $(OUTPUTS) --regime $(REGIME) && \
 	$(PY) -m analysis.compare $(OUTPUTS) --regime $(REGIME) && \
@@ -59,6 +60,7 @@ roadmap: install  ## every step of REGIME for SEEDS (e.g. SEEDS=0,1,2), then the
 
 family: install  ## the ConvNeXt family (FAMILY) with the ImageNet-1K recipe (EMA) for SEEDS, then its table beside Table 1
 	status=0; $(PY) run.py -m regime=family "+step=$(FAMILY)" recipe=convnext_in1k seed=$(SEEDS) run.root=$(OUTPUTS) $(ARGS) || status=$$?; \
+	[ -d $(OUTPUTS) ] || exit $$status; \
 	$(PY) -m analysis.roadmap $(OUTPUTS) --regime family || exit $$?; \
 	exit $$status
 

@@ -69,9 +69,16 @@ def evaluated_run(argv: list[str]) -> list[str]:
     """``mode=eval ckpt=<a run's weights>`` without ``+step=``: the step, regime, recipe and ``model.*`` overrides of
     the run that holds the weights (its record), so its model is built as it trained."""
     given = dict(a.lstrip("+").split("=", 1) for a in argv if "=" in a)
-    if given.get("mode") != "eval" or "step" in given or not given.get("ckpt"):
+    if given.get("mode") != "eval" or not given.get("ckpt"):
         return []
-    paths = RunPaths.holding(Path(given["ckpt"]).expanduser().resolve())
+    ckpt = Path(given["ckpt"]).expanduser()
+    if ckpt.is_dir():
+        found = sorted(str(p) for p in (*ckpt.glob("checkpoints/*.ckpt"), *ckpt.glob("weights/*.safetensors")))
+        raise ConfigError(f"ckpt={ckpt} is a folder: give a weights file" + (f", e.g. ckpt={found[0]}" if found else
+                          " (a run's checkpoints/*.ckpt or weights/*.safetensors)"))
+    if "step" in given:
+        return []
+    paths = RunPaths.holding(ckpt.resolve())
     run = RunRecord.read(paths.root) if paths else None
     if run is None:
         return []

@@ -316,10 +316,17 @@ def _one_line(err: Exception) -> str:
 
 
 def nearest_key(name: str, known) -> str:
-    """``; did you mean <key>?`` for the known key whose last part is closest to ``name``'s, or ''."""
-    by_leaf = {k.rsplit(".", 1)[-1]: k for k in known}
-    near = difflib.get_close_matches(name.rsplit(".", 1)[-1], list(by_leaf), n=1, cutoff=0.6)
-    return f"; did you mean {by_leaf[near[0]]}?" if near else ""
+    """``; did you mean <key>?`` for the known key whose last part is closest to ``name``'s, among the keys of
+    ``name``'s own section first (``data.roott``: ``data.root``, not ``run.root``), or ''."""
+    known, section = list(known), name.rpartition(".")[0]
+    for pool in ([k for k in known if k.rpartition(".")[0] == section], known):
+        by_leaf: dict[str, str] = {}
+        for key in pool:
+            by_leaf.setdefault(key.rsplit(".", 1)[-1], key)
+        near = difflib.get_close_matches(name.rsplit(".", 1)[-1], list(by_leaf), n=1, cutoff=0.6)
+        if near:
+            return f"; did you mean {by_leaf[near[0]]}?"
+    return ""
 
 
 def _dataclass_of(annotation):

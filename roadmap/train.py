@@ -121,6 +121,9 @@ def train(cfg: DictConfig) -> RunRecord:
     model = instantiate_model(cfg.model, cfg.recipe.init_from_ema)
     paths = RunPaths(Path(cfg.run.dir).resolve())
     previous = RunRecord.read(paths.root)
+    if previous is None and paths.metrics.exists() and rank_zero_only.rank == 0:
+        print(f"{paths.metrics} does not read back ({RunRecord.load(paths.root).error}): this run writes it anew",
+              file=sys.stderr)
     if previous and previous.status == "done" and not cfg.run.force:
         previous = replace(previous, run_dir=str(paths.root))  # where it is now (a copied or moved folder)
         print(f"already done, not retraining (run.force=true retrains)\n{previous.summary()}")

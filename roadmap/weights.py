@@ -199,9 +199,9 @@ def init_from(model: torch.nn.Module, source: str, ema: bool = False) -> None:
     """Start ``model`` from ``source`` (see the module docstring); ``ema``: a run's EMA weights (``recipe.init_from_ema``;
     timm's are the paper's released weights as they are)."""
     if source == "timm" or source.startswith("timm:"):
-        name = _timm_match(model)
-        state_dict = convert_reference_state_dict(timm_state_dict(name, source.partition(":")[2] or None))
-        load_into(model, state_dict, f"timm {name}")
+        name, file = _timm_match(model), source.partition(":")[2] or None
+        state_dict = convert_reference_state_dict(timm_state_dict(name, file))
+        load_into(model, state_dict, f"{file} (as timm's {name})" if file else f"timm {name}")
     else:
         load_into(model, _ema_weights_of(source) if ema else read_state_dict(source), source)
 

@@ -242,6 +242,14 @@ def test_other_weights_at_the_same_path_name_another_folder(tmp_path):
     assert run_variant([f"model.init_from={weights}"]) != first
 
 
+def test_a_regime_value_given_on_the_command_line_names_the_runs_folder():
+    """A member's stochastic depth changed on the command line is another run: seed 1 at 0.3 never lands beside seed 0
+    at the paper's 0.1, where the analysis would average them as seeds of one run."""
+    assert run_variant(["regime=family", "+step=convnext_b", "seed=1", "regime.drop_path.in1k=0.3"]) == \
+        "+regime.drop_path.in1k@0.3"
+    assert run_variant(["regime=family", "+step=convnext_b", "seed=1"]) == ""
+
+
 def test_a_fine_tuned_group_is_not_set_beside_the_papers_training_from_scratch(tmp_path):
     from analysis.roadmap import describe, load_runs, roadmap_table
     from tests.helpers import write_run

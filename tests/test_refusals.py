@@ -119,6 +119,23 @@ CASES = [
      "ConvNeXt-S/B/L/XL in threes, and its main.py refuses any other model; this one has depths [3, 3, 9, 3]"),
     ("roadmap.explain", "regime=family +step=convnext_t recipe=convnext_ft_in22k recipe.drop_path_rate=0.1",
      "recipe.layer_decay=0.8: the official ConvNeXt's layer-wise lr decay groups the 27 stage-3 blocks"),
+    # Lightning's loop arguments (every one of its Trainer signature but the reviewed switches: tests/test_training.py)
+    ("run", "+step=gelu +trainer.max_time=00:00:01:00", "trainer.max_time is set by the effective run from the recipe "
+                                                        "and budget: set budget.epoch_scale"),
+    ("run", "+step=gelu +trainer.overfit_batches=2", "trainer.overfit_batches is set by the effective run"),
+    ("run", "+step=gelu +trainer.check_val_every_n_epoch=3", "trainer.check_val_every_n_epoch is set by the effective "
+                                                             "run from the recipe and budget: set recipe.validate"),
+    # a regime's values: known keys only (an override of one names the run's folder: tests/test_sweep_analysis.py)
+    ("run", "regime=family +step=convnext_b +regime.drop_path.in2k=0.3", "unknown key regime.drop_path.in2k"),
+    ("run", "regime=family +step=convnext_xl recipe=convnext_in1k", "or set regime.drop_path.in1k=<rate>"),
+    # hints that point at the key, the file or the run
+    ("run", "+step=gelu data=imagefolder data.roott=/x", "unknown key data.roott; did you mean data.root?"),
+    ("run", "mode=eval ckpt={tmp}/gelu_run", "ckpt={tmp}/gelu_run is a folder: give a weights file, e.g. "
+                                             "ckpt={tmp}/gelu_run/checkpoints/best.ckpt"),
+    ("run", "+step=separate_downsampling model.init_from=timm:{tmp}/foreign/convnext_t.pth",
+     "the weights of {tmp}/foreign/convnext_t.pth (as timm's convnext_tiny) do not fit this model"),
+    ("roadmap.sweep", "--weights-of regime=family +step=convnext_t,convnext_s",
+     "--weights-of names one run, and +step=convnext_t,convnext_s names several"),
     # a fine-tune with nothing to start from (absent, null, and empty as $(... --weights-of ...) gives when it finds none)
     ("run", "regime=family +step=convnext_b recipe=convnext_ft_in22k",
      "recipe=convnext_ft_in22k fine-tunes pre-trained weights, but model.init_from is not set: point it at the "
