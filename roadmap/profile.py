@@ -17,13 +17,19 @@ from roadmap.shapes import check_input_size, count_gflops, count_params_m
 from roadmap.steps import PaperColumns, available_regimes, build_model, list_steps, paper_columns
 
 
+def profile_columns(img_size: int) -> PaperColumns:
+    """The paper's numbers a count at ``img_size`` is set beside: Table 1's at 224², its 384² rows (the 1K models
+    fine-tuned there) at 384², none at a size the paper has not."""
+    if img_size == 384:
+        return paper_columns("convnext_ft_in1k", 384)
+    return paper_columns() if img_size == 224 else PaperColumns(None, None, "none at this size", "none")
+
+
 def profile_table(regime: str = "r50", img_size: int = 224) -> pd.DataFrame:
     """One row per step in roadmap order: step, change, adopted, gflops, params_m, and the paper's GFLOPs and top-1 at
     this size (Table 1's at 384², the 1K models fine-tuned there; none at a size the paper has not)."""
     models = {}
-    columns = (paper_columns("convnext_ft_in1k", 384) if img_size == 384 else paper_columns() if img_size == 224
-               else PaperColumns(None, None))
-    for info in list_steps(regime, columns):  # every step checked before any is counted
+    for info in list_steps(regime, profile_columns(img_size)):  # every step checked before any is counted
         with torch.device("meta"):
             models[info] = build_model(info.name, regime, ["recipe.drop_path_rate=0"])  # any member, whatever its recipe
         check_input_size(models[info], img_size, f"--img-size {img_size}", info.name)

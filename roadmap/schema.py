@@ -316,14 +316,15 @@ def _one_line(err: Exception) -> str:
 
 
 def nearest_key(name: str, known) -> str:
-    """``; did you mean <key>?`` for the known key whose last part is closest to ``name``'s, among the keys of
-    ``name``'s own section first (``data.roott``: ``data.root``, not ``run.root``), or ''."""
-    known, section = list(known), name.rpartition(".")[0]
-    for pool in ([k for k in known if k.rpartition(".")[0] == section], known):
+    """``; did you mean <key>?`` for a known key with ``name``'s last part (``budget.epochs``: ``recipe.epochs``), else
+    the one whose last part is closest, among the keys of ``name``'s own section first (``data.roott``: ``data.root``,
+    not ``run.root``), or ''."""
+    known, section, leaf = list(known), name.rpartition(".")[0], name.rsplit(".", 1)[-1]
+    for pool, cutoff in ((known, 1.0), ([k for k in known if k.rpartition(".")[0] == section], 0.6), (known, 0.6)):
         by_leaf: dict[str, str] = {}
         for key in pool:
             by_leaf.setdefault(key.rsplit(".", 1)[-1], key)
-        near = difflib.get_close_matches(name.rsplit(".", 1)[-1], list(by_leaf), n=1, cutoff=0.6)
+        near = difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=cutoff)
         if near:
             return f"; did you mean {by_leaf[near[0]]}?"
     return ""

@@ -186,10 +186,13 @@ def test_each_group_is_set_beside_the_papers_number_of_its_setting(tmp_path, rec
 
 
 def test_profile_at_384_sets_each_count_beside_the_papers_384_numbers():
-    from roadmap.profile import profile_table
+    """``roadmap.profile --img-size 384`` takes Table 1's 384² rows (tests/test_family.py counts each member's GFLOPs
+    there), none at a size the paper has not."""
+    from roadmap.profile import profile_columns
+    from roadmap.steps import list_steps
 
-    table = profile_table("family", 384).set_index("step")
-    assert table.loc["convnext_b", "paper_gflops"] == 45.0 and table.loc["convnext_l", "paper_gflops"] == 101.0
-    assert table.loc["convnext_b", "paper_top1"] == 85.1 and table.loc["convnext_l", "paper_top1"] == 85.5
-    assert abs(table.loc["convnext_b", "gflops"] - 45.0) / 45.0 < 0.005
+    paper = {s.name: (s.paper_gflops, s.paper_top1) for s in list_steps("family", profile_columns(384))}
+    assert paper["convnext_b"] == (45.0, 85.1) and paper["convnext_l"] == (101.0, 85.5)
+    assert paper["convnext_s"] == (None, None)  # the paper gives no 384² S
+    assert {s.paper_gflops for s in list_steps("family", profile_columns(256))} == {None}
 
