@@ -376,3 +376,15 @@ def test_a_mid_epoch_position_is_in_samples_and_moves_to_another_layout():
                                           "16 × 1 processes") as refused:
         datamodule.load_state_dict(saved)
     assert "\n" not in str(refused.value)
+
+
+def test_a_moved_finished_run_is_not_retrained_and_says_where_it_is_now(tmp_path, capsys):
+    import shutil
+
+    first = train(tiny_run_config("gelu", tmp_path / "before"))
+    shutil.move(tmp_path / "before", tmp_path / "after")
+    again = train(tiny_run_config("gelu", tmp_path / "after"))
+    printed = capsys.readouterr().out
+    moved = Path(first.run_dir.replace(str(tmp_path / "before"), str(tmp_path / "after")))
+    assert "already done, not retraining" in printed and f"results: {moved}" in printed
+    assert Path(again.run_dir) == moved and again.final == first.final
