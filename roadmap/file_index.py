@@ -249,7 +249,8 @@ def _load(folder: Path, kind: str, paths: dict[str, Path]) -> FileIndex | None:
             lengths = {len(getattr(files, name)) for name in ARRAYS if name not in ("names", "starts")}
             if lengths != {meta["files"][split]} or (len(files.labels) and not 0 <= files.labels.max() < len(classes)):
                 raise ValueError(f"its {split} arrays do not agree with meta.json")
-            files.name(len(files.labels) - 1) if len(files.labels) else None
+            if len(files.labels):
+                files.name(len(files.labels) - 1)  # the names decode to their end
     except (OSError, ValueError, KeyError, TypeError, IndexError, EOFError):
         return None  # absent, or left incomplete or changed by hand: rebuilt
     return FileIndex(kind, paths, classes, splits, fingerprint, folder)

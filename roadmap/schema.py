@@ -18,6 +18,7 @@ Each raises :class:`~roadmap.errors.ConfigError` naming the key, the bad value a
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 import typing
 import warnings
@@ -254,6 +255,7 @@ EFFECTIVE_RUN_ARGUMENTS = {"max_epochs": "budget.epoch_scale (or recipe.epochs)"
                            "val_check_interval": "recipe.validate (every epoch or none)"}
 
 
+@functools.cache
 def loop_arguments() -> dict[str, str]:
     """Every argument of Lightning's ``Trainer`` but :data:`TRAINER_SWITCHES` and those training sets itself
     (:data:`SET_BY_TRAIN`), each with what to set instead (None: nothing here does what it does): the loop's, refused
