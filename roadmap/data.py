@@ -144,7 +144,7 @@ def torchvision_dataset(name: str, root: Path, train: bool, transform, download:
 INDEXED_KINDS = ("imagefolder", "tar")
 
 
-def check_data(data, validate: bool = True) -> FileIndex:
+def check_data(data, validate: bool = True, mode: str = "train") -> FileIndex:
     """The file index of an image folder or tar data config (built once, :mod:`roadmap.file_index`), checked: its
     class count is ``data.num_classes``, it has a val split where the run ``validate``\ s, and its images decode (the
     val split always, train too with ``data.verify_images``; each verified once per index). Bad data is refused in
@@ -153,6 +153,9 @@ def check_data(data, validate: bool = True) -> FileIndex:
     if len(index.classes) != data.num_classes:
         raise ConfigError(f"{data.root} has {len(index.classes)} classes but data.num_classes={data.num_classes}: set "
                           f"data.num_classes={len(index.classes)}")
+    if mode == "eval" and not len(index.splits["val"]):
+        raise ConfigError(f"{data.root} has no val/ split to evaluate on: evaluate on data that has one (data=... "
+                          f"data.root=<a folder with val/>)")
     if validate and not len(index.splits["val"]):
         raise ConfigError(f"{data.root} has no val/ split to validate on: add one, or train without validation "
                           f"(recipe.validate=false, as ImageNet-22K pre-training does)")
@@ -163,12 +166,12 @@ def check_data(data, validate: bool = True) -> FileIndex:
     return index
 
 
-def data_identity(data, validate: bool = True) -> dict | None:
+def data_identity(data, validate: bool = True, mode: str = "train") -> dict | None:
     """What identifies the data a run reads beyond its config: its file index's fingerprint, what it holds and where
     it was read (None for data the config names fully: synthetic, torchvision)."""
     if data.kind not in INDEXED_KINDS:
         return None
-    index = check_data(data, validate)
+    index = check_data(data, validate, mode)
     return {"fingerprint": index.fingerprint, "holds": index.summary(), "root": str(Path(data.root).expanduser())}
 
 

@@ -23,6 +23,7 @@ from roadmap.depthwise_paths import PATHS
 from roadmap.devices import chosen_device, device_name
 from roadmap.cli import Parser, positive_int
 from roadmap.errors import ConfigError, exit_on_config_error
+from roadmap.files import unwritable_folder
 from roadmap.profile import render
 from roadmap.shapes import check_input_size
 from roadmap.steps import available_regimes, compose_config, instantiate_model, list_steps
@@ -88,12 +89,19 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     steps = [s.name for s in list_steps(args.regime)]
     if args.step not in steps:
         raise ConfigError(f"unknown step {args.step!r} for regime {args.regime}; valid: {', '.join(steps)}")
+    problem = unwritable_folder(depthwise.cache_file().parent)
+    if problem:  # measured for nothing: training would measure again
+        raise ConfigError(f"cannot store the measured paths in {depthwise.cache_file()}: {problem}; set "
+                          f"ROADMAP_CACHE_DIR to a writable folder")
     device = chosen_device(args.device)
     channels_last = device.type == "cuda" if args.channels_last is None else args.channels_last
     retain_freed_memory()
     tuner = depthwise.AUTOTUNER = depthwise.Autotuner(retune=args.retune)  # this process's: only this iteration
     one_iteration(args.step, args.regime, args.batch_size, args.img_size, device, channels_last)
     calls, choices = dict(tuner.calls), tuner.choices or {}
+    if not calls:
+        raise ConfigError(f"{args.step} ({args.regime}) has no depthwise convolution: nothing to report; choose a step "
+                          f"that has them, e.g. --step {steps[-1]}")
     print(f"depthwise paths of {args.step} ({args.regime}), batch {args.batch_size}, {args.img_size}², "
           f"{'bf16 autocast' if device.type == 'cuda' else 'float32'}, channels_last={channels_last}, "
           f"{device_name(device)}, {torch.get_num_threads()} threads, paths code {depthwise.paths_version()}; "

@@ -29,14 +29,16 @@ def profile_table(regime: str = "r50", img_size: int = 224) -> pd.DataFrame:
     """One row per step in roadmap order: step, change, adopted, gflops, params_m, and the paper's GFLOPs and top-1 at
     this size (Table 1's at 384², the 1K models fine-tuned there; none at a size the paper has not)."""
     models = {}
-    for info in list_steps(regime, profile_columns(img_size)):  # every step checked before any is counted
+    # every step checked before any is counted, the last first: it holds every change, so a size too small for any
+    # step is most likely refused before the others are built
+    for info in reversed(list_steps(regime, profile_columns(img_size))):
         with torch.device("meta"):
             models[info] = build_model(info.name, regime, ["recipe.drop_path_rate=0"])  # any member, whatever its recipe
         check_input_size(models[info], img_size, f"--img-size {img_size}", info.name)
     return pd.DataFrame([{"step": info.name, "change": info.change, "adopted": info.adopted,
                           "gflops": round(count_gflops(model, img_size), 3), "params_m": round(count_params_m(model), 3),
                           "paper_gflops": info.paper_gflops, "paper_top1": info.paper_top1}
-                         for info, model in models.items()])
+                         for info, model in reversed(models.items())])
 
 
 def render(df: pd.DataFrame, fmt: str) -> str:

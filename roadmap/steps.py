@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from roadmap.config_files import (CONF_DIR, CONFIG_PATH_ENV, broken_yaml, check_choice,  # noqa: F401 (re-exported)
+from roadmap.config_files import (CONF_DIR, CONFIG_PATH_ENV, broken_yaml, check_choice, config_groups,  # noqa: F401
                                    config_dirs, options, read_yaml, step_parent)
 from roadmap.errors import ConfigError
 from roadmap.record import (RunPaths, RunRecord, check_evaluation_target, check_identity, flatten, note_run_root,
@@ -224,18 +224,44 @@ def _first_of_each_sweep(overrides: list[str]) -> list[str]:
 
 def check_composition(argv: list[str]) -> None:
     """Hydra's composition of ``run.py`` overrides (a multirun's first job), its errors in one line
-    (:func:`composition_error`)."""
-    args = _first_of_each_sweep([o for o in command_line(argv)[0] if "=" in o])
+    (:func:`composition_error`); in a sweep, every later value of a swept key is checked too (:func:`_check_sweep_values`),
+    so that no job trains before a bad value of a later one is refused."""
+    overrides = [o for o in command_line(argv)[0] if "=" in o]
+    args = _first_of_each_sweep(overrides)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            compose("config", overrides=args, return_hydra_config=True)
+            cfg = compose("config", overrides=args, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as err:
         raise composition_error(err, args) from None
     except yaml.YAMLError as err:  # a config file Hydra reads
         raise broken_yaml(err) from None
     finally:
         GlobalHydra.instance().clear()
+    _check_sweep_values(cfg, overrides)
+
+
+def _check_sweep_values(first_job: DictConfig, overrides: list[str]) -> None:
+    """Each later value of a swept key (group choices are checked by :func:`roadmap.schema.check_overrides`) put in the
+    first job's config and checked as a job checks its own (:func:`roadmap.schema.validate`): one config per value,
+    not per job, and no second composition."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    later = [(o.key_or_group, value) for o in OverridesParser.create().parse_overrides(overrides)
+             if o.is_sweep_override() and not o.key_or_group.startswith("hydra.") and o.key_or_group not in config_groups()
+             for value in list(o.sweep_iterator())[1:]]
+    if not later:
+        return
+    HydraConfig.instance().set_config(first_job)
+    validate(first_job)  # what is wrong with every job is said without naming one
+    for key, value in later:
+        job = first_job.copy()
+        with open_dict(job):
+            OmegaConf.update(job, key, value, force_add=True)
+        try:
+            validate(job)
+        except ConfigError as err:
+            raise ConfigError(f"{err} (in the sweep's job {key}={value}: no job has run)") from None
 
 
 def composition_error(err: Exception, args: list[str]) -> ConfigError:
@@ -295,7 +321,7 @@ def refuse_bad_run(cfg: DictConfig) -> None:
     from roadmap.data import data_identity
 
     # the data's classes and val images checked (an evaluation needs them whatever the recipe), its index built once
-    data = data_identity(cfg.data, cfg.recipe.validate or cfg.mode == "eval")
+    data = data_identity(cfg.data, cfg.recipe.validate, cfg.mode)
     if cfg.mode == "eval":
         check_evaluation_target(cfg, step)
         return

@@ -35,7 +35,8 @@ USER_FOLDERS = {
 }
 
 # (tool, arguments, what the one line says); run.py cases get run.root=<their own folder> (unless they set it)
-# and logger=csv; {user:NAME} is a folder of USER_FOLDERS on $ROADMAP_CONFIG_PATH, {tmp} the test's folder
+# and logger=csv; {user:NAME} is a folder of USER_FOLDERS on $ROADMAP_CONFIG_PATH, {env:VAR=PATH} sets VAR to the test's
+# folder's PATH, {tmp} the test's folder
 CASES = [
     # unknown keys, with or without +, and keys given twice
     ("run", "+step=gelu +recipe.base_lrr=0.1", "unknown key recipe.base_lrr; did you mean recipe.base_lr?"),
@@ -65,6 +66,10 @@ CASES = [
     ("run", "+step=gelu +experiment=paper", "unknown experiment 'paper' (did you mean"),
     ("run", "+step=gelu trainer=gpus", "unknown trainer 'gpus' (did you mean gpu?)"),
     ("run", "-m +step=gelu,kernel_77", "unknown step 'kernel_77'"),
+    ("run", "-m +step=gelu seed=0,abc", "seed=abc: Value 'abc' of type 'str' could not be converted to Integer (in the "
+                                        "sweep's job seed=abc: no job has run)"),
+    ("run", "-m +step=gelu,patchify_stem recipe.optimizer.weight_decay=0.05,-1",
+     "recipe.optimizer.weight_decay=-1.0: must be >= 0 (in the sweep's job"),
     ("run", "+step=gelu seed=0,1,2", "seed=0,1,2 is a sweep: give one value, or add -m to run.py for a job per value"),
     ("roadmap.explain", "+step=gelu seed=0,1", "seed=0,1 is a sweep: give one value"),
     ("run", "+step=gelu hydra.launcher.partition=gpu", "hydra.launcher.partition is not a key of this command's "
@@ -234,6 +239,8 @@ CASES = [
                                                                 "synthetic-cpu_proxy/r50/gelu/seed0: checkpoints/last.ckpt is unreadable"),
     ("run", "+step=gelu mode=eval", "mode=eval needs the weights to evaluate: ckpt="),
     ("run", "+step=gelu mode=eval ckpt=/no/such.ckpt", "no weights file /no/such.ckpt"),
+    ("run", "+step=gelu mode=eval ckpt={tmp}/gelu_run/checkpoints/best.ckpt data=imagefolder data.root={tmp}/train_only "
+            "data.num_classes=2 recipe.validate=false", "{tmp}/train_only has no val/ split to evaluate on: evaluate on data that has one"),
     ("run", "+step=fewer_activations mode=eval ckpt={tmp}/gelu_run/checkpoints/best.ckpt",
      "holds weights of the gelu run (r50), not of fewer_activations (r50): evaluate them with +step=gelu regime=r50"),
     ("run", "+step=gelu regime=r200 mode=eval ckpt={tmp}/gelu_run/checkpoints/best.ckpt",
@@ -274,7 +281,7 @@ CASES = [
     ("roadmap.sweep", "r999", "argument regime: invalid choice: 'r999'"),
     ("roadmap.sweep", "r50 r200", "unrecognized arguments: r200"),
     ("roadmap.profile", "--img-size 0", "argument --img-size: 0 must be positive"),
-    ("roadmap.profile", "--regime family --img-size 16", "convnext_t needs images of at least 32 px: --img-size 16 is too small"),
+    ("roadmap.profile", "--regime family --img-size 16", "convnext_xl needs images of at least 32 px: --img-size 16 is too small"),
     ("roadmap.profile", "--img-size 224px", "argument --img-size: '224px' is not an integer"),
     ("roadmap.profile", "--regime r999", "argument --regime: invalid choice: 'r999'"),
     ("roadmap.profile", "--format xlsx", "argument --format: invalid choice: 'xlsx'"),
@@ -283,6 +290,10 @@ CASES = [
     ("roadmap.depthwise_report", "--step gelu --img-size 0", "argument --img-size: 0 must be positive"),
     ("roadmap.depthwise_report", "--step separate_downsampling --img-size 16", "needs images of at least 32 px"),
     ("roadmap.depthwise_report", "--step gelu2", "unknown step 'gelu2' for regime r50"),
+    ("roadmap.depthwise_report", "--step patchify_stem --img-size 32", "patchify_stem (r50) has no depthwise "
+                                                                       "convolution: nothing to report; choose a step"),
+    ("roadmap.depthwise_report", "--step kernel_7 {env:ROADMAP_CACHE_DIR=a_file}", "cannot store the measured paths "
+                                                                                  "in {tmp}/a_file/depthwise.json"),
     ("roadmap.benchmark", "--batch-size -1", "argument --batch-size: -1 must be positive"),
     ("roadmap.benchmark", "--batch-size 0", "argument --batch-size: 0 must be positive"),
     ("roadmap.benchmark", "--img-size 0", "argument --img-size: 0 must be positive"),
@@ -313,7 +324,8 @@ def _write_data_cases(tmp: Path) -> None:
     rng = np.random.default_rng(0)
     layouts = {"pets": ("cat dog", "cat dog"), "classes_differ": ("cat dog", "bird cat"),
                "extra_val_class": ("cat dog", "cat dog eel"), "truncated_val": ("cat dog", "cat dog"),
-               "truncated_train": ("cat dog", "cat dog"), "broken_link": ("cat dog", "cat dog")}
+               "truncated_train": ("cat dog", "cat dog"), "broken_link": ("cat dog", "cat dog"),
+               "train_only": ("cat dog", "")}
     for name, classes in layouts.items():
         for split, names in zip(("train", "val"), classes):
             for c in names.split():
@@ -366,8 +378,9 @@ def answers(tmp_path_factory):
             (tmp / folder / relative).write_text(text)
     cases = []
     for i, (tool, args, _) in enumerate(CASES):
-        argv = [a.format(tmp=tmp) for a in args.split() if not a.startswith("{user:")]
+        argv = [a.format(tmp=tmp) for a in args.split() if not a.startswith(("{user:", "{env:"))]
         env = {CONFIG_PATH_ENV: str(tmp / a[6:-1]) for a in args.split() if a.startswith("{user:")}
+        env.update((a[5:-1].split("=")[0], str(tmp / a[5:-1].split("=")[1])) for a in args.split() if a.startswith("{env:"))
         root = next((Path(a.split("=", 1)[1]) for a in argv if a.startswith("run.root=")), tmp / "roots" / str(i))
         if tool == "run":
             argv += [*([] if any(a.startswith(("run.root=", "run.dir=")) for a in argv) else [f"run.root={root}"]),
