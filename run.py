@@ -3,7 +3,7 @@
 Exit codes: 0 done; 1 failed; 2 bad input (one line, before anything is recorded as running); 3 stopped by a
 signal after saving a checkpoint (preempted or cancelled: the same command resumes). In a multirun (-m, e.g.
 ``make roadmap``) every step runs whatever the others do, and the sweep ends with one line per step and the
-worst of these codes (roadmap.sweep.SweepReport). ``mode=eval ckpt=PATH`` evaluates weights.
+worst of these codes (roadmap.run.outcome.SweepReport). ``mode=eval ckpt=PATH`` evaluates weights.
 """
 import os
 import sys
@@ -17,10 +17,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from roadmap.errors import ConfigError, Stopped
-from roadmap.record import RunPaths, RunRecord, remove_if_unused
-from roadmap.schema import check_overrides
-from roadmap.steps import check_composition
-from roadmap.sweep import EXIT, OTHER_RANKS_HYDRA, write_outcome
+from roadmap.run.record import RunPaths, RunRecord, remove_if_unused
+from roadmap.config.command_line import check_overrides
+from roadmap.config.steps import check_composition
+from roadmap.run.outcome import EXIT, OTHER_RANKS_HYDRA, write_outcome
 
 
 # Lightning's advice that does not apply to this command: it submits SLURM jobs itself (-m trainer=slurm), so srun is
@@ -35,15 +35,15 @@ def main(cfg: DictConfig) -> None:
     if sweeping:  # a job that dies without a word stays "running": the launcher turns it into failed
         write_outcome(cfg, "running", None)
     try:
-        if cfg.mode == "eval":  # each refuses bad input first (roadmap.steps.refuse_bad_run): a sweep's job as refused
-            from roadmap.evaluate import evaluate
+        if cfg.mode == "eval":  # each refuses bad input first (roadmap.run.plan.resolve_run): a sweep's job as refused
+            from roadmap.run.evaluate import evaluate
 
             evaluate(cfg)
             status, error = "done", None
             if not sweeping:  # the result is in the weights' run record (or beside them): no folder of its own
                 remove_if_unused(HydraConfig.get().runtime.output_dir, cfg.run.root)
         else:
-            from roadmap.train import train
+            from roadmap.run.train import train
 
             status, error = train(cfg).status, None
     except ConfigError as err:

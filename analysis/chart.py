@@ -11,7 +11,7 @@ from adjustText import adjust_text
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure  # no pyplot: the chart leaves the caller's backend (a notebook's) as it is
 
-from roadmap.files import atomic_path
+from roadmap.utils.files import atomic_path
 
 OURS, PAPER = "#2c6fbb", "#c0392b"
 

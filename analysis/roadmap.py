@@ -2,7 +2,7 @@
 
     python -m analysis.roadmap OUTPUTS_DIR [--group synthetic-cpu_proxy] [--regime r50]
 
-Runs are grouped by their records' group (``<data>-<budget>[+overrides]``, see roadmap.record) and regime;
+Runs are grouped by their records' group (``<data>-<budget>[+overrides]``, see roadmap.run.record) and regime;
 each group gets its own table, so runs with other data, budgets or configs
 never mix and are never averaged as seeds. Files are written next to the
 runs: ``OUTPUTS_DIR/<group>/<regime>/roadmap.{csv,md,tex,png,svg}``.
@@ -14,19 +14,19 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.agreement import agreement, delta_verdicts
-from roadmap import record
-from roadmap.record import RunRecord
-from roadmap.cli import Parser
+from roadmap.run import record
+from roadmap.run.record import RunRecord
+from roadmap.utils.cli import Parser
 from roadmap.errors import ConfigError, exit_on_config_error
-from roadmap.files import write_text
-from roadmap.steps import PaperColumns, available_regimes, list_steps, paper_columns, regime_table
+from roadmap.utils.files import write_text
+from roadmap.config.steps import PaperColumns, available_regimes, list_steps, paper_columns, regime_table
 
 COLUMNS = ["step", "change", "adopted", "parent", "gflops", "params_m", "images_per_s", "top1_mean", "top1_std",
            "n_seeds", "delta_top1", "delta_verdict", "paper_top1", "paper_delta", "paper_gflops", "status", "error"]
 
 
 def load_runs(root: Path) -> pd.DataFrame:
-    """One row per run folder under ``root`` with its record (roadmap.record), or why there is none. ``top1`` is the
+    """One row per run folder under ``root`` with its record (roadmap.run.record), or why there is none. ``top1`` is the
     paper's metric, as the official code reports it: the best epoch's top-1, of the EMA weights where the EMA is on
     (``metric`` names which); the last epoch's are ``top1_last`` and ``top1_last_ema``."""
     rows = []
@@ -63,7 +63,7 @@ def metric_name(runs: pd.DataFrame) -> str:
 
 
 def paper_setting(runs: pd.DataFrame) -> PaperColumns:
-    """The paper's numbers a group's runs compare with (:func:`roadmap.steps.paper_columns`): by their recipe and image
+    """The paper's numbers a group's runs compare with (:func:`roadmap.config.steps.paper_columns`): by their recipe and image
     size, and whether they started from other weights."""
     if runs.empty:
         return paper_columns()

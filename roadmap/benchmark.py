@@ -15,7 +15,7 @@ in float32. The regime's ``timm_references`` (timm ``resnet50``/``convnext_tiny`
 ``convnext_base``) are timed in alternation with their matching step (same batch, same drop path), and
 that step's row gets the ratio ours/timm (> 1: ours is faster). The data loader row is the real training loader's
 images/s per core (``--workers`` single-threaded worker processes, the copy to the device and the per-pixel work
-there; ``--data-only`` times it alone, beside timm's loader and the decode floor: :mod:`roadmap.data_bench`). Hydra
+there; ``--data-only`` times it alone, beside timm's loader and the decode floor: :mod:`roadmap.data.bench`). Hydra
 overrides (``data=imagefolder data.root=...``) select the data it reads; the default synthetic data is generated
 at ``--img-size``. ``--summary`` adds each step's device-hours and the loader cores per device it needs.
 """
@@ -32,21 +32,20 @@ import timm
 import torch
 from torch import nn
 
-from roadmap.cpu_allocator import retain_freed_memory
-from roadmap.data_bench import data_throughput
-from roadmap.depthwise import set_depthwise_impl
-from roadmap.depthwise_paths import IMPLS
-from roadmap.devices import chosen_device, device_name
-from roadmap.effective import effective_run
-from roadmap.cli import Parser, non_negative_int, output_file, output_folder, positive_int
-from roadmap.config_files import options
+from roadmap.utils.cpu_allocator import retain_freed_memory
+from roadmap.data.bench import data_throughput
+from roadmap.models.depthwise import set_depthwise_impl
+from roadmap.models.depthwise_paths import IMPLS
+from roadmap.utils.devices import chosen_device, device_name
+from roadmap.config.effective import effective_run
+from roadmap.utils.cli import Parser, non_negative_int, output_file, output_folder, positive_int, render
+from roadmap.config.files import options
 from roadmap.errors import ConfigError, exit_on_config_error
-from roadmap.files import atomic_path
-from roadmap.profile import render
-from roadmap.shapes import check_input_size, count_gflops, count_params_m
-from roadmap.record import benchmark_file
-from roadmap.steps import available_regimes, compose_config, instantiate_model, list_steps, regime_table
-from roadmap.timing import median_seconds
+from roadmap.utils.files import atomic_path
+from roadmap.models.shapes import check_input_size, count_gflops, count_params_m
+from roadmap.run.record import benchmark_file
+from roadmap.config.steps import available_regimes, compose_config, instantiate_model, list_steps, regime_table
+from roadmap.utils.timing import median_seconds
 
 COLUMNS = ["model", "step", "gflops", "params_m", "infer_img_s", "train_img_s", "train_peak_mib",
            "timm_model", "infer_ratio", "train_ratio", "img_size", "batch_size", "device"]
@@ -155,7 +154,7 @@ def run_benchmark(regime: str = "r50", steps: list[str] | None = None, device: s
                   data_batches: int = 4, overrides: list[str] = (), depthwise: str = "auto", workers: int = 2,
                   log=print) -> pd.DataFrame:
     """One table: a row per step (in roadmap order), a row per timm reference, and the training loader's images/s
-    per core (``workers`` worker processes; :mod:`roadmap.data_bench`)."""
+    per core (``workers`` worker processes; :mod:`roadmap.data.bench`)."""
     device = chosen_device(device)
     batch_size = batch_size or (128 if device.type == "cuda" else 16)
     channels_last = device.type == "cuda" if channels_last is None else channels_last
@@ -220,7 +219,7 @@ def _sized(cfg, batches: int, batch_size: int):
 
 def data_only(regime: str, device: str, batch_size: int | None, img_size: int, workers: int, batches: int,
               repeats: int, overrides: list[str], log=print) -> pd.DataFrame:
-    """``--data-only``: the training loader beside timm's and the decode floor (:func:`roadmap.data_bench.data_throughput`)."""
+    """``--data-only``: the training loader beside timm's and the decode floor (:func:`roadmap.data.bench.data_throughput`)."""
     device = chosen_device(device)
     batch_size = batch_size or (128 if device.type == "cuda" else 32)
     cfg = _sized(compose_config(None, regime, [f"data.img_size={img_size}", *overrides]), batches, batch_size)
@@ -280,13 +279,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                         help="default: on for CUDA, off on CPU")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model (warm-up compiles)")
     parser.add_argument("--depthwise", default="auto", choices=IMPLS,
-                        help="depthwise conv path (roadmap/depthwise.py); auto measures each on first use")
+                        help="depthwise conv path (roadmap/models/depthwise.py); auto measures each on first use")
     parser.add_argument("--warmup", type=non_negative_int, default=2)
     parser.add_argument("--repeats", type=positive_int, default=5)
     parser.add_argument("--no-reference", action="store_true", help="skip the timm reference models")
     parser.add_argument("--data-batches", type=non_negative_int, default=4, help="batches timed for the data loader (0: skip)")
     parser.add_argument("--data-only", action="store_true", help="time only the training data loader, beside timm's "
-                                                                  "loader and the decode floor (roadmap/data_bench.py)")
+                                                                  "loader and the decode floor (roadmap/data/bench.py)")
     parser.add_argument("--workers", type=positive_int, default=2, help="loader worker processes (one core each)")
     parser.add_argument("--summary", metavar="BUDGET", nargs="?", const="paper", choices=sorted(options("budget")),
                         help="add each step's device-hours at this budget (default paper: 300 epochs, 90 for row 0) "

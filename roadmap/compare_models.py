@@ -24,13 +24,13 @@ import pandas as pd
 import timm
 import torch
 
-from roadmap.cli import Parser, existing_folder, non_negative_int, output_folder, positive_int
-from roadmap.devices import chosen_device, device_name
+from roadmap.utils.cli import Parser, existing_folder, non_negative_int, output_folder, positive_int
+from roadmap.utils.devices import chosen_device, device_name
 from roadmap.errors import ConfigError, exit_on_config_error
-from roadmap.files import atomic_path
-from roadmap.recipe_parts import OFFICIAL_WARP_FROM, eval_resize
-from roadmap.shapes import count_gflops, count_params_m
-from roadmap.timing import median_seconds
+from roadmap.utils.files import atomic_path
+from roadmap.config.recipe import OFFICIAL_WARP_FROM, eval_resize
+from roadmap.models.shapes import count_gflops, count_params_m
+from roadmap.utils.timing import median_seconds
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def build(row: Row, device: str = "cpu") -> torch.nn.Module:
     """The row's model (random weights), in eval mode, on ``device`` (``meta``: shapes only)."""
     with torch.device(device):
         if row.arch.startswith("family:"):
-            from roadmap.steps import build_model
+            from roadmap.config.steps import build_model
 
             model = build_model(row.arch.partition(":")[2], "family", ["recipe.drop_path_rate=0"])
         else:
@@ -120,7 +120,7 @@ def weights_file(row: Row, weights: str) -> Path:
 def load_weights(model: torch.nn.Module, row: Row, file: Path) -> None:
     """The row's weights (a timm state dict of its model) into ``model``, strictly; a file of another model is refused
     in one line naming both."""
-    from roadmap.weights import read_state_dict
+    from roadmap.models.weights import read_state_dict
 
     own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     state = _as_ours(row, read_state_dict(file))
@@ -135,7 +135,7 @@ def load_weights(model: torch.nn.Module, row: Row, file: Path) -> None:
 def _as_ours(row: Row, state: dict) -> dict:
     """A timm state dict of the row's model, renamed for the family's builder where the row is a member."""
     if row.arch.startswith("family:"):
-        from roadmap.compat import convert_reference_state_dict
+        from roadmap.models.key_maps import convert_reference_state_dict
 
         return convert_reference_state_dict(state)
     return state
@@ -159,7 +159,7 @@ def check_imagenet_classes(folder: Path) -> None:
 def eval_transform(row: Row):
     """The row's timm evaluation transform (its crop, interpolation and mean/std at its resolution): the paper's weights
     as timm configures them; a ConvNeXt without a timm tag as the official code evaluates it
-    (:func:`roadmap.recipe_parts.eval_resize`: bicubic, and at 384² the whole image resized, a warp without a crop)."""
+    (:func:`roadmap.config.recipe.eval_resize`: bicubic, and at 384² the whole image resized, a warp without a crop)."""
     from timm.data import create_transform, resolve_data_config
 
     pretrained = (timm.models.get_pretrained_cfg(row.weights).to_dict() if row.weights

@@ -5,7 +5,7 @@
 
 One training iteration of the step (forward, backward) at that batch and size runs with ``depthwise=auto``, as
 training runs it (on CUDA: bf16 autocast), so every (op, layout, shape, kernel, stride) it meets is measured
-or read from the store (``roadmap.depthwise.cache_file``); ``--retune`` measures each of them again. A row per
+or read from the store (``roadmap.models.depthwise.cache_file``); ``--retune`` measures each of them again. A row per
 op: how often one iteration calls it, the chosen path, each path's median ± IQR (ms) or why it was rejected,
 and the margin of the choice over the runner-up. The last lines add up one iteration's depthwise time on
 the chosen paths against ``native`` (plain ``nn.Conv2d``).
@@ -17,16 +17,15 @@ import argparse
 import pandas as pd
 import torch
 
-from roadmap import depthwise
-from roadmap.cpu_allocator import retain_freed_memory
-from roadmap.depthwise_paths import PATHS
-from roadmap.devices import chosen_device, device_name
-from roadmap.cli import Parser, positive_int
+from roadmap.models import depthwise
+from roadmap.utils.cpu_allocator import retain_freed_memory
+from roadmap.models.depthwise_paths import PATHS
+from roadmap.utils.devices import chosen_device, device_name
+from roadmap.utils.cli import Parser, positive_int, render
 from roadmap.errors import ConfigError, exit_on_config_error
-from roadmap.files import unwritable_folder
-from roadmap.profile import render
-from roadmap.shapes import check_input_size
-from roadmap.steps import available_regimes, compose_config, instantiate_model, list_steps
+from roadmap.utils.files import unwritable_folder
+from roadmap.models.shapes import check_input_size
+from roadmap.config.steps import available_regimes, compose_config, instantiate_model, list_steps
 
 
 def one_iteration(step: str, regime: str, batch_size: int, img_size: int, device: torch.device,

@@ -1,5 +1,6 @@
-"""The exception types a command ends on (bad user input; a stop after a checkpoint), and the CLI wrapper that shows
-bad input as one line."""
+"""The exception types a command ends on (bad user input; a stop after a checkpoint), how a refusal is worded (one
+line, the nearest known name), and the CLI wrapper that shows bad input as one line."""
+import difflib
 import functools
 import logging
 import sys
@@ -44,3 +45,23 @@ class NoAdvertising(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("💡 Tip")
+
+
+def one_line(err: Exception) -> str:
+    return " ".join(str(err).strip().split("\n")[0].split()) or type(err).__name__
+
+
+
+def nearest_key(name: str, known) -> str:
+    """``; did you mean <key>?`` for a known key with ``name``'s last part (``budget.epochs``: ``recipe.epochs``), else
+    the one whose last part is closest, among the keys of ``name``'s own section first (``data.roott``: ``data.root``,
+    not ``run.root``), or ''."""
+    known, section, leaf = list(known), name.rpartition(".")[0], name.rsplit(".", 1)[-1]
+    for pool, cutoff in ((known, 1.0), ([k for k in known if k.rpartition(".")[0] == section], 0.6), (known, 0.6)):
+        by_leaf: dict[str, str] = {}
+        for key in pool:
+            by_leaf.setdefault(key.rsplit(".", 1)[-1], key)
+        near = difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=cutoff)
+        if near:
+            return f"; did you mean {by_leaf[near[0]]}?"
+    return ""

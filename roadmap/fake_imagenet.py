@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from roadmap.cli import Parser, existing_folder, non_negative_int, output_folder, positive_int
+from roadmap.utils.cli import Parser, existing_folder, non_negative_int, output_folder, positive_int
 from roadmap.errors import ConfigError, exit_on_config_error
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from roadmap.cli import Parser, positive_int
+from roadmap.utils.cli import Parser, positive_int, render
 from roadmap.errors import exit_on_config_error
-from roadmap.shapes import check_input_size, count_gflops, count_params_m
-from roadmap.steps import PaperColumns, available_regimes, build_model, list_steps, paper_columns
+from roadmap.models.shapes import check_input_size, count_gflops, count_params_m
+from roadmap.config.steps import PaperColumns, available_regimes, build_model, list_steps, paper_columns
 
 
 def profile_columns(img_size: int) -> PaperColumns:
@@ -39,14 +39,6 @@ def profile_table(regime: str = "r50", img_size: int = 224) -> pd.DataFrame:
                           "gflops": round(count_gflops(model, img_size), 3), "params_m": round(count_params_m(model), 3),
                           "paper_gflops": info.paper_gflops, "paper_top1": info.paper_top1}
                          for info, model in reversed(models.items())])
-
-
-def render(df: pd.DataFrame, fmt: str) -> str:
-    if fmt == "csv":
-        return df.to_csv(index=False)
-    if fmt == "markdown":
-        return df.to_markdown(index=False)
-    return df.to_string(index=False)
 
 
 @exit_on_config_error

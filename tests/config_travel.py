@@ -1,5 +1,5 @@
 """How a run's config travels: ``python -m tests.config_travel`` runs one smoke run in-process, as ``run.py`` does (the
-Hydra callback's refusals, then ``train``), and follows every call that receives the config (a ``DictConfig``) into a
+Hydra callback's pass, then ``train``), and follows every call that receives the config (a ``DictConfig``) into a
 project file. It prints the files in the order the config enters them and three counts: the files entered, the
 returns (entering a file it had left), and the climbs (entering a file that imports, directly or not, the file it
 comes from: a step back up the house)."""
@@ -63,14 +63,15 @@ def counts(visits: list[str]) -> dict[str, int]:
 
 def smoke_run():
     """A composed smoke run, and what ``run.py`` does with it: the Hydra callback's pass, then training."""
-    from roadmap.steps import compose_config, refuse_bad_run
-    from roadmap.train import train
+    from roadmap.config.steps import compose_config
+    from roadmap.run.plan import ResolveBeforeRun
+    from roadmap.run.train import train
 
     root = tempfile.mkdtemp(prefix="config-travel-")
     cfg = compose_config("gelu", "r50", ["budget=smoke", "logger=csv", f"run.root={root}"], as_run=True)
 
     def run():
-        refuse_bad_run(cfg)  # roadmap.steps.RefuseBeforeRun
+        ResolveBeforeRun().on_run_start(cfg)  # the Hydra callback of a single run
         train(cfg)
     return run
 

@@ -17,7 +17,7 @@ _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
-# Depthwise convs measure their fastest path once per machine (roadmap/depthwise.py): keep the choices of this
+# Depthwise convs measure their fastest path once per machine (roadmap/models/depthwise.py): keep the choices of this
 # session, subprocess runs included, out of the user's cache.
 os.environ.setdefault("ROADMAP_CACHE_DIR", tempfile.mkdtemp(prefix="roadmap-cache-"))
 

@@ -9,10 +9,11 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from roadmap.record import RunKey, RunRecord
-from roadmap.steps import CONFIG_PATH_ENV
+from roadmap.config.identity import RunKey
+from roadmap.run.record import RunRecord
+from roadmap.config.files import CONFIG_PATH_ENV
 
-from roadmap.steps import compose_config
+from roadmap.config.steps import compose_config
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_REGIME = """# A small roadmap with no paper numbers: ResNet-26-ish bottlenecks to a narrow ConvNeXt

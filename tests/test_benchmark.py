@@ -61,7 +61,7 @@ def test_depthwise_report_shows_every_case_of_one_iteration_and_retunes(tmp_path
     """One training iteration of kernel_11 at 16 px, batch 2: a row per depthwise case it runs, each with its
     chosen path among the timed ones; ``--retune`` measures every case again (a stand-in timer: the rows'
     plumbing is tested here, the timing in tests/test_depthwise.py)."""
-    from roadmap import depthwise
+    from roadmap.models import depthwise
     from roadmap import depthwise_report
 
     monkeypatch.setenv("ROADMAP_CACHE_DIR", str(tmp_path))
@@ -92,7 +92,7 @@ def test_depthwise_report_rejects_an_unknown_step(capsys):
 
 
 def test_device_cuda_without_a_gpu_is_one_line(capsys):
-    """Both CLIs resolve ``--device`` through ``roadmap.devices.chosen_device``."""
+    """Both CLIs resolve ``--device`` through ``roadmap.utils.devices.chosen_device``."""
     import torch
 
     from roadmap.depthwise_report import main as report

@@ -9,7 +9,7 @@ from analysis.agreement import agreement
 from analysis.chart import roadmap_figure
 from analysis.roadmap import load_runs, roadmap_table
 from roadmap import list_steps
-from roadmap.steps import regime_table
+from roadmap.config.steps import regime_table
 from tests.helpers import write_run
 
 STEPS = [s.name for s in list_steps("r50")]

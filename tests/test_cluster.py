@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from roadmap import record
-from roadmap.record import RunRecord
+from roadmap.run import record
+from roadmap.run.record import RunRecord
 from tests.apt import Unavailable
 from tests.cluster import Cluster
 from tests.helpers import assert_same_weights_and_history, last_weights, one_each
@@ -205,7 +205,7 @@ def _assert_same_within_float_tolerance(run_dir: Path, reference: Path, devices:
     image counted once."""
     import lightning as L
 
-    from roadmap.steps import compose_config, instantiate_model
+    from roadmap.config.steps import compose_config, instantiate_model
 
     L.seed_everything(0, workers=True, verbose=False)  # the initial weights of both runs (train.py's seeding)
     init = instantiate_model(compose_config(STEP, REGIME, overrides=TINY[1:]).model).state_dict()

@@ -11,7 +11,7 @@ from timm.data import ImageDataset, ImageNetInfo, create_transform, resolve_data
 from roadmap import compare_models
 from roadmap.compare_models import TABLE_1, build
 from roadmap.fake_imagenet import write_jpegs
-from roadmap.shapes import count_gflops, count_params_m
+from roadmap.models.shapes import count_gflops, count_params_m
 
 
 def test_every_rows_gflops_and_params_are_the_papers_or_say_why():

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from roadmap import file_index as fi
-from roadmap.data import EpochSeededSampler, RoadmapDataModule, ResumableLoader, check_data, collate, main as data_main
+from roadmap.data import file_index as fi
+from roadmap.data.datamodule import EpochSeededSampler, RoadmapDataModule, ResumableLoader, check_data, collate
+from roadmap.data.__main__ import main as data_main
 from roadmap.errors import ConfigError, Stopped
 from roadmap.fake_imagenet import write_jpegs, write_tars
-from roadmap.record import RunRecord
-from roadmap.steps import compose_config
-from roadmap.train import train
+from roadmap.run.record import RunRecord
+from roadmap.config.steps import compose_config
+from roadmap.run.train import train
 from tests.helpers import assert_same_weights_and_history, tiny_run_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,7 +65,7 @@ def test_the_index_is_built_once_then_read_without_listing_a_class_folder(tmp_pa
 
 def test_concurrent_first_builds_make_one_index(tmp_path):
     root = _folder(tmp_path / "data", classes=4, train=20)
-    code = ("import sys; from omegaconf import OmegaConf; from roadmap.file_index import file_index; "
+    code = ("import sys; from omegaconf import OmegaConf; from roadmap.data.file_index import file_index; "
             f"print(file_index(OmegaConf.create({{'kind': 'imagefolder', 'root': '{root}', 'index_dir': None}})).fingerprint)")
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(3)]

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from roadmap import depthwise
-from roadmap.depthwise import DepthwiseConv2d, depthwise_conv
+from roadmap.models import depthwise
+from roadmap.models.depthwise import DepthwiseConv2d, depthwise_conv
 
 KERNELS = (3, 5, 7, 9, 11)
 # The Triton kernels on CPU run in the interpreter (seconds per case): the smallest, the adopted and the largest size
@@ -235,12 +235,12 @@ def test_unknown_impl_is_one_line():
 
 @pytest.fixture
 def triton_kernels():
-    """roadmap.triton_depthwise on the GPU, or interpreted on CPU tensors (tests/conftest.py), on ``device``."""
+    """roadmap.models.triton_depthwise on the GPU, or interpreted on CPU tensors (tests/conftest.py), on ``device``."""
     triton = pytest.importorskip("triton")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and not triton.knobs.runtime.interpret:
         pytest.skip("no GPU and Triton not in interpreter mode (TRITON_INTERPRET=1 before triton's import)")
-    return importlib.import_module("roadmap.triton_depthwise"), torch.device(device)
+    return importlib.import_module("roadmap.models.triton_depthwise"), torch.device(device)
 
 
 @pytest.mark.parametrize("k", TRITON_KERNELS)
@@ -281,8 +281,8 @@ def test_triton_path_through_the_module(triton_kernels):
 
 def test_counting_flops_runs_no_depthwise_kernel(autotune_cache, monkeypatch):
     """GFLOPs and the input-size check run on meta tensors: nothing is measured, stored or run."""
-    from roadmap.shapes import check_input_size, count_gflops
-    from roadmap.steps import build_model
+    from roadmap.models.shapes import check_input_size, count_gflops
+    from roadmap.config.steps import build_model
 
     monkeypatch.setattr(depthwise, "_run", lambda *a: pytest.fail("a depthwise kernel ran"))
     model = build_model("kernel_11", "r50")

@@ -8,16 +8,17 @@ import timm
 import torch
 
 from roadmap import ConfigError, build_model, list_steps
-from roadmap.compat import convert_reference_state_dict, load_reference_weights
-from roadmap.effective import effective_run
+from roadmap.models.key_maps import convert_reference_state_dict, load_reference_weights
+from roadmap.config.effective import effective_run
 from roadmap.explain import explain
 from roadmap.fake_imagenet import write_jpegs
-from roadmap.lit import RoadmapModule
-from roadmap.recipe_parts import HEAD_LAYER, convnext_layer
-from roadmap import files
-from roadmap.record import RunRecord, run_variant
-from roadmap.shapes import count_gflops, count_params_m
-from roadmap.steps import compose_config, instantiate_model
+from roadmap.run.module import RoadmapModule
+from roadmap.config.recipe import HEAD_LAYER, convnext_layer
+from roadmap.utils import files
+from roadmap.config.identity import run_variant
+from roadmap.run.record import RunRecord
+from roadmap.models.shapes import count_gflops, count_params_m
+from roadmap.config.steps import compose_config, instantiate_model
 from roadmap.sweep import finished_weights
 from tests.helpers import assert_same_weights_and_history, one_each, run_commands
 

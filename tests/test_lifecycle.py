@@ -17,16 +17,21 @@ import torch
 from PIL import Image
 
 from analysis.roadmap import load_runs, roadmap_table
-from roadmap import ConfigError, build_model, depthwise, files, record, weights
-from roadmap.record import RunRecord
+from roadmap import ConfigError, build_model
+from roadmap.models import depthwise
+from roadmap.utils import files
+from roadmap.run import record
+from roadmap.models import weights
+from roadmap.config.identity import identity
+from roadmap.run.record import RunRecord
 from roadmap.errors import Stopped
-from roadmap.compat import to_reference_state_dict
-from roadmap.data import RoadmapDataModule
-from roadmap.effective import effective_run
-from roadmap.lit import RoadmapModule
-from roadmap.steps import compose_config, instantiate_model
-from roadmap.evaluate import evaluate
-from roadmap.train import train
+from roadmap.models.key_maps import to_reference_state_dict
+from roadmap.data.datamodule import RoadmapDataModule
+from roadmap.config.effective import effective_run
+from roadmap.run.module import RoadmapModule
+from roadmap.config.steps import compose_config, instantiate_model
+from roadmap.run.evaluate import evaluate
+from roadmap.run.train import train
 from tests.helpers import TINY, TINY_SYNTHETIC, assert_same_weights_and_history, one_each, tiny_run_config
 
 pytestmark = pytest.mark.slow  # trains through run.py subprocesses (make test-fast leaves these out)
@@ -307,10 +312,10 @@ def test_weights_that_are_missing_or_do_not_fit_are_one_line(step, source, messa
                                       "budget.limit_train_batches=3", "budget.limit_val_batches=3"])
 def test_an_override_that_changes_the_effective_run_gets_its_own_folder(tmp_path, override):
     plain = tiny_run_config("gelu", tmp_path)
-    plain_dir, plain_identity = plain.run.dir, record.identity(plain)  # resolved while its Hydra config is current
+    plain_dir, plain_identity = plain.run.dir, identity(plain)  # resolved while its Hydra config is current
     other = tiny_run_config("gelu", tmp_path, overrides=[override])
     assert other.run.dir != plain_dir and override.replace("=", "@") in Path(other.run.dir).parts[-4]
-    assert record.identity(other) != plain_identity
+    assert identity(other) != plain_identity
 
 
 def test_the_effective_batch_is_the_identity_and_the_layout_is_free(tmp_path):
@@ -328,9 +333,9 @@ def test_the_effective_batch_is_the_identity_and_the_layout_is_free(tmp_path):
     paper = ["+experiment=paper_in1k", "data.root=/data/imagenet"]  # 4 nodes × 8 GPUs × 128
     one_gpu = [*paper, "trainer.devices=1", "trainer.num_nodes=1", "budget.accumulate_grad_batches=32"]
     a = compose_config("gelu", overrides=paper, as_run=True)
-    a_dir, a_identity = a.run.dir, record.identity(a)
+    a_dir, a_identity = a.run.dir, identity(a)
     b = compose_config("gelu", overrides=one_gpu, as_run=True)
-    assert b.run.dir == a_dir and record.identity(b) == a_identity and a_identity["effective.effective_batch"] == 4096
+    assert b.run.dir == a_dir and identity(b) == a_identity and a_identity["effective.effective_batch"] == 4096
 
 
 @pytest.mark.parametrize("overrides,message", [

@@ -9,10 +9,10 @@ import torch
 import torchvision
 
 from roadmap import ConfigError, build_model, list_steps
-from roadmap.compat import load_reference_weights
-from roadmap.depthwise import set_depthwise_impl
-from roadmap.shapes import count_gflops, count_params_m
-from roadmap.steps import compose_config
+from roadmap.models.key_maps import load_reference_weights
+from roadmap.models.depthwise import set_depthwise_impl
+from roadmap.models.shapes import count_gflops, count_params_m
+from roadmap.config.steps import compose_config
 
 ALL_STEPS = [(regime, info.name) for regime in ("r50", "r200") for info in list_steps(regime)]
 
@@ -173,11 +173,11 @@ def test_init_from_timm_takes_the_papers_weights_from_the_local_cache_only(tmp_p
 
 
 def test_the_model_config_names_every_argument_of_the_builder():
-    """conf/model/roadmap.yaml is the model's key schema (roadmap.schema): it must be the builder's arguments."""
+    """conf/model/roadmap.yaml is the model's key schema (roadmap.config.schema): it must be the builder's arguments."""
     import inspect
 
-    from roadmap.config_files import builder_arguments
-    from roadmap.model import RoadmapNet
+    from roadmap.config.files import builder_arguments
+    from roadmap.models.net import RoadmapNet
 
     assert set(builder_arguments()) == {"_target_", "init_from", *inspect.signature(RoadmapNet).parameters}
 

@@ -10,8 +10,8 @@ from PIL import Image
 from torchvision import transforms as T
 
 from roadmap.compare_models import ROWS, eval_transform
-from roadmap.recipe_parts import BatchTransform, build_transform
-from roadmap.steps import compose_config
+from roadmap.config.recipe import BatchTransform, build_transform
+from roadmap.config.steps import compose_config
 
 IMAGENET = ["data=imagefolder", "data.root=/imagenet"]
 
@@ -62,7 +62,7 @@ TINY_B = ["model.width=8", "model.depths=[1,1,27,1]"]  # ConvNeXt-B's layout (27
 
 def test_the_python_api_starts_from_the_weights_training_starts_from(tmp_path):
     """``roadmap.build_model`` with ``recipe.init_from_ema`` loads a run's EMA weights, as training does: one loader."""
-    from roadmap.steps import build_model
+    from roadmap.config.steps import build_model
 
     raw = build_model("convnext_b", "family", TINY_B, num_classes=8).state_dict()
     ema = {k: v + 1 if v.is_floating_point() else v for k, v in raw.items()}
@@ -113,9 +113,9 @@ def test_layer_decay_on_convnext_t_is_refused_as_the_official_code_refuses_it():
 def test_the_lr_floor_keeps_the_official_ratio_to_the_peak_at_batch_32(recipe, official_ratio):
     """Official: lr 5e-5 → 1e-6 at batch 512 (fine-tuning), 4e-3 → 1e-6 at 4096; here at batch 32 the schedule ends at
     the same fraction of its peak (a fixed 1e-6 would be 32 % of a fine-tune's peak of 3.1e-6)."""
-    from roadmap.effective import effective_run
-    from roadmap.lit import RoadmapModule
-    from roadmap.steps import instantiate_model
+    from roadmap.config.effective import effective_run
+    from roadmap.run.module import RoadmapModule
+    from roadmap.config.steps import instantiate_model
 
     cfg = compose_config("convnext_b", "family", [*TINY_B, f"recipe={recipe}", "budget=paper", "budget.batch_size=32",
                                                    "data.train_size=320", "data.num_classes=8", "data.img_size=32"])
@@ -131,7 +131,8 @@ def test_the_lr_floor_keeps_the_official_ratio_to_the_peak_at_batch_32(recipe, o
 
 def _finished_run(root, group: str, step: str, recipe: str, epochs: list[dict], img_size: int = 224, **fields):
     """A family run's record as training finishes it (``RunRecord.finished`` by the recipe's metric)."""
-    from roadmap.record import RunKey, RunRecord, table_metric
+    from roadmap.config.identity import RunKey
+    from roadmap.run.record import RunRecord, table_metric
 
     cfg = compose_config(step, "family", [f"recipe={recipe}", "recipe.drop_path_rate=0.1"])
     folder = RunKey(group, "family", step, 0).path(root)
@@ -189,7 +190,7 @@ def test_profile_at_384_sets_each_count_beside_the_papers_384_numbers():
     """``roadmap.profile --img-size 384`` takes Table 1's 384² rows (tests/test_family.py counts each member's GFLOPs
     there), none at a size the paper has not."""
     from roadmap.profile import profile_columns
-    from roadmap.steps import list_steps
+    from roadmap.config.steps import list_steps
 
     paper = {s.name: (s.paper_gflops, s.paper_top1) for s in list_steps("family", profile_columns(384))}
     assert paper["convnext_b"] == (45.0, 85.1) and paper["convnext_l"] == (101.0, 85.5)

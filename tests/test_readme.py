@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from roadmap.steps import _first_of_each_sweep, compose_config, split_command
+from roadmap.config.steps import _first_of_each_sweep, compose_config, split_command
 from tests.helpers import run_commands
 
 pytestmark = pytest.mark.slow  # trains through run.py (make test-fast leaves these out)

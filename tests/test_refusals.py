@@ -10,10 +10,10 @@ import torch
 import yaml
 from timm.data import ImageNetInfo
 
-from roadmap.config_files import CONFIG_PATH_ENV
+from roadmap.config.files import CONFIG_PATH_ENV
 from roadmap.fake_imagenet import fake_jpeg, write_tars
-from roadmap.model import RoadmapNet
-from roadmap.weights import export
+from roadmap.models.net import RoadmapNet
+from roadmap.models.weights import export
 from tests.helpers import run_commands, write_run
 
 R50_CONFIG = "regime: {name: r50}\n"
@@ -164,9 +164,9 @@ CASES = [
      "--val {tmp}/pets: val/ holds 2 class folders (cat, dog not ImageNet-1K synsets); the weights classify "
      "ImageNet-1K's 1000"),
     ("roadmap.compare_models", "--rows ,", "--rows ',' names no row"),
-    ("roadmap.data", "", "the following arguments are required: command"),
-    ("roadmap.data", "verify {tmp}/no_such", "argument root: no folder {tmp}/no_such"),
-    ("roadmap.data", "verify {tmp}/outputs", "{tmp}/outputs holds neither a train/ folder nor the tar"),
+    ("roadmap.data.datamodule", "", "the following arguments are required: command"),
+    ("roadmap.data.datamodule", "verify {tmp}/no_such", "argument root: no folder {tmp}/no_such"),
+    ("roadmap.data.datamodule", "verify {tmp}/outputs", "{tmp}/outputs holds neither a train/ folder nor the tar"),
     ("roadmap.fake_imagenet", "tree {tmp}/pets --from {tmp}/pets", "{tmp}/pets already holds files: give a new folder"),
     ("roadmap.fake_imagenet", "tars {tmp}/outputs {tmp}/new_tars", "{tmp}/outputs has no train/ folder"),
     ("run", "+step=gelu +trainer.fast_dev_run=true", "trainer.fast_dev_run is set by the effective run from the "
@@ -206,7 +206,7 @@ CASES = [
     ("run", "+step=gelu budget.limit_train_batches=2.5", "budget.limit_train_batches=2.5: a fraction is at most 1.0"),
     ("run", "+step=gelu trainer.devices=0", "trainer.devices=0: must be a positive number of devices"),
     ("run", "+step=kernel_11 depthwise=cudnn", "depthwise=cudnn: must be one of auto, native, switch, crop, flip, fft, "
-                                               "triton (roadmap/depthwise.py)"),
+                                               "triton (roadmap/models/depthwise.py)"),
     ("run", "+step=gelu model.kernel_size=4", "kernel_size must be a positive odd integer"),
     ("run", "+step=gelu model.stem=patchfy", "unknown stem 'patchfy'; allowed: resnet, patchify"),
     ("run", "+step=gelu model.act={{_target_:torch.nn.NoSuchAct,_partial_:true}}", "cannot build the model: Error "

@@ -16,8 +16,9 @@ from analysis.notebook import NOTEBOOK, main as notebook_main
 from analysis.roadmap import groups, load_runs, main as analysis_main, roadmap_table
 from roadmap import list_steps
 from roadmap.profile import profile_table
-from roadmap.record import RunKey, RunRecord
-from roadmap.sweep import sweep_size
+from roadmap.config.identity import RunKey
+from roadmap.run.record import RunRecord
+from roadmap.run.outcome import sweep_size
 from tests.helpers import write_run
 
 pytestmark = [pytest.mark.slow,  # trains through run.py subprocesses (make test-fast leaves these out)

@@ -14,13 +14,13 @@ import torch
 from PIL import Image
 
 from roadmap import ConfigError
-from roadmap.data import RoadmapDataModule, SyntheticShapes, generate_shapes
-from roadmap.effective import effective_run, scaled_lr
-from roadmap.schema import refuse_loop_overrides
-from roadmap.lit import RoadmapModule
-from roadmap.recipe_parts import ErasingBox, build_transform
-from roadmap.steps import compose_config, instantiate_model
-from roadmap.train import train
+from roadmap.data.datamodule import RoadmapDataModule, SyntheticShapes, generate_shapes
+from roadmap.config.effective import effective_run, scaled_lr
+from roadmap.config.trainer import refuse_loop_overrides
+from roadmap.run.module import RoadmapModule
+from roadmap.config.recipe import ErasingBox, build_transform
+from roadmap.config.steps import compose_config, instantiate_model
+from roadmap.run.train import train
 from tests.helpers import RecordLR, tiny_run_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,7 +56,8 @@ def test_every_loop_argument_of_lightnings_trainer_is_refused_with_or_without_pl
 
     import lightning
 
-    from roadmap.schema import SET_BY_TRAIN, TRAINER_SWITCHES, loop_arguments, validate
+    from roadmap.config.schema import validate
+    from roadmap.config.trainer import SET_BY_TRAIN, TRAINER_SWITCHES, loop_arguments
 
     signature = set(inspect.signature(lightning.Trainer).parameters)
     assert set(TRAINER_SWITCHES) <= signature and set(SET_BY_TRAIN) <= signature  # no stale name
@@ -315,7 +316,7 @@ def test_paper_preset_runs_a_few_batches_on_cpu(preset, hardware, tmp_path):
 def test_compile_cache_goes_where_a_sweep_shares_it(preset, expected, tmp_path, monkeypatch):
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
-    from roadmap.lit import use_compile_cache
+    from roadmap.run.module import use_compile_cache
 
     monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
     if preset is None:

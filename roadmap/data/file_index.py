@@ -35,7 +35,7 @@ from filelock import FileLock, Timeout
 from PIL import Image
 
 from roadmap.errors import ConfigError
-from roadmap.files import write_text
+from roadmap.utils.files import write_text
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
 BESIDE_DATA = ".roadmap-index"
@@ -133,7 +133,7 @@ def _stamp(kind: str, paths: dict[str, Path]) -> list:
 
 def _absent_val(kind: str, split: str, path: Path) -> bool:
     """An image folder without ``val/`` (ImageNet-22K): its val split is empty, which only a run that does not
-    validate accepts (:func:`roadmap.data.check_data`)."""
+    validate accepts (:func:`roadmap.data.datamodule.check_data`)."""
     return kind != "tar" and split == "val" and not path.exists()
 
 

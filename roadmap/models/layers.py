@@ -1,5 +1,5 @@
 """The norm and activation a knob names: the roadmap's short names, else timm's factories. The builder
-(:mod:`roadmap.model`) and the config check (:mod:`roadmap.schema`, before a run starts) both resolve names here."""
+(:mod:`roadmap.models.net`) and the config check (:mod:`roadmap.config.schema`, before a run starts) both resolve names here."""
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -16,9 +16,9 @@ import torch
 from timm.layers import DropPath, LayerNorm2d, trunc_normal_
 from torch import nn
 
-from roadmap.depthwise import DepthwiseConv2d
+from roadmap.models.depthwise import DepthwiseConv2d
 from roadmap.errors import ConfigError
-from roadmap.layers import NORM_ALIASES, act_factory, norm_factory
+from roadmap.models.layers import NORM_ALIASES, act_factory, norm_factory
 
 BLOCKS = ("bottleneck", "inverted", "inverted_dw_first")
 STEMS = ("resnet", "patchify")

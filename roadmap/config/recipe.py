@@ -1,6 +1,6 @@
 """The recipe's pieces that timm builds from names: the optimizer and the image transforms.
 
-Training builds them here, and the config check (:func:`roadmap.schema.validate`) builds them here too, on a
+Training builds them here, and the config check (:func:`roadmap.config.schema.validate`) builds them here too, on a
 one-parameter model and the data's image size, so a name timm would refuse mid-run (an optimizer, a RandAugment
 string, an interpolation) is refused before the run starts, by timm's own registry and parser.
 """
@@ -21,7 +21,7 @@ HEAD_LAYER = 13  # the official ConvNeXt's layer-wise lr decay: layers 0-12 of t
 
 
 def convnext_layer(name: str) -> int:
-    """The official ConvNeXt's layer of a :class:`roadmap.model.RoadmapNet` parameter (``optim_factory.py``,
+    """The official ConvNeXt's layer of a :class:`roadmap.models.net.RoadmapNet` parameter (``optim_factory.py``,
     ``get_num_layer_for_convnext``, 12 layers + the head): the stem 0; stages 1 and 2 (their downsampling included)
     1 and 2; stage 3's downsampling 3 and its blocks 3 + block // 3 (27 blocks: 3–11); stage 4 12; the head 13."""
     parts = name.split(".")

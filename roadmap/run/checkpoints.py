@@ -3,7 +3,7 @@
 Lightning's ``TorchCheckpointIO`` builds the checkpoint in memory and moves a temporary file from the system's
 temporary folder into place: across file systems that move is a copy into ``last.ckpt`` itself, so a SIGKILL
 during the save leaves a truncated file that fails every later start. :class:`AtomicCheckpointIO` writes beside
-the target (``roadmap.files.atomic_path``: fsync, rename) and keeps the checkpoint it replaces as
+the target (``roadmap.utils.files.atomic_path``: fsync, rename) and keeps the checkpoint it replaces as
 ``previous.ckpt``; :func:`resume_point` picks the newest readable one and refuses, in one line, a run whose
 checkpoints are all unreadable.
 """
@@ -16,8 +16,8 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from roadmap.errors import ConfigError
-from roadmap.files import atomic_path, temporary_path
-from roadmap.record import RunPaths
+from roadmap.utils.files import atomic_path, temporary_path
+from roadmap.run.record import RunPaths
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -66,7 +66,7 @@ def resume_point(paths: RunPaths) -> Path | None:
 
 def readable_checkpoint(paths: RunPaths) -> Path | None:
     """The newest readable of ``last.ckpt`` and ``previous.ckpt``, None when there is neither; a run whose
-    checkpoints are all unreadable is refused in one line (``roadmap.steps.refuse_bad_run``: before any work)."""
+    checkpoints are all unreadable is refused in one line (``roadmap.run.plan.resolve_run``: before any work)."""
     found = [p for p in (paths.last_ckpt, paths.previous_ckpt) if p.exists()]
     problems = {}
     for candidate in found:

@@ -1,6 +1,6 @@
 """Roadmap steps as Hydra configs: discover regimes and steps, compose a step, build a step's model.
 
-Config folders: ``conf/`` and those of ``$ROADMAP_CONFIG_PATH`` (:mod:`roadmap.config_files`). A regime is any
+Config folders: ``conf/`` and those of ``$ROADMAP_CONFIG_PATH`` (:mod:`roadmap.config.files`). A regime is any
 ``regime/<name>.yaml``; a step is any ``step/<name>.yaml``. The roadmap order is the steps' parent
 chain (each step file's first default is the step it changes), siblings in natural name order, all of a
 step's children listed before their own children (kernel 5, 7, 9, 11, then GELU on top of kernel 7).
@@ -8,10 +8,8 @@ step's children listed before their own children (kernel 5, 7, 9, 11, then GELU 
 from __future__ import annotations
 
 import re
-import sys
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import yaml
@@ -19,18 +17,16 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, InstantiationException
-from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from roadmap.config_files import (CONF_DIR, CONFIG_PATH_ENV, broken_yaml, check_choice, config_groups,  # noqa: F401
-                                   config_dirs, options, read_yaml, step_parent)
-from roadmap.errors import ConfigError
-from roadmap.record import (RunPaths, RunRecord, check_evaluation_target, check_identity, flatten, note_run_root,
-                            run_dir, run_variant)
-from roadmap.schema import (check_environment, check_overrides, check_regime_file, command_line, nearest_key,
-                            target_arguments, validate)
+from roadmap.config.files import (CONF_DIR, broken_yaml, check_choice, config_dirs, config_groups, options, read_yaml,
+                                  step_parent)
+from roadmap.config.identity import flatten, run_dir, run_variant
+from roadmap.config.command_line import check_overrides, command_line
+from roadmap.config.schema import check_regime_file, target_arguments, validate
+from roadmap.errors import ConfigError, nearest_key
 
 GROUP_NAMES = ("regime", "recipe", "data", "budget")  # groups whose <group>.name is their Hydra choice (config.yaml)
 
@@ -181,10 +177,10 @@ def split_command(overrides: list[str]) -> tuple[str | None, str, list[str]]:
 def compose_config(step: str | None = None, regime: str = "r50", overrides: list[str] | tuple = (),
                    as_run: bool = False) -> DictConfig:
     """Compose conf/config.yaml with ``+step=<step> regime=<regime>`` and command-line style overrides,
-    then check it (:func:`roadmap.schema.validate`).
+    then check it (:func:`roadmap.config.schema.validate`).
 
     ``as_run=True`` also composes and installs Hydra's own config, as ``run.py`` would have it, so the
-    result can be passed to :func:`roadmap.train.train` (the tests' way of running run.py in-process).
+    result can be passed to :func:`roadmap.run.train.train` (the tests' way of running run.py in-process).
     """
     if step:
         check_step_regime(step, regime)
@@ -242,8 +238,8 @@ def check_composition(argv: list[str]) -> None:
 
 
 def _check_sweep_values(first_job: DictConfig, overrides: list[str]) -> None:
-    """Each later value of a swept key (group choices are checked by :func:`roadmap.schema.check_overrides`) put in the
-    first job's config and checked as a job checks its own (:func:`roadmap.schema.validate`): one config per value,
+    """Each later value of a swept key (group choices are checked by :func:`roadmap.config.schema.check_overrides`) put in the
+    first job's config and checked as a job checks its own (:func:`roadmap.config.schema.validate`): one config per value,
     not per job, and no second composition."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -266,7 +262,7 @@ def _check_sweep_values(first_job: DictConfig, overrides: list[str]) -> None:
 
 def composition_error(err: Exception, args: list[str]) -> ConfigError:
     """Hydra's composition error as one line: a key no config has, given without ``+``, is an unknown key like one
-    given with it (:func:`roadmap.schema.validate`), with the nearest key; a group not in the defaults needs ``+``."""
+    given with it (:func:`roadmap.config.schema.validate`), with the nearest key; a group not in the defaults needs ``+``."""
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     key = re.match(r"Could not override '([^']+)'\.( No match in the defaults list\.)?$", first)
     if key and key[2]:
@@ -297,63 +293,6 @@ def chosen_step() -> str:
     return step
 
 
-def refuse_bad_run(cfg: DictConfig) -> None:
-    """Every refusal of ``run.py``'s job, before it does any work: the config (:func:`roadmap.schema.validate`), a
-    step chosen, this process (:func:`roadmap.schema.check_environment`), the model's knobs and input size (built on
-    the meta device), the data (:func:`roadmap.data.check_data`), for ``mode=eval`` weights that are the chosen
-    step's (:func:`roadmap.record.check_evaluation_target`), else a run folder that holds no other config's run or
-    other data's (:func:`roadmap.record.check_identity`), checkpoints it can resume from and a readable
-    ``model.init_from``."""
-    step = chosen_step()
-    check_step_regime(step, cfg.regime.name)
-    validate(cfg)
-    check_environment(cfg)
-    from roadmap.shapes import check_input_size
-
-    with torch.device("meta"):  # every knob the builder checks, and the input size, on shapes only
-        model = instantiate_model(cfg.model, init_from=None)
-    check_input_size(model, cfg.data.img_size)
-    if cfg.recipe.fine_tune and not cfg.model.init_from and cfg.mode == "train":
-        raise ConfigError(f"recipe={cfg.recipe.name} fine-tunes pre-trained weights, but model.init_from is "
-                          f"{'empty' if cfg.model.init_from == '' else 'not set'}: point it at the pre-trained run's "
-                          f"checkpoints/last.ckpt or weights/*.safetensors (python -m roadmap.sweep --weights-of "
-                          f"<its run.py overrides> prints them)")
-    from roadmap.data import data_identity
-
-    # the data's classes and val images checked (an evaluation needs them whatever the recipe), its index built once
-    data = data_identity(cfg.data, cfg.recipe.validate, cfg.mode)
-    if cfg.mode == "eval":
-        check_evaluation_target(cfg, step)
-        return
-    check_identity(cfg, data)
-    if cfg.run.resume and not cfg.run.force:  # an unfinished run's checkpoints: one it can resume from
-        from roadmap.checkpoints import readable_checkpoint
-
-        paths = RunPaths(Path(cfg.run.dir).resolve())
-        previous = RunRecord.read(paths.root)
-        if previous is None or previous.status != "done":
-            readable_checkpoint(paths)
-    if cfg.model.init_from:
-        from roadmap.weights import check_init_source
-
-        check_init_source(model, str(cfg.model.init_from), cfg.recipe.init_from_ema)
-
-
-class RefuseBeforeRun(Callback):
-    """Hydra callback: a single run's refusals (:func:`refuse_bad_run`) before Hydra makes the run's folder
-    (``hydra.run.dir`` is the run folder), so a refused command leaves nothing behind: ``error: <one line>``, exit 2.
-    A multirun's jobs are refused by ``run.py`` itself, each recorded as ``refused``."""
-
-    def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        HydraConfig.instance().set_config(config)
-        try:
-            refuse_bad_run(config)
-            note_run_root(config.run.root)  # where a later refusal (in the job) removes what Hydra made
-        except ConfigError as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
-
-
 def model_knobs(cfg: DictConfig) -> list[str]:
     return [k for k in cfg.model if k != "_target_"]
 
@@ -374,11 +313,12 @@ def build_model(step: str, regime: str = "r50", overrides: list[str] | tuple = (
     return instantiate_model(cfg.model, cfg.recipe.init_from_ema, **{"num_classes": 1000, **knobs})
 
 
-def instantiate_model(model_cfg: DictConfig | dict, init_from_ema: bool = False, **overrides):
+def instantiate_model(model_cfg: DictConfig | dict, init_from_ema: bool = False, init_named: str | None = None,
+                      **overrides):
     """``hydra.utils.instantiate`` of the builder (its ConfigError surfaced instead of Hydra's wrapper), then
-    the weights of ``init_from`` when set (:func:`roadmap.weights.init_from`, its EMA weights with ``init_from_ema``;
-    not on the meta device)."""
-    from roadmap.weights import init_from
+    the weights of ``init_from`` when set (:func:`roadmap.models.weights.init_from`, its EMA weights with ``init_from_ema``,
+    named in messages as ``init_named``; not on the meta device)."""
+    from roadmap.models.weights import init_from
 
     if isinstance(model_cfg, DictConfig):
         model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
@@ -392,5 +332,5 @@ def instantiate_model(model_cfg: DictConfig | dict, init_from_ema: bool = False,
         reason = re.sub(r",? set env var HYDRA_FULL_ERROR.*", "", " ".join(str(err).split()))  # Hydra's advice
         raise ConfigError(f"cannot build the model: {reason[:300]}") from None
     if source and next(model.parameters()).device.type != "meta":
-        init_from(model, str(source), ema=init_from_ema)
+        init_from(model, str(source), ema=init_from_ema, named=init_named)
     return model

@@ -6,7 +6,7 @@
   ``+``, is refused with the nearest known one.
 * **Values**: types by merging into OmegaConf structured configs, ranges and choices by :data:`RULES`, and
   every name a library resolves later by that library's own registry or parser: optimizer, RandAugment and
-  interpolation (timm, :mod:`roadmap.recipe_parts`), activation and norm (:mod:`roadmap.layers`), precision,
+  interpolation (timm, :mod:`roadmap.config.recipe`), activation and norm (:mod:`roadmap.models.layers`), precision,
   accelerator and strategy (Lightning).
 * **The command line** (:func:`check_overrides`, before Hydra composes): a key given twice, an unknown group
   choice (step, regime, data, ...), a loop key of the trainer.
@@ -17,11 +17,8 @@ Each raises :class:`~roadmap.errors.ConfigError` naming the key, the bad value a
 """
 from __future__ import annotations
 
-import difflib
-import functools
 import inspect
 import typing
-import warnings
 from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -29,11 +26,11 @@ from typing import Any, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from roadmap.config_files import builder_arguments, check_choice, config_groups, options, read_yaml
-from roadmap.depthwise_paths import IMPLS
-from roadmap.errors import ConfigError
-from roadmap.files import unwritable_folder
-from roadmap.record import flatten
+from roadmap.config.files import builder_arguments, read_yaml
+from roadmap.config.identity import flatten
+from roadmap.config.trainer import SET_BY_TRAIN, check_trainer_values, loop_arguments, loop_key_refused
+from roadmap.errors import ConfigError, nearest_key, one_line
+from roadmap.models.depthwise_paths import IMPLS
 
 
 @dataclass
@@ -232,44 +229,10 @@ class Schema:
     logger: dict[str, Any] = field(default_factory=dict)
 
 
-# The arguments of Lightning's Trainer that leave what a run computes as it is: the hardware and how it computes
-# (precision, determinism, kernels), and what is shown. Every other argument of its signature (:func:`loop_arguments`,
-# a new Lightning's new ones included) belongs to the loop (its length, batches, sampling, validation cadence or
-# stopping), which the effective run (roadmap/effective.py) alone decides from the recipe and budget: refused.
-TRAINER_SWITCHES = ("accelerator", "strategy", "devices", "num_nodes", "precision", "plugins", "sync_batchnorm",
-                    "deterministic", "benchmark", "inference_mode", "detect_anomaly", "profiler", "enable_progress_bar",
-                    "enable_model_summary", "log_every_n_steps", "num_sanity_val_steps", "enable_autolog_hparams",
-                    "model_registry")
-# where a loop argument's value comes from here
-EFFECTIVE_RUN_ARGUMENTS = {"max_epochs": "budget.epoch_scale (or recipe.epochs)", "gradient_clip_val": "recipe.grad_clip",
-                           "gradient_clip_algorithm": "recipe.grad_clip (by norm)",
-                           "accumulate_grad_batches": "budget.accumulate_grad_batches",
-                           "limit_train_batches": "budget.limit_train_batches",
-                           "limit_val_batches": "budget.limit_val_batches",
-                           "fast_dev_run": "budget=smoke (a few batches, checkpoints and records kept)",
-                           "max_steps": "budget.epoch_scale or budget.limit_train_batches",
-                           "min_steps": "budget.epoch_scale", "min_epochs": "budget.epoch_scale",
-                           "max_time": "budget.epoch_scale (a stopped run resumes: trainer=slurm's time limit)",
-                           "overfit_batches": "budget.limit_train_batches (the seeded sampler stays)",
-                           "check_val_every_n_epoch": "recipe.validate (every epoch or none)",
-                           "val_check_interval": "recipe.validate (every epoch or none)"}
-
-
-@functools.cache
-def loop_arguments() -> dict[str, str]:
-    """Every argument of Lightning's ``Trainer`` but :data:`TRAINER_SWITCHES` and those training sets itself
-    (:data:`SET_BY_TRAIN`), each with what to set instead (None: nothing here does what it does): the loop's, refused
-    as a trainer key."""
-    import lightning
-
-    return {name: EFFECTIVE_RUN_ARGUMENTS.get(name) for name in inspect.signature(lightning.Trainer).parameters
-            if name not in TRAINER_SWITCHES and name not in SET_BY_TRAIN}
-
-
 RULES = [  # (key, check, what it must be)
     ("seed", lambda v: v >= 0, "a non-negative integer"),
     ("mode", lambda v: v in ("train", "eval"), "train or eval (evaluate ckpt=PATH)"),
-    ("depthwise", lambda v: v in IMPLS, f"one of {', '.join(IMPLS)} (roadmap/depthwise.py)"),
+    ("depthwise", lambda v: v in IMPLS, f"one of {', '.join(IMPLS)} (roadmap/models/depthwise.py)"),
     ("budget.epoch_scale", lambda v: v > 0, "> 0 (the fraction of each recipe's epochs to train)"),
     ("budget.batch_size", lambda v: v >= 1, "a positive integer (per device)"),
     ("budget.num_workers", lambda v: v >= 0, "a non-negative integer"),
@@ -313,25 +276,6 @@ RULES = [  # (key, check, what it must be)
 ]
 
 
-def _one_line(err: Exception) -> str:
-    return " ".join(str(err).strip().split("\n")[0].split()) or type(err).__name__
-
-
-def nearest_key(name: str, known) -> str:
-    """``; did you mean <key>?`` for a known key with ``name``'s last part (``budget.epochs``: ``recipe.epochs``), else
-    the one whose last part is closest, among the keys of ``name``'s own section first (``data.roott``: ``data.root``,
-    not ``run.root``), or ''."""
-    known, section, leaf = list(known), name.rpartition(".")[0], name.rsplit(".", 1)[-1]
-    for pool, cutoff in ((known, 1.0), ([k for k in known if k.rpartition(".")[0] == section], 0.6), (known, 0.6)):
-        by_leaf: dict[str, str] = {}
-        for key in pool:
-            by_leaf.setdefault(key.rsplit(".", 1)[-1], key)
-        near = difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=cutoff)
-        if near:
-            return f"; did you mean {by_leaf[near[0]]}?"
-    return ""
-
-
 def _dataclass_of(annotation):
     """The dataclass an annotation holds (``X``, ``Optional[X]``), or None."""
     candidates = [annotation, *typing.get_args(annotation)]
@@ -366,7 +310,7 @@ def target_arguments(target: str, where: str) -> set[str] | None:
     except Exception as err:  # noqa: BLE001 - an import can fail many ways
         cause = err.__cause__ or err
         raise ConfigError(f"{where}._target_={target}: cannot import it ({type(cause).__name__}: "
-                          f"{_one_line(cause)})") from None
+                          f"{one_line(cause)})") from None
     try:
         parameters = inspect.signature(built).parameters.values()
     except (TypeError, ValueError):
@@ -377,11 +321,6 @@ def target_arguments(target: str, where: str) -> set[str] | None:
 
 
 HYDRA_KEYS = {"_target_", "_partial_", "_args_", "_recursive_", "_convert_"}
-# Lightning trainer arguments that roadmap.train sets itself (besides the effective run's loop arguments)
-SET_BY_TRAIN = {"callbacks": "add a callback as +callbacks.NAME._target_=pkg.Class",
-                "logger": "choose the loggers with logger=csv|default", "default_root_dir": "it is run.dir",
-                "enable_checkpointing": "checkpoints are always on (run.checkpoint_every_n_steps adds more)",
-                "use_distributed_sampler": "the data module shards the data itself"}
 
 
 def _check_target_node(node, where: str, refused: dict[str, str] | None = None) -> None:
@@ -461,29 +400,13 @@ def _typed(cfg: DictConfig) -> DictConfig:
             raise ConfigError(f"recipe {OmegaConf.select(cfg, 'recipe.name')} takes each family member's {what} "
                               f"(regime.{column}), which regime {OmegaConf.select(cfg, 'regime.name')} has not: "
                               f"regime=family +step=convnext_<t|s|b|l|xl>, or set {key}") from None
-        raise ConfigError(f"{err.full_key or 'config'}={err.value}: {_one_line(err)}") from None
-
-
-def _loop_key_refused(key: str) -> ConfigError:
-    instead = loop_arguments()[key]
-    return ConfigError(f"trainer.{key} is set by the effective run from the recipe and budget: " +
-                       (f"set {instead} instead" if instead else
-                        "the loop has no such setting here (python -m roadmap.explain shows the run's loop)"))
-
-
-def refuse_loop_overrides(overrides: list[str]) -> None:
-    """A command-line ``trainer.<loop key>=N``, with or without ``+``, refused before Hydra composes (Hydra would
-    answer the plain form with its struct error and the advice to add ``+``)."""
-    for override in overrides:
-        key = override.lstrip("+~").split("=", 1)[0]
-        if key.startswith("trainer.") and key.removeprefix("trainer.") in loop_arguments():
-            raise _loop_key_refused(key.removeprefix("trainer."))
+        raise ConfigError(f"{err.full_key or 'config'}={err.value}: {one_line(err)}") from None
 
 
 def _check_library_names(checked: DictConfig, cfg: DictConfig) -> None:
     """The names timm and Lightning resolve later, resolved now by them."""
-    from roadmap.layers import act_factory, norm_factory
-    from roadmap.recipe_parts import check_recipe
+    from roadmap.models.layers import act_factory, norm_factory
+    from roadmap.config.recipe import check_recipe
 
     check_recipe(checked.recipe, checked.data)
     for knob, factory in (("act", act_factory), ("norm", norm_factory)):
@@ -493,24 +416,7 @@ def _check_library_names(checked: DictConfig, cfg: DictConfig) -> None:
                 factory(value)
             except ConfigError as err:
                 raise ConfigError(f"model.{knob}={value}: {err}") from None
-    _check_trainer_values(cfg.trainer)
-
-
-def _check_trainer_values(trainer) -> None:
-    from lightning.fabric.connector import _convert_precision_to_unified_args
-    from lightning.pytorch.accelerators import AcceleratorRegistry
-    from lightning.pytorch.strategies import StrategyRegistry
-
-    try:
-        _convert_precision_to_unified_args(trainer.get("precision"))
-    except ValueError as err:
-        raise ConfigError(f"trainer.precision={trainer.get('precision')}: Lightning refuses it ({_one_line(err)})") from None
-    for key, known in (("accelerator", {"auto", "gpu", *AcceleratorRegistry.available_accelerators()}),
-                       ("strategy", {"auto", *StrategyRegistry.available_strategies()})):
-        value = trainer.get(key)
-        if isinstance(value, str) and value not in known:
-            raise ConfigError(f"trainer.{key}={value}: not one of Lightning's{nearest_key(value, known) or ''} "
-                              f"(known: {', '.join(sorted(known)[:12])}, ...)")
+    check_trainer_values(cfg.trainer)
 
 
 LAYER_DECAY_STAGE3_BLOCKS = 27  # optim_factory.py's 12 layers: stage 3's blocks in threes (3-11)
@@ -533,7 +439,7 @@ def validate(cfg: DictConfig) -> None:
     refused by the library that reads it."""
     for key in loop_arguments():
         if key in cfg.trainer:  # a trainer file of the user's
-            raise _loop_key_refused(key)
+            raise loop_key_refused(key)
     tree = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=False)
     _check_keys(tree)
     checked = _typed(cfg)
@@ -592,7 +498,7 @@ def check_regime_file(path: Path) -> None:
     try:
         checked = OmegaConf.merge(OmegaConf.structured(Regime), {"name": path.stem, **content})
     except OmegaConfBaseException as err:
-        raise ConfigError(f"{path}: {err.full_key}={err.value}: {_one_line(err)}") from None
+        raise ConfigError(f"{path}: {err.full_key}={err.value}: {one_line(err)}") from None
     missing = sorted(k for k, v in flatten(OmegaConf.to_container(checked, resolve=False)).items() if v == "???")
     if not checked.steps:  # a roadmap
         missing += [key for key in ROADMAP_KEYS if checked[key] is None]
@@ -601,149 +507,3 @@ def check_regime_file(path: Path) -> None:
                           f"conf/regime/family.yaml)")
 
 
-def data_root(data, validate: bool = True) -> Path:
-    """The folder a data config reads (not the synthetic kind's: it has none), which must exist; an image folder's
-    holds ``train/`` and, for a run that validates, ``val/``."""
-    root = Path(data.root).expanduser() if data.root else None
-    if root is None or not root.exists():
-        raise ConfigError(f"data.root {data.root!r} does not exist: set data.root=/path/to/{data.name}")
-    for split in ("train", "val")[:1 + validate] if data.kind == "imagefolder" else ():
-        if not (root / split).is_dir():
-            raise ConfigError(f"missing dataset folder {root / split}: data.root must contain train/ and val/ "
-                              f"with one sub-folder per class (the ImageNet layout)")
-    for split in ("train", "val") if data.kind == "tar" else ():
-        if not (root / data[f"{split}_tar"]).is_file():
-            raise ConfigError(f"no tar file {root / data[f'{split}_tar']}: set data.root to the folder of ImageNet's "
-                              f"tars and data.{split}_tar to its {split} tar's name")
-    return root
-
-
-# Cluster environments a trainer file may ask for, and how to start a process that has one
-LAUNCHERS = {"SLURMEnvironment": "it runs as SLURM jobs: add -m to submit them (python run.py -m trainer=slurm ...), "
-                                 "or start it with srun inside an allocation",
-             "TorchElasticEnvironment": "it runs under torchrun: torchrun --nproc-per-node=N run.py trainer=torchrun ..."}
-
-
-def _detected(environment) -> bool:
-    with warnings.catch_warnings():  # SLURMEnvironment warns that srun exists but is not used: what we refuse
-        warnings.simplefilter("ignore")
-        return environment.detect()
-
-
-def _check_launcher(trainer) -> None:
-    """A cluster environment the trainer names must be this process's; more than one node needs one (Lightning's
-    own, without a launcher, would wait for the other nodes forever)."""
-    from hydra._internal.utils import _locate
-    from lightning.pytorch.plugins import environments
-
-    named = [_locate(plugin["_target_"]) for plugin in trainer.get("plugins") or []]
-    for environment in (e for e in named if hasattr(e, "detect")):
-        if not _detected(environment):
-            base = next((c.__name__ for c in environment.__mro__ if c.__name__ in LAUNCHERS), None)
-            how = LAUNCHERS.get(base, f"{environment.__name__}.detect() is false in this process")
-            raise ConfigError(f"trainer.plugins has {environment.__name__}, but this process was not started by its "
-                              f"launcher: {how}")
-    detectable = (environments.SLURMEnvironment, environments.TorchElasticEnvironment,  # what Lightning detects
-                  environments.LSFEnvironment)
-    if trainer.get("num_nodes", 1) > 1 and not any(hasattr(e, "detect") for e in named) \
-            and not any(_detected(e) for e in detectable):
-        raise ConfigError(f"trainer.num_nodes={trainer.num_nodes} needs a launcher that starts every node: "
-                          f"trainer=slurm with -m, or trainer=torchrun under torchrun")
-
-
-def check_environment(cfg: DictConfig) -> None:
-    """What this process must provide for the run: its trainer's launcher (torchrun, SLURM), a device for its
-    accelerator, its data's folder, writable run paths; and ``ckpt`` only where it is read (``mode=eval``)."""
-    import torch
-    from lightning.pytorch.accelerators import AcceleratorRegistry
-    from lightning.pytorch.utilities import rank_zero_only
-
-    from roadmap.effective import world_size
-
-    if cfg.mode == "train" and cfg.ckpt:
-        raise ConfigError(f"ckpt={cfg.ckpt} is read by mode=eval only: to start training from weights, set "
-                          f"model.init_from={cfg.ckpt}")
-    _check_launcher(cfg.trainer)
-    if world_size(cfg.trainer) is None:
-        raise ConfigError(f"trainer.devices={cfg.trainer.devices} (all visible) but no CUDA device is visible: set "
-                          f"trainer.devices=N, and trainer.accelerator=cpu on a machine without GPUs")
-    if cfg.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.accelerator={cfg.trainer.accelerator} but no CUDA device is visible: add "
-                          f"trainer.accelerator=cpu trainer.precision=32-true on a machine without GPUs")
-    if cfg.trainer.accelerator in AcceleratorRegistry and not AcceleratorRegistry[cfg.trainer.accelerator][
-            "accelerator"].is_available():
-        raise ConfigError(f"trainer.accelerator={cfg.trainer.accelerator}: Lightning finds no such device on this "
-                          f"machine; use trainer.accelerator=cpu (or auto)")
-    if cfg.data.kind != "synthetic":
-        data_root(cfg.data, cfg.recipe.validate)
-    for key in ("run.root", "run.dir") if rank_zero_only.rank == 0 else ():  # the run folder is global rank 0's
-        problem = unwritable_folder(Path(OmegaConf.select(cfg, key)).expanduser())
-        if problem:
-            raise ConfigError(f"{key}={OmegaConf.select(cfg, key)}: {problem}: choose another {key}")
-
-
-def command_line(argv: list[str]) -> tuple[list[str], bool]:
-    """A ``run.py`` command line's overrides, and whether it is a multirun, as Hydra's own argument parser reads it."""
-    from hydra._internal.utils import get_args_parser
-
-    args, _ = get_args_parser().parse_known_args(argv)
-    return args.overrides, args.multirun
-
-
-def check_overrides(argv: list[str], repeats: bool = False) -> None:
-    """The command line before Hydra composes it: a loop key of the trainer, a key given twice (unless ``repeats``),
-    a group choice (step, regime, data, ...) that no config folder holds, a user's regime or step file that is
-    broken."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
-
-    words, sweeping = command_line(argv)
-    alone = next((w for w in words if "=" not in w and not w.startswith("~")), None)
-    if alone is not None:
-        raise ConfigError(f"{alone} is not an override: write key=value (+key=value adds a key, ~key removes one)")
-    overrides = [w for w in words if "=" in w]
-    refuse_loop_overrides(overrides)
-    parser, parsed = OverridesParser.create(), []
-    for text in overrides:
-        try:
-            parsed += parser.parse_overrides([text])
-        except OverrideParseException as err:
-            raise ConfigError(f"cannot read the override {text} ({_one_line(err)}): quote a value with special "
-                              f"characters, e.g. 'key=\"a b\"'; ~ is not expanded, give the full path") from None
-    seen: dict[str, str] = {}
-    for override, text in zip(parsed, overrides):
-        key = override.key_or_group
-        if override.is_sweep_override() and not sweeping and not repeats:
-            raise ConfigError(f"{text} is a sweep: give one value, or add -m to run.py for a job per value (a list "
-                              f"value is written {key}=[...])")
-        if key in seen and not repeats:
-            raise ConfigError(f"{key} is given twice ({seen[key]}, {text}): keep one")
-        seen[key] = text
-        if key in config_groups() and not override.is_delete():
-            values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
-            for value in values:
-                path = check_choice(key, str(value))
-                if key == "regime":
-                    check_regime_file(path)
-    _check_experiment_groups(seen)
-    options("step")  # every user step file is checked, whichever is chosen: a broken one breaks the roadmap
-
-
-def _check_experiment_groups(given: dict[str, str]) -> None:
-    """An experiment that chooses a budget and sets some of its keys (``paper_in1k_1gpu``: the paper budget at batch
-    128 × 32) would set those keys on the command line's other budget too: half of each applied. (Data keys an
-    experiment sets, ``verify_images``, hold for any image data chosen instead: ``data=imagenet_tar``.)"""
-    experiment = given.get("experiment") or given.get("+experiment")
-    if not experiment:
-        return
-    name = experiment.split("=", 1)[1]
-    content = read_yaml(check_choice("experiment", name)) or {}
-    for entry in content.get("defaults") or []:
-        for chosen, value in (entry.items() if isinstance(entry, dict) else ()):
-            group = str(chosen).removeprefix("override ").strip().lstrip("/")
-            if group == "budget" and group in given and isinstance(content.get(group), dict) \
-                    and given[group] != f"{group}={value}":
-                keys = ", ".join(f"{group}.{k}" for k in content[group])
-                raise ConfigError(f"+experiment={name} sets {keys} of its {group}={value}: with {given[group]} they "
-                                  f"would apply to {given[group].split('=', 1)[1]} too; drop {given[group]}, or set "
-                                  f"the {group} keys you want on the command line")

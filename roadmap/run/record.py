@@ -1,125 +1,29 @@
-"""The run record: where a run lives (:class:`RunKey`, :class:`RunPaths`), what its ``metrics.json`` says
-(:class:`RunRecord`), and how both are written and read. Training, evaluation, sweeps, analysis and the tests
-all go through this module; nothing else spells a run's paths or keys.
-
-Layout (one folder per run, stable across restarts and requeues; ``run.dir`` is :meth:`RunKey.path`)::
-
-    <run.root>/<data>-<budget>[+<key@value>...]/<regime>/<step>/seed<k>/
-        config.yaml  metrics.json  checkpoints/{last,previous,best}.ckpt  weights/*.safetensors  csv/  wandb/  wandb_id
-
-``+<key@value>`` names each command-line override that changes a run's result (anything but the step,
-seed, regime, the data/budget/experiment choice that names the group, hardware, logging and paths), so
-``recipe.base_lr=0.5`` gets its own folder and its own analysis group; :func:`identity` is what a saved
-``config.yaml`` must match before its folder is reused, beside the fingerprint of the data it read
-(``data_identity`` in ``metrics.json``). ``metrics.json`` is a :class:`RunRecord` stamped with
-:data:`SCHEMA_VERSION`. Every file here is written atomically (:mod:`roadmap.files`).
-"""
+"""The run record: the paths of a run folder (:class:`RunPaths`), what its ``metrics.json`` says (:class:`RunRecord`),
+and how both are written and read; whether a folder may be reused (:func:`check_identity`) or an evaluation recorded
+(:func:`check_evaluation_target`). Training, evaluation, sweeps, analysis and the tests all go through this module;
+nothing else spells a run's files. The folder itself and its identity are :mod:`roadmap.config.identity`'s.
+``metrics.json`` is a :class:`RunRecord` stamped with :data:`SCHEMA_VERSION`; ``data_identity`` in it is the
+fingerprint of the data the run read. Every file here is written atomically (:mod:`roadmap.utils.files`)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
-import re
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from roadmap.errors import ConfigError
-from roadmap.files import sha256_once, write_text
+from roadmap.config.identity import RunKey, identity, identity_differences, resolved, result_overrides
+from roadmap.utils.files import sha256_once, write_text
 
 SCHEMA_VERSION = 3
 RESULT_FILE = "metrics.json"
 CONFIG_FILE = "config.yaml"
 STATUSES = ("running", "done", "failed", "preempted", "cancelled")
-# Config keys that do not change what a run computes: never in a run's folder name or identity. Under
-# ``trainer`` only the hardware and the display; any other trainer key (precision, ...) names its own folder
-# when overridden (the loop's length, clipping and limits are the recipe's and budget's, roadmap.effective).
-NOT_IDENTITY = ("step", "seed", "regime", "data", "budget", "experiment", "logger", "run", "callbacks", "mode", "ckpt",
-                "hydra", "compile", "compile_cache", "channels_last", "depthwise", "lineage", "data.root",
-                "data.download", "data.verify_images", "data.index_dir", "data.max_bad_fraction", "data.train_tar",
-                "data.val_tar", "budget.num_workers", "budget.name", "budget.proxy",
-                "recipe.name", "trainer", "trainer._target_", "trainer.accelerator", "trainer.devices",
-                "trainer.num_nodes", "trainer.strategy", "trainer.sync_batchnorm", "trainer.plugins",
-                "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
-                "trainer.num_sanity_val_steps", "budget.accumulate_grad_batches")
-# The hardware layout: free to change while the effective batch (their product) stays the same
-LAYOUT = ("budget.batch_size", "budget.accumulate_grad_batches")
-# Knobs whose value here changes nothing (a record saved before they existed computed the same): left out of the
-# identity at this value
-NEUTRAL = {"recipe.layer_decay": None, "recipe.head_init_scale": 1.0, "model.head_init_scale": 1.0,
-           "recipe.init_from_ema": False, "recipe.validate": True, "recipe.fine_tune": False}
-_MAX_VARIANT = 100
-
-
-def _is_identity(key: str) -> bool:
-    return not any(key == k or key.startswith(f"{k}.") and k not in ("data", "budget", "recipe", "trainer", "regime")
-                   for k in NOT_IDENTITY)
-
-
-def result_overrides(task_overrides) -> list[str]:
-    """The command-line overrides that change the result (``key=value``, sorted): they name a run's group."""
-    return sorted(o.lstrip("+~") for o in task_overrides if _is_identity(o.lstrip("+~").split("=", 1)[0]))
-
-
-def run_variant(task_overrides) -> str:
-    """``+key@value+key@value`` of the command-line overrides that change the result ('' when none), in
-    characters Hydra accepts unquoted (a run folder can be passed back as ``ckpt=`` or ``run.dir=``); names
-    over 100 characters are cut and end in a short hash of the whole."""
-    kept = [_weights_by_content(o) for o in result_overrides(task_overrides)]
-    if not kept:
-        return ""
-    name = re.sub(r"[^\w.\-@%+]", "_", "+".join(o.replace("=", "@", 1) for o in kept))
-    if len(name) > _MAX_VARIANT:
-        name = f"{name[:_MAX_VARIANT - 9]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
-    return f"+{name}"
-
-
-def _weights_by_content(override: str) -> str:
-    """``model.init_from=<file>`` as ``model.init_from=<file's stem>-<first 8 of its SHA-256>``: other weights at the
-    same path train another run, in another folder (the path itself is in config.yaml)."""
-    key, _, value = override.partition("=")
-    file = Path(value.removeprefix("timm:")).expanduser()
-    if key != "model.init_from" or not file.is_file():
-        return override
-    return f"{key}={file.stem}-{sha256_once(file)[:8]}"
-
-
-def flatten(tree, prefix: str = "") -> dict:
-    """A nested dict's leaves by dotted key."""
-    if isinstance(tree, dict):
-        out = {}
-        for key, value in tree.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: tree}
-
-
-def resolved(config: DictConfig) -> dict:
-    """The run's config as plain values, without Hydra's own node: what ``config.yaml`` and the loggers get."""
-    return OmegaConf.to_container(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]), resolve=True)
-
-
-def identity(config: DictConfig | dict) -> dict:
-    """What a run computes: the resolved model, recipe, data, budget and seed (flattened, the hardware layout
-    left out) and its effective run (:mod:`roadmap.effective`: epochs, effective batch, lr, precision, ...)."""
-    from roadmap.effective import effective_run
-
-    tree = resolved(config) if isinstance(config, DictConfig) else config
-    parts = {k: tree.get(k) for k in ("seed", "model", "recipe", "data", "budget")}
-    flat = {k: v for k, v in flatten(parts).items()
-            if _is_identity(k) and k not in LAYOUT and not (k in NEUTRAL and v == NEUTRAL[k])}
-    return {**flat, **{f"effective.{k}": v for k, v in effective_run(tree).identity().items()}}
-
-
-def identity_differences(saved: dict, requested: dict) -> list[str]:
-    """``key: saved → requested`` for every identity value that differs."""
-    keys = sorted(set(saved) | set(requested))
-    return [f"{k}: {saved.get(k, '(absent)')} → {requested.get(k, '(absent)')}" for k in keys
-            if saved.get(k) != requested.get(k)]
 
 
 def read_config(run_dir: Path) -> dict | None:
@@ -151,16 +55,15 @@ def saved_identity(run_dir: Path) -> dict | None:
                           f"to start this run over") from None
 
 
-def check_identity(cfg: DictConfig, data_identity: dict | None = None) -> None:
-    """Refuse to reuse a run folder (``run.dir``) whose saved config computes something else, or whose record was
-    made on other data (``data_identity``'s fingerprint; run.force=true overwrites)."""
+def check_identity(cfg: DictConfig, data_identity: dict | None, previous: RunRecord | None) -> None:
+    """Refuse to reuse a run folder (``run.dir``) whose saved config computes something else, or whose record
+    (``previous``) was made on other data (``data_identity``'s fingerprint; run.force=true overwrites)."""
     if cfg.run.force:
         return
     paths = RunPaths(Path(cfg.run.dir).resolve())
     saved = saved_identity(paths.root)
     if saved is None:
         return
-    previous = RunRecord.read(paths.root)
     before = previous.data_identity if previous else None
     if before and data_identity and before["fingerprint"] != data_identity["fingerprint"]:
         raise ConfigError(f"{paths.root} holds a run on other data ({before['holds']} at {before['root']}; "
@@ -176,7 +79,6 @@ def check_identity(cfg: DictConfig, data_identity: dict | None = None) -> None:
                   if layout_changed else "")
         raise ConfigError(f"{paths.root} holds a run of another config ({shown}){layout}: run.force=true "
                           f"overwrites it, or change run.root")
-
 
 
 # Model knobs that do not change what trained weights compute: the head follows the data, the others only start
@@ -207,32 +109,6 @@ def check_evaluation_target(cfg: DictConfig, step: str) -> None:
     if differ:
         raise ConfigError(f"{ckpt} was trained with {', '.join(differ[:3])}: give the run's own overrides "
                           f"(its folder {paths.root.parent.parent.parent.name} names them)")
-
-
-@dataclass(frozen=True)
-class RunKey:
-    """A run's place in the layout: its folder is :meth:`path` (``run.dir`` in ``conf/config.yaml``)."""
-
-    group: str
-    regime: str
-    step: str
-    seed: int
-
-    def path(self, root: Path | str) -> Path:
-        return Path(root) / self.group / self.regime / self.step / f"seed{self.seed}"
-
-    @classmethod
-    def of_folder(cls, run_dir: Path) -> RunKey:
-        """The key a run folder's place says (:meth:`path` read backwards): used only for a folder whose run
-        left no record to say it."""
-        group, regime, step, folder = Path(run_dir).parts[-4:]
-        seed = folder.removeprefix("seed")
-        return cls(group, regime, step, int(seed) if seed.isdigit() else seed)
-
-
-def run_dir(root: str, group: str, regime: str, step: str, seed: int) -> str:
-    """``run.dir``: the folder of a run (Hydra resolver; no step yet when none was chosen: run.py refuses that)."""
-    return str(RunKey(str(group), str(regime), str(step), seed).path(str(root)))
 
 
 @dataclass(frozen=True)
@@ -321,7 +197,7 @@ class RunRecord:
     error: str | None = None
     proxy: str | None = None                             # the proxy label; None in the paper's setting
     run_dir: str | None = None
-    effective_run: dict = field(default_factory=dict)    # roadmap.effective.EffectiveRun
+    effective_run: dict = field(default_factory=dict)    # roadmap.config.effective.EffectiveRun
     history: list[dict] = field(default_factory=list)    # one row per validated epoch
     wall_s: float | None = None                          # seconds over every process of the run (resumes included)
     # a finished run's results
@@ -336,13 +212,13 @@ class RunRecord:
     params_m: float | None = None
     train_images_per_s: float | None = None
     warmup_batches_s: float | None = None                # the first 2 batches: compile, autotuning
-    hardware: dict = field(default_factory=dict)         # device (roadmap.devices), devices
+    hardware: dict = field(default_factory=dict)         # device (roadmap.utils.devices), devices
     versions: dict = field(default_factory=dict)
     git_commit: str | None = None
     evaluations: list[dict] = field(default_factory=list)  # mode=eval results of this run's weights
-    data_identity: dict | None = None                    # the data's fingerprint (roadmap.data.data_identity)
+    data_identity: dict | None = None                    # the data's fingerprint (roadmap.data.datamodule.data_identity)
     bad_files: dict = field(default_factory=dict)        # unreadable files met (skipped) → times
-    weights_from: dict | None = None                     # model.init_from: its file, SHA-256, run (roadmap.weights)
+    weights_from: dict | None = None                     # model.init_from: its file, SHA-256, run (roadmap.models.weights)
     schema: int = SCHEMA_VERSION
 
     @property
@@ -466,3 +342,22 @@ def _git_commit() -> str | None:
 def benchmark_file(outputs: Path, regime: str) -> Path:
     """Where ``make bench`` writes a regime's speeds under the outputs folder, and where analysis finds them."""
     return Path(outputs) / "benchmark" / f"{regime}.csv"
+
+
+def source_run(source: str) -> str:
+    """`` (the <step> (<regime>) run)`` where ``source`` is a run's file, else ''."""
+    paths = RunPaths.holding(Path(source).expanduser().resolve()) if Path(source).expanduser().is_file() else None
+    run = RunRecord.read(paths.root) if paths else None
+    return f" (the {run.step} ({run.regime}) run)" if run else ""
+
+
+
+def weights_source(source: str | None) -> dict | None:
+    """What a run's record keeps of its ``model.init_from``: the file, its SHA-256 and the run it is of (timm's cached
+    weights: their name)."""
+    if not source:
+        return None
+    file = Path(source.removeprefix("timm:")).expanduser()
+    if not file.is_file():
+        return {"source": source}
+    return {"source": source, "sha256": sha256_once(file), "run": source_run(str(file)).strip(" ()") or None}

@@ -1,5 +1,5 @@
 """Triton kernels for depthwise conv2d (square odd kernel, any stride, zero padding): forward, input
-gradient, weight gradient — one of the paths ``roadmap.depthwise`` measures on CUDA.
+gradient, weight gradient — one of the paths ``roadmap.models.depthwise`` measures on CUDA.
 
 Each program owns a tile of one output row: ``BLOCK_W`` positions × ``BLOCK_C`` channels, channels being the
 contiguous axis in channels_last, so every load is coalesced there (other layouts work through strides, at
@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from roadmap.depthwise_paths import memory_format_of, out_size
+from roadmap.models.depthwise_paths import memory_format_of, out_size
 
 TILES = [triton.Config({"BLOCK_W": w, "BLOCK_C": c}, num_warps=warps)
          for w, c, warps in ((8, 64, 4), (4, 128, 4), (16, 32, 4), (8, 128, 8), (16, 64, 8))]

@@ -1,9 +1,9 @@
 """Fit one roadmap step from a composed config (``run.py``'s job), with results that last.
 
-The run folder, its paths and ``metrics.json`` are :mod:`roadmap.record`'s. A finished run is not retrained
+The run folder, its paths and ``metrics.json`` are :mod:`roadmap.run.record`'s. A finished run is not retrained
 (``run.force=true`` retrains); an unfinished or preempted one resumes from ``last.ckpt`` (``run.resume=false``
 restarts); a folder whose saved config is another run's is refused. At the end the final, best and EMA
-weights are exported (:func:`roadmap.weights.export_run_weights`).
+weights are exported (:func:`export_run_weights`).
 """
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import sys
 import time
 import uuid
 from dataclasses import replace
-from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -23,21 +23,23 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
-from roadmap import record
-from roadmap.callbacks import (BadFiles, History, LayoutChange, MidEpochCheckpoint, Preemption, ProgressLines,
-                               ResumableProgressBar, Throughput)
-from roadmap.checkpoints import AtomicCheckpointIO, resume_point
-from roadmap.cpu_allocator import retain_freed_memory
-from roadmap.data import RoadmapDataModule, data_identity
-from roadmap.devices import device_name
-from roadmap.effective import effective_run
+from roadmap.config.effective import effective_run
+from roadmap.config.identity import resolved
+from roadmap.config.steps import instantiate_model
+from roadmap.data.datamodule import RoadmapDataModule
 from roadmap.errors import ConfigError
-from roadmap.files import write_text
-from roadmap.lit import RoadmapModule
-from roadmap.shapes import count_gflops, count_params_m
-from roadmap.record import RunPaths, RunRecord
-from roadmap.steps import chosen_step, instantiate_model, refuse_bad_run
-from roadmap.weights import export_run_weights, weights_source
+from roadmap.models.shapes import count_gflops, count_params_m
+from roadmap.models.weights import export, read_state_dict
+from roadmap.run import record
+from roadmap.run.callbacks import (BadFiles, History, LayoutChange, MidEpochCheckpoint, Preemption, ProgressLines,
+                               ResumableProgressBar, Throughput)
+from roadmap.run.checkpoints import AtomicCheckpointIO
+from roadmap.run.module import RoadmapModule
+from roadmap.run.plan import take_plan
+from roadmap.run.record import RunPaths, RunRecord
+from roadmap.utils.cpu_allocator import retain_freed_memory
+from roadmap.utils.devices import device_name
+from roadmap.utils.files import write_text
 
 
 def build_loggers(cfg: DictConfig, paths: RunPaths) -> list:
@@ -109,18 +111,33 @@ STOPPED = {"preempted": "preempted: the requeued job resumes from {last}",
            "cancelled": "cancelled: the same command resumes from {last}"}
 
 
+def export_run_weights(module, paths) -> dict[str, str]:
+    """A finished run's ``weights/{final,best,ema}.safetensors`` (plain RoadmapNet state dicts; best from
+    ``best.ckpt``), as paths in the run folder (``paths``: its :class:`roadmap.run.record.RunPaths`). Weights are written
+    once: a best epoch that is the last one names the final (or EMA) file instead of a copy."""
+    model = getattr(module.model, "_orig_mod", module.model)  # torch.compile's wrapper
+    current = {"final": model.state_dict()}
+    if module.ema is not None:
+        current["ema"] = module.ema.module.state_dict()
+    out = {name: export(state, paths.weights_file(name)) for name, state in current.items()}
+    if paths.best_ckpt.exists():
+        which = "ema" if module.ema is not None else "final"
+        best = read_state_dict(paths.best_ckpt, "ema" if which == "ema" else "model")
+        same = best.keys() == current[which].keys() and all(torch.equal(best[k], v.cpu()) for k, v in current[which].items())
+        out["best"] = out[which] if same else export(best, paths.weights_file("best"))
+    return {k: paths.relative(v) for k, v in out.items()}
+
+
 def train(cfg: DictConfig) -> RunRecord:
     """Train, validate and record one step; returns its record.
 
     Everything that can refuse the run (config, input size, identity, devices, data) runs before its record
     says ``running``; after that the record ends as done, failed, preempted or cancelled."""
-    refuse_bad_run(cfg)
+    plan = take_plan(cfg)
     retain_freed_memory()
-    step = chosen_step()
+    step, paths, previous = plan.step, plan.paths, plan.previous
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    model = instantiate_model(cfg.model, cfg.recipe.init_from_ema)
-    paths = RunPaths(Path(cfg.run.dir).resolve())
-    previous = RunRecord.read(paths.root)
+    model = instantiate_model(cfg.model, cfg.recipe.init_from_ema, plan.init_named)
     if previous is None and paths.metrics.exists() and rank_zero_only.rank == 0:
         print(f"{paths.metrics} does not read back ({RunRecord.load(paths.root).error}): this run writes it anew",
               file=sys.stderr)
@@ -141,14 +158,14 @@ def train(cfg: DictConfig) -> RunRecord:
                           f"recipe.warmup_epochs or raise budget.epoch_scale")
     if rank_zero_only.rank == 0:  # every file of the run folder is global rank 0's
         paths.root.mkdir(parents=True, exist_ok=True)
-        write_text(paths.config, OmegaConf.to_yaml(record.resolved(cfg)))
+        write_text(paths.config, OmegaConf.to_yaml(resolved(cfg)))
 
     # the run's time so far: a resumed run's record holds its earlier processes' (a restart from scratch: none)
     earlier = previous.wall_s or 0.0 if previous and cfg.run.resume and not cfg.run.force else 0.0
     started = time.time() - earlier
     throughput, bad_files = Throughput(), BadFiles(cfg.data.get("max_bad_fraction", 0.0))
     header = RunRecord.of_run(cfg, step, HydraConfig.get().overrides.task, paths, run,
-                               data_identity(cfg.data, cfg.recipe.validate), weights_source(cfg.model.init_from))
+                               plan.data, plan.init)
 
     def record_now(status: str, error: str | None = None) -> None:
         """The run's record as it stands (global rank 0's file): the history so far, the unreadable files met."""
@@ -167,12 +184,12 @@ def train(cfg: DictConfig) -> RunRecord:
     module = RoadmapModule(model, cfg.recipe, num_classes=cfg.data.num_classes, run=run, seed=cfg.seed,
                            channels_last=cfg.channels_last, compile=cfg.compile, compile_cache=cfg.compile_cache,
                            depthwise=cfg.depthwise)
-    resume = resume_point(paths) if cfg.run.resume and not cfg.run.force else None  # refused before Lightning's banner
+    resume = plan.resume_from
     trainer = build_trainer(cfg, run, paths, [throughput, bad_files, history, preemption, LayoutChange()])
     if rank_zero_only.rank == 0:
         header.write(paths.root)
     for logger in trainer.loggers:  # the resolved run config reaches every logger (wandb: filterable)
-        logger.log_hyperparams(record.resolved(cfg))
+        logger.log_hyperparams(resolved(cfg))
     if resume:
         print(f"resuming from {resume}")
     try:

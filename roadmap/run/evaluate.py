@@ -4,7 +4,7 @@ Top-1/top-5 of the raw weights (and of the EMA weights when the checkpoint has t
 validation split with its eval transform (ImageNet: resize to 224/0.875, centre crop 224, as the paper).
 The result names the step, the regime and the weights (path and SHA-256). It is appended to ``evaluations`` in the
 record of the run the checkpoint belongs to (``<run>/checkpoints/*.ckpt`` or ``<run>/weights/*.safetensors``), which
-must be a run of the same step, regime and model knobs (else refused: :func:`roadmap.record.check_evaluation_target`),
+must be a run of the same step, regime and model knobs (else refused: :func:`roadmap.run.record.check_evaluation_target`),
 or written beside the file as ``<ckpt>.eval.json``.
 """
 from __future__ import annotations
@@ -16,19 +16,20 @@ from pathlib import Path
 import lightning as L
 from omegaconf import DictConfig
 
-from roadmap import weights
-from roadmap.data import RoadmapDataModule, data_identity
+from roadmap.config.recipe import describe_eval_resize
+from roadmap.config.steps import instantiate_model
+from roadmap.data.datamodule import RoadmapDataModule
 from roadmap.errors import ConfigError
-from roadmap.files import sha256_of, write_text
-from roadmap.lit import RoadmapModule
-from roadmap.recipe_parts import describe_eval_resize
-from roadmap.record import RunPaths, RunRecord
-from roadmap.steps import chosen_step, instantiate_model, refuse_bad_run
+from roadmap.models import weights
+from roadmap.run.module import RoadmapModule
+from roadmap.run.plan import take_plan
+from roadmap.run.record import RunPaths, RunRecord
+from roadmap.utils.files import sha256_of, write_text
 
 
 def evaluate(cfg: DictConfig) -> dict:
     """Evaluate ``cfg.ckpt`` on the data's validation split; returns the evaluation (also recorded)."""
-    refuse_bad_run(cfg)
+    plan = take_plan(cfg)
     ckpt = Path(cfg.ckpt).expanduser().resolve()
     state, ema_state = weights.read_model_and_ema(ckpt)
     if "fc.weight" in state and state["fc.weight"].shape[0] != cfg.data.num_classes:
@@ -48,10 +49,10 @@ def evaluate(cfg: DictConfig) -> dict:
     trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     metrics = trainer.validate(module, dataloaders=loader, verbose=False)[0]
-    result = {"step": chosen_step(), "regime": cfg.regime.name, "ckpt": str(ckpt), "sha256": sha256_of(ckpt),
+    result = {"step": plan.step, "regime": cfg.regime.name, "ckpt": str(ckpt), "sha256": sha256_of(ckpt),
               "data": cfg.data.name, "img_size": cfg.data.img_size,
               "resize": describe_eval_resize(cfg.data), "images": int(metrics.get("val/images", len(loader.dataset))),
-              "data_identity": data_identity(cfg.data),
+              "data_identity": plan.data,
               **{k: round(float(metrics[f"val/{k}"]), 4) for k in ("top1", "top5", "top1_ema", "top5_ema")
                  if f"val/{k}" in metrics},
               "when": time.strftime("%Y-%m-%dT%H:%M:%S")}

@@ -4,7 +4,7 @@
 and schedule in optimizer steps, precision, clipping and batch limits: from the recipe (length, clipping),
 the budget (its scale of the length, batch, accumulation, batch limits) and the trainer's hardware (devices,
 nodes, precision). Lightning's loop (:meth:`EffectiveRun.trainer_arguments`), the optimizer and scheduler
-(:mod:`roadmap.lit`), ``roadmap.explain``, a run's identity (:mod:`roadmap.record`) and ``metrics.json`` all
+(:mod:`roadmap.run.module`), ``roadmap.explain``, a run's identity (:mod:`roadmap.run.record`) and ``metrics.json`` all
 take them from here. The hardware layout (devices × nodes × accumulation at the same effective batch) is not
 part of it: a run started on 4 nodes × 8 GPUs resumes on 1 GPU × accumulation 32.
 """

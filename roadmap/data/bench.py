@@ -1,9 +1,9 @@
 """How fast the training data comes: the real training loader beside timm's ``create_loader`` path and the decode
 floor, in one process (``python -m roadmap.benchmark --data-only``).
 
-* **ours**: :class:`roadmap.data.RoadmapDataModule`'s training loader as training builds it (``--workers`` worker
+* **ours**: :class:`roadmap.data.datamodule.RoadmapDataModule`'s training loader as training builds it (``--workers`` worker
   processes, one thread each as PyTorch gives DataLoader workers; uint8 batches), then the copy to the device and
-  the per-pixel part there (:class:`roadmap.recipe_parts.BatchTransform`: normalization, random erasing).
+  the per-pixel part there (:class:`roadmap.config.recipe.BatchTransform`: normalization, random erasing).
 * **timm**: ``timm.data.create_loader(..., use_prefetcher=True)`` on timm's own dataset of the same files (its
   reader, its RandAugment/erasing settings set to the recipe's), the same number of workers, through its
   ``PrefetchLoader`` on the same device.
@@ -20,10 +20,10 @@ import time
 import torch
 from timm.data import ImageDataset, create_loader
 
-from roadmap.data import INDEXED_KINDS, EpochSeededSampler, ResumableLoader, RoadmapDataModule
+from roadmap.data.datamodule import INDEXED_KINDS, EpochSeededSampler, ResumableLoader, RoadmapDataModule
 from roadmap.errors import ConfigError
-from roadmap.file_index import decode, read_file
-from roadmap.recipe_parts import BatchTransform
+from roadmap.data.file_index import decode, read_file
+from roadmap.config.recipe import BatchTransform
 
 
 class _TimmView(torch.utils.data.Dataset):
@@ -135,8 +135,8 @@ def _private_mib(pid: int) -> float:
 def index_costs(root, workers: int, samples: int) -> dict:
     """This (fresh) process's start on ``root``'s index, and each worker's private memory when it starts and after
     it read ``samples`` files through the index."""
-    from roadmap.data import root_config
-    from roadmap.file_index import file_index
+    from roadmap.data.datamodule import root_config
+    from roadmap.data.file_index import file_index
 
     start = time.perf_counter()
     index = file_index(root_config(root))
@@ -156,13 +156,13 @@ def index_costs(root, workers: int, samples: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m roadmap.data_bench ROOT [--workers N] [--samples K]``: the index's start time in this process and
+    """``python -m roadmap.data.bench ROOT [--workers N] [--samples K]``: the index's start time in this process and
     what it costs each loader worker (private memory after K files each)."""
     from pathlib import Path
 
-    from roadmap.cli import Parser, existing_folder, positive_int
+    from roadmap.utils.cli import Parser, existing_folder, positive_int
 
-    parser = Parser(prog="python -m roadmap.data_bench", description=main.__doc__)
+    parser = Parser(prog="python -m roadmap.data.bench", description=main.__doc__)
     parser.add_argument("root", type=existing_folder)
     parser.add_argument("--workers", type=positive_int, default=2)
     parser.add_argument("--samples", type=positive_int, default=50_000)

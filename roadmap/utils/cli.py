@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from roadmap.files import unwritable_folder
+from roadmap.utils.files import unwritable_folder
 
 
 class Parser(argparse.ArgumentParser):
@@ -69,3 +69,12 @@ def existing_folder(text: str) -> Path:
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"no folder {path}")
     return path
+
+
+def render(df: "pandas.DataFrame", fmt: str) -> str:  # noqa: F821 - pandas is the caller's
+    """A tool's table as ``--format`` asks: csv, markdown, or aligned text (table)."""
+    if fmt == "csv":
+        return df.to_csv(index=False)
+    if fmt == "markdown":
+        return df.to_markdown(index=False)
+    return df.to_string(index=False)

@@ -1,8 +1,8 @@
 """Datasets and the Lightning data module: the embedded synthetic default, image folders and ImageNet's tars (read
-through a file index built once: :mod:`roadmap.file_index`), torchvision sets.
+through a file index built once: :mod:`roadmap.data.file_index`), torchvision sets.
 
 Workers decode and augment into uint8 batches; normalization and random erasing run on the device
-(:class:`roadmap.recipe_parts.BatchTransform`). ``python -m roadmap.data verify ROOT`` checks a root once.
+(:class:`roadmap.config.recipe.BatchTransform`). ``python -m roadmap.data verify ROOT`` checks a root once.
 
 The default data, ``SyntheticShapes``, is generated deterministically from a seed: eight classes of
 patterns (stripes in three orientations, checkerboard, disk, ring, square outline, plus sign) at random
@@ -17,7 +17,6 @@ import math
 import os
 import random
 import signal
-import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -30,11 +29,10 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from timm.data.loader import fast_collate
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from roadmap.errors import ConfigError, exit_on_config_error
-from roadmap.file_index import (SPLITS, FileIndex, bad_files_message, decode, file_index, file_name, read_file, rebuild,
-                                verify)
-from roadmap.recipe_parts import ErasingBox, build_transform
-from roadmap.schema import data_root
+from roadmap.config.recipe import ErasingBox, build_transform
+from roadmap.config.trainer import data_root
+from roadmap.data.file_index import SPLITS, FileIndex, bad_files_message, decode, file_index, file_name, read_file, verify
+from roadmap.errors import ConfigError
 
 SHAPES = ("stripes_h", "stripes_v", "stripes_diag", "checkerboard", "disk", "ring", "square", "plus")
 TORCHVISION_SETS = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "fashion_mnist": "FashionMNIST",
@@ -109,7 +107,7 @@ class UnreadableImage(ConfigError):
 
 
 class IndexedImages(Dataset):
-    """One split of a data root's file index (:mod:`roadmap.file_index`: an image folder or ImageNet's tars): decoded
+    """One split of a data root's file index (:mod:`roadmap.data.file_index`: an image folder or ImageNet's tars): decoded
     RGB images and their labels."""
 
     def __init__(self, index: FileIndex, split: str):
@@ -145,7 +143,7 @@ INDEXED_KINDS = ("imagefolder", "tar")
 
 
 def check_data(data, validate: bool = True, mode: str = "train") -> FileIndex:
-    """The file index of an image folder or tar data config (built once, :mod:`roadmap.file_index`), checked: its
+    """The file index of an image folder or tar data config (built once, :mod:`roadmap.data.file_index`), checked: its
     class count is ``data.num_classes``, it has a val split where the run ``validate``\ s, and its images decode (the
     val split always, train too with ``data.verify_images``; each verified once per index). Bad data is refused in
     one line."""
@@ -182,7 +180,7 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 class Samples(Dataset):
     """What the loader's workers make from a dataset of PIL images: each image decoded, cropped, flipped and
     RandAugmented by the recipe's timm transform, as uint8 (C, H, W); the per-pixel rest (normalization, random
-    erasing) runs on the device batch (:meth:`roadmap.lit.RoadmapModule.prepare`).
+    erasing) runs on the device batch (:meth:`roadmap.run.module.RoadmapModule.prepare`).
 
     Training keys are ``(epoch, index)`` pairs (:class:`EpochSeededSampler`): a sample's RNGs are seeded by (seed,
     epoch, index), so the same image gets the same augmentation whichever worker loads it, whatever ran before, and
@@ -230,8 +228,8 @@ MAX_REPLACEMENTS = 16
 
 class Batch(NamedTuple):
     """What the loader yields: uint8 images (B, 3, H, W) and labels (timm's ``fast_collate``), each image's random
-    erasing box (:class:`roadmap.recipe_parts.ErasingBox`; filled on the device), and the indices of the
-    unreadable files the batch replaced or left out (:class:`roadmap.callbacks.BadFiles` names them)."""
+    erasing box (:class:`roadmap.config.recipe.ErasingBox`; filled on the device), and the indices of the
+    unreadable files the batch replaced or left out (:class:`roadmap.run.callbacks.BadFiles` names them)."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -371,7 +369,7 @@ class RoadmapDataModule(L.LightningDataModule):
     def relayout_loop(self, checkpoint: dict) -> None:
         """Count the restored epoch's batches in this run's layout: Lightning's loop state in ``checkpoint``
         counts them in the saving run's, and ends the epoch, steps and accumulates by that count
-        (:class:`roadmap.callbacks.LayoutChange` calls this before Lightning restores its loops)."""
+        (:class:`roadmap.run.callbacks.LayoutChange` calls this before Lightning restores its loops)."""
         saved_batch, batch = self._batch_of(checkpoint[type(self).__qualname__]), self._batch_of()
         progress = checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]
         shift = math.ceil(progress["current"]["processed"] * saved_batch / batch) - progress["current"]["processed"]
@@ -403,7 +401,7 @@ def root_config(root: Path, train_tar: str | None = None, val_tar: str | None = 
     (conf/data/imagenet_tar.yaml's names unless given)."""
     from omegaconf import OmegaConf
 
-    from roadmap.config_files import CONF_DIR
+    from roadmap.config.files import CONF_DIR
 
     tar = OmegaConf.load(CONF_DIR / "data" / "imagenet_tar.yaml")
     train_tar, val_tar = train_tar or tar.train_tar, val_tar or tar.val_tar
@@ -413,41 +411,3 @@ def root_config(root: Path, train_tar: str | None = None, val_tar: str | None = 
                           f"folder's root, or the folder of ImageNet's tars (--train-tar/--val-tar name them)")
     return OmegaConf.create({"kind": "imagefolder" if is_folder else "tar", "root": str(root), "index_dir": index_dir,
                              "train_tar": train_tar, "val_tar": val_tar})
-
-
-@exit_on_config_error
-def main(argv: list[str] | None = None) -> None:
-    """``python -m roadmap.data verify ROOT``: index a data root and decode every image once (runs read the result)."""
-    from roadmap.cli import Parser, existing_folder, positive_int
-
-    parser = Parser(prog="python -m roadmap.data", description=main.__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    verify_cmd = commands.add_parser("verify", help="index ROOT and decode every image (train and val) once")
-    verify_cmd.add_argument("root", type=existing_folder)
-    verify_cmd.add_argument("--train-tar", help="the train tar's name under ROOT (tar data)")
-    verify_cmd.add_argument("--val-tar", help="the val tar's name under ROOT (tar data)")
-    verify_cmd.add_argument("--index-dir", help="where the index is stored (data.index_dir)")
-    verify_cmd.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1)
-    verify_cmd.add_argument("--rebuild", action="store_true",
-                            help="list and decode everything again (a file rewritten in place, same name, leaves its "
-                                 "folder's time unchanged: the index cannot see it)")
-    args = parser.parse_args(argv)
-    data = root_config(args.root, args.train_tar, args.val_tar, args.index_dir)
-    started = time.time()
-    index = file_index(data)
-    if args.rebuild:
-        index = rebuild(data, index)
-    print(f"{data.root}: {index.summary()} (index {index.folder}, {time.time() - started:.1f} s)", flush=True)
-
-    def progress(split, done, total):
-        print(f"  {split}: {done:,}/{total:,} decoded", flush=True)
-
-    problem = bad_files_message(index, verify(index, SPLITS, threads=args.threads, progress=progress))
-    if problem:
-        raise ConfigError(problem)
-    print(f"verified: every image of {data.root} decodes ({time.time() - started:.1f} s); runs on it read "
-          f"{index.verified_file}")
-
-
-if __name__ == "__main__":
-    main()

@@ -18,7 +18,7 @@ import yaml
 
 from roadmap.errors import ConfigError
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 CONFIG_PATH_ENV = "ROADMAP_CONFIG_PATH"
 MODEL_FILE = "roadmap"  # conf/model/roadmap.yaml: the builder's arguments, each with its default
 PACKAGE_HEADER = "# @package _global_"

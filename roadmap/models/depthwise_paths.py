@@ -1,6 +1,6 @@
-"""The depthwise conv paths' names and the layout and shape rules every path follows (:mod:`roadmap.depthwise`
-and :mod:`roadmap.triton_depthwise` import them): a leaf that registers no op, so validating a config
-(:mod:`roadmap.schema`) loads no kernel."""
+"""The depthwise conv paths' names and the layout and shape rules every path follows (:mod:`roadmap.models.depthwise`
+and :mod:`roadmap.models.triton_depthwise` import them): a leaf that registers no op, so validating a config
+(:mod:`roadmap.config.schema`) loads no kernel."""
 from __future__ import annotations
 
 import torch

@@ -10,7 +10,7 @@ memory layouts, shape, kernel, stride and padding, measured:
 * ``flip``    (input gradient, stride 1) a forward convolution of the output gradient with the flipped kernel;
 * ``fft``     (weight gradient) the correlation of input and output gradient, summed over the batch in the
   frequency domain: its cost does not grow with the kernel;
-* ``triton``  (CUDA, Triton installed) channels-last Triton kernels (``roadmap.triton_depthwise``).
+* ``triton``  (CUDA, Triton installed) channels-last Triton kernels (``roadmap.models.triton_depthwise``).
 
 ``impl="auto"`` (the default) makes the choice on the first call of each such case (:func:`measure`): every
 path runs on seeded inputs of the case's shapes and strides, never the live tensors; a path whose result is
@@ -40,12 +40,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import conv_flop_count, register_flop_formula
 
-from roadmap.depthwise_paths import IMPLS, layout, memory_format_of, out_size
-from roadmap.cpu_allocator import retain_freed_memory
-from roadmap.devices import device_name
+from roadmap.models.depthwise_paths import IMPLS, layout, memory_format_of, out_size
+from roadmap.utils.cpu_allocator import retain_freed_memory
+from roadmap.utils.devices import device_name
 from roadmap.errors import ConfigError
-from roadmap.files import write_text
-from roadmap.timing import stable_seconds
+from roadmap.utils.files import write_text
+from roadmap.utils.timing import stable_seconds
 
 
 
@@ -154,7 +154,7 @@ def _grad_weight_fft(g, x, w, stride, padding):
 
 def _triton():
     try:
-        from roadmap import triton_depthwise
+        from roadmap.models import triton_depthwise
     except ImportError:  # Triton missing or unusable on this platform
         return None
     return triton_depthwise
@@ -229,7 +229,7 @@ def measure(candidates: dict[str, Callable], args: tuple) -> dict:
     tolerance × max|native|, NaN included: rejected), then the median and IQR of its time. The chosen path is
     the fastest, unless within ``_TIE`` of one earlier in ``candidates``; ``margin``: the runner-up's time
     over the chosen one's, minus 1. Timed with the allocator settings every entry point uses
-    (:mod:`roadmap.cpu_allocator`), so that a time is the kernel's, not the page faults' of its output."""
+    (:mod:`roadmap.utils.cpu_allocator`), so that a time is the kernel's, not the page faults' of its output."""
     retain_freed_memory()
     reference = candidates["native"](*args)
     if not torch.isfinite(reference).all():

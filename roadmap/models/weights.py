@@ -14,9 +14,9 @@ import timm
 import torch
 from safetensors.torch import load_file, save_file
 
-from roadmap.compat import convert_reference_state_dict
+from roadmap.models.key_maps import convert_reference_state_dict
 from roadmap.errors import ConfigError
-from roadmap.files import atomic_path
+from roadmap.utils.files import atomic_path
 
 HEAD_KEYS = ("fc.weight", "fc.bias")
 # timm's architectures a step can match, with the weights of the paper's training of each: torchvision's ResNets
@@ -76,36 +76,10 @@ def export(state_dict: dict[str, torch.Tensor], path: Path) -> Path:
     return path
 
 
-def export_run_weights(module, paths) -> dict[str, str]:
-    """A finished run's ``weights/{final,best,ema}.safetensors`` (plain RoadmapNet state dicts; best from
-    ``best.ckpt``), as paths in the run folder (``paths``: its :class:`roadmap.record.RunPaths`). Weights are written
-    once: a best epoch that is the last one names the final (or EMA) file instead of a copy."""
-    model = getattr(module.model, "_orig_mod", module.model)  # torch.compile's wrapper
-    current = {"final": model.state_dict()}
-    if module.ema is not None:
-        current["ema"] = module.ema.module.state_dict()
-    out = {name: export(state, paths.weights_file(name)) for name, state in current.items()}
-    if paths.best_ckpt.exists():
-        which = "ema" if module.ema is not None else "final"
-        best = read_state_dict(paths.best_ckpt, "ema" if which == "ema" else "model")
-        same = best.keys() == current[which].keys() and all(torch.equal(best[k], v.cpu()) for k, v in current[which].items())
-        out["best"] = out[which] if same else export(best, paths.weights_file("best"))
-    return {k: paths.relative(v) for k, v in out.items()}
-
-
 def _architecture(model: torch.nn.Module) -> str:
     """``depths 3-3-27-3, stem width 128`` of a RoadmapNet."""
     depths = "-".join(str(len(stage.blocks)) for stage in model.stages)
     return f"depths {depths}, stem width {model.stem[0].out_channels}"
-
-
-def _source_run(source: str) -> str:
-    """`` (the <step> (<regime>) run)`` where ``source`` is a run's file, else ''."""
-    from roadmap.record import RunPaths, RunRecord
-
-    paths = RunPaths.holding(Path(source).expanduser().resolve()) if Path(source).expanduser().is_file() else None
-    run = RunRecord.read(paths.root) if paths else None
-    return f" (the {run.step} ({run.regime}) run)" if run else ""
 
 
 def load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
@@ -119,7 +93,7 @@ def load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], sourc
     if (missing - (set(HEAD_KEYS) if head_differs else set())) or unexpected or shapes:
         detail = "; ".join(f"{name}: {sorted(keys)[:3]}{' ...' if len(keys) > 3 else ''}" for name, keys in
                            (("missing", missing - set(HEAD_KEYS)), ("unexpected", unexpected), ("other shape", shapes)) if keys)
-        raise ConfigError(f"the weights of {source}{_source_run(source)} do not fit this model ({_architecture(model)}: "
+        raise ConfigError(f"the weights of {source} do not fit this model ({_architecture(model)}: "
                           f"{detail}); use weights of the same architecture")
     model.load_state_dict(state_dict, strict=not head_differs)
 
@@ -195,25 +169,15 @@ def _ema_weights_of(source: str) -> dict[str, torch.Tensor]:
                           f"raw weights)") from None
 
 
-def init_from(model: torch.nn.Module, source: str, ema: bool = False) -> None:
+def init_from(model: torch.nn.Module, source: str, ema: bool = False, named: str | None = None) -> None:
     """Start ``model`` from ``source`` (see the module docstring); ``ema``: a run's EMA weights (``recipe.init_from_ema``;
-    timm's are the paper's released weights as they are)."""
+    timm's are the paper's released weights as they are); ``named``: how messages name ``source`` (e.g. with the run
+    that made it)."""
     if source == "timm" or source.startswith("timm:"):
         name, file = _timm_match(model), source.partition(":")[2] or None
         state_dict = convert_reference_state_dict(timm_state_dict(name, file))
         load_into(model, state_dict, f"{file} (as timm's {name})" if file else f"timm {name}")
     else:
-        load_into(model, _ema_weights_of(source) if ema else read_state_dict(source), source)
+        load_into(model, _ema_weights_of(source) if ema else read_state_dict(source), named or source)
 
 
-def weights_source(source: str | None) -> dict | None:
-    """What a run's record keeps of its ``model.init_from``: the file, its SHA-256 and the run it is of (timm's cached
-    weights: their name)."""
-    if not source:
-        return None
-    file = Path(source.removeprefix("timm:")).expanduser()
-    if not file.is_file():
-        return {"source": source}
-    from roadmap.files import sha256_once
-
-    return {"source": source, "sha256": sha256_once(file), "run": _source_run(str(file)).strip(" ()") or None}

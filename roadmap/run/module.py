@@ -16,10 +16,10 @@ from timm.utils import ModelEmaV3, accuracy
 from torch import nn
 from torchmetrics import MeanMetric, SumMetric
 
-from roadmap import depthwise
-from roadmap.depthwise import set_depthwise_impl
-from roadmap.effective import EffectiveRun
-from roadmap.recipe_parts import BatchTransform, build_optimizer
+from roadmap.models import depthwise
+from roadmap.models.depthwise import set_depthwise_impl
+from roadmap.config.effective import EffectiveRun
+from roadmap.config.recipe import BatchTransform, build_optimizer
 
 
 def use_compile_cache(root: Path) -> None:
@@ -34,7 +34,7 @@ def use_compile_cache(root: Path) -> None:
 
 
 class RoadmapModule(L.LightningModule):
-    """``run`` (:func:`roadmap.effective.effective_run` with its steps) sizes the optimizer and schedule; None
+    """``run`` (:func:`roadmap.config.effective.effective_run` with its steps) sizes the optimizer and schedule; None
     for evaluation only."""
 
     def __init__(self, model: nn.Module, recipe, num_classes: int, run: EffectiveRun | None = None,
@@ -79,13 +79,13 @@ class RoadmapModule(L.LightningModule):
 
     def prepare(self, x: torch.Tensor, erase=()) -> torch.Tensor:
         """A uint8 batch as the model takes it: normalized and its images' ``erase`` boxes (training: random erasing,
-        :class:`roadmap.recipe_parts.ErasingBox`) filled, on its device, in the model's memory format."""
+        :class:`roadmap.config.recipe.ErasingBox`) filled, on its device, in the model's memory format."""
         x = self.batch_transform(x, erase)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         # Mixup and drop path draw from RNGs reseeded by (seed, epoch, batch, rank) before every batch, and
-        # each sample's augmentation by (seed, epoch, index) (roadmap.data.Samples): a run resumed from
+        # each sample's augmentation by (seed, epoch, index) (roadmap.data.datamodule.Samples): a run resumed from
         # any checkpoint, mid-epoch included, replays exactly what the uninterrupted run does.
         seed = ((self.seed * 1_000 + self.current_epoch) * 1_000_003 + batch_idx) * 1_000 + self.global_rank
         random.seed(seed)
@@ -125,8 +125,8 @@ class RoadmapModule(L.LightningModule):
             self.log(name, self.val_metrics[name.replace("/", "_")], on_epoch=True, prog_bar=k == 1)
 
     def validation_step(self, batch, batch_idx):
-        # per-image sums across processes (torchmetrics), over a split that each image is in once (roadmap.data)
-        if not len(batch.labels):  # every image of the batch unreadable (roadmap.callbacks.BadFiles names them)
+        # per-image sums across processes (torchmetrics), over a split that each image is in once (roadmap.data.datamodule)
+        if not len(batch.labels):  # every image of the batch unreadable (roadmap.run.callbacks.BadFiles names them)
             return
         x, y = self.prepare(batch.images), batch.labels
         logits = self.model(x)
