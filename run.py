@@ -16,11 +16,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from roadmap.errors import ConfigError, Stopped
-from roadmap.run.record import RunPaths, RunRecord, remove_if_unused
 from roadmap.config.command_line import check_overrides
 from roadmap.config.steps import check_composition
+from roadmap.errors import ConfigError, Stopped
 from roadmap.run.outcome import EXIT, OTHER_RANKS_HYDRA, write_outcome
+from roadmap.run.record import RunPaths, RunRecord, remove_if_unused
 
 
 # Lightning's advice that does not apply to this command: it submits SLURM jobs itself (-m trainer=slurm), so srun is

@@ -15,10 +15,10 @@ import pandas as pd
 
 from analysis.agreement import agreement
 from analysis.roadmap import describe, groups, load_runs, roadmap_table
-from roadmap.utils.cli import Parser
-from roadmap.errors import ConfigError, exit_on_config_error
-from roadmap.utils.files import write_text
 from roadmap.config.steps import available_regimes
+from roadmap.errors import ConfigError, exit_on_config_error
+from roadmap.utils.cli import Parser
+from roadmap.utils.files import write_text
 
 
 def cost(runs: pd.DataFrame) -> tuple[float | None, str]:

@@ -12,10 +12,10 @@ from pathlib import Path
 import papermill
 
 from analysis.roadmap import groups, load_runs
-from roadmap.utils.cli import Parser
-from roadmap.errors import ConfigError, exit_on_config_error
-from roadmap.utils.files import atomic_path
 from roadmap.config.steps import available_regimes
+from roadmap.errors import ConfigError, exit_on_config_error
+from roadmap.utils.cli import Parser
+from roadmap.utils.files import atomic_path
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "notebooks" / "roadmap.ipynb"

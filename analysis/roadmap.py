@@ -14,12 +14,12 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.agreement import agreement, delta_verdicts
+from roadmap.config.steps import PaperColumns, available_regimes, list_steps, paper_columns, regime_table
+from roadmap.errors import ConfigError, exit_on_config_error
 from roadmap.run import record
 from roadmap.run.record import RunRecord
 from roadmap.utils.cli import Parser
-from roadmap.errors import ConfigError, exit_on_config_error
 from roadmap.utils.files import write_text
-from roadmap.config.steps import PaperColumns, available_regimes, list_steps, paper_columns, regime_table
 
 COLUMNS = ["step", "change", "adopted", "parent", "gflops", "params_m", "images_per_s", "top1_mean", "top1_std",
            "n_seeds", "delta_top1", "delta_verdict", "paper_top1", "paper_delta", "paper_gflops", "status", "error"]

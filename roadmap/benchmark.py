@@ -32,19 +32,19 @@ import timm
 import torch
 from torch import nn
 
-from roadmap.utils.cpu_allocator import retain_freed_memory
+from roadmap.config.effective import effective_run
+from roadmap.config.files import options
+from roadmap.config.steps import available_regimes, compose_config, instantiate_model, list_steps, regime_table
 from roadmap.data.bench import data_throughput
+from roadmap.errors import ConfigError, exit_on_config_error
 from roadmap.models.depthwise import set_depthwise_impl
 from roadmap.models.depthwise_paths import IMPLS
-from roadmap.utils.devices import chosen_device, device_name
-from roadmap.config.effective import effective_run
-from roadmap.utils.cli import Parser, non_negative_int, output_file, output_folder, positive_int, render
-from roadmap.config.files import options
-from roadmap.errors import ConfigError, exit_on_config_error
-from roadmap.utils.files import atomic_path
 from roadmap.models.shapes import check_input_size, count_gflops, count_params_m
 from roadmap.run.record import benchmark_file
-from roadmap.config.steps import available_regimes, compose_config, instantiate_model, list_steps, regime_table
+from roadmap.utils.cli import Parser, non_negative_int, output_file, output_folder, positive_int, render
+from roadmap.utils.cpu_allocator import retain_freed_memory
+from roadmap.utils.devices import chosen_device, device_name
+from roadmap.utils.files import atomic_path
 from roadmap.utils.timing import median_seconds
 
 COLUMNS = ["model", "step", "gflops", "params_m", "infer_img_s", "train_img_s", "train_peak_mib",

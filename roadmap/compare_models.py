@@ -24,12 +24,12 @@ import pandas as pd
 import timm
 import torch
 
+from roadmap.config.recipe import OFFICIAL_WARP_FROM, eval_resize
+from roadmap.errors import ConfigError, exit_on_config_error
+from roadmap.models.shapes import count_gflops, count_params_m
 from roadmap.utils.cli import Parser, existing_folder, non_negative_int, output_folder, positive_int
 from roadmap.utils.devices import chosen_device, device_name
-from roadmap.errors import ConfigError, exit_on_config_error
 from roadmap.utils.files import atomic_path
-from roadmap.config.recipe import OFFICIAL_WARP_FROM, eval_resize
-from roadmap.models.shapes import count_gflops, count_params_m
 from roadmap.utils.timing import median_seconds
 
 

@@ -17,15 +17,15 @@ import argparse
 import pandas as pd
 import torch
 
-from roadmap.models import depthwise
-from roadmap.utils.cpu_allocator import retain_freed_memory
-from roadmap.models.depthwise_paths import PATHS
-from roadmap.utils.devices import chosen_device, device_name
-from roadmap.utils.cli import Parser, positive_int, render
-from roadmap.errors import ConfigError, exit_on_config_error
-from roadmap.utils.files import unwritable_folder
-from roadmap.models.shapes import check_input_size
 from roadmap.config.steps import available_regimes, compose_config, instantiate_model, list_steps
+from roadmap.errors import ConfigError, exit_on_config_error
+from roadmap.models import depthwise
+from roadmap.models.depthwise_paths import PATHS
+from roadmap.models.shapes import check_input_size
+from roadmap.utils.cli import Parser, positive_int, render
+from roadmap.utils.cpu_allocator import retain_freed_memory
+from roadmap.utils.devices import chosen_device, device_name
+from roadmap.utils.files import unwritable_folder
 
 
 def one_iteration(step: str, regime: str, batch_size: int, img_size: int, device: torch.device,

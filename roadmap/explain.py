@@ -21,12 +21,12 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from roadmap.errors import ConfigError, exit_on_config_error
-from roadmap.config.effective import effective_run
-from roadmap.config.recipe import describe_eval_resize
-from roadmap.config.files import CONF_DIR, config_dirs
-from roadmap.config.steps import compose_config, split_command
 from roadmap.config.command_line import check_overrides
+from roadmap.config.effective import effective_run
+from roadmap.config.files import CONF_DIR, config_dirs
+from roadmap.config.recipe import describe_eval_resize
+from roadmap.config.steps import compose_config, split_command
+from roadmap.errors import ConfigError, exit_on_config_error
 
 REFERENCE = ["+experiment=paper_in1k", "data.root=/imagenet"]
 # what the paper's runs had that no preset has: the official TRAINING.md commands pass no --use_amp (fp32, TF32 on A100),

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from roadmap.utils.cli import Parser, existing_folder, non_negative_int, output_folder, positive_int
 from roadmap.errors import ConfigError, exit_on_config_error
+from roadmap.utils.cli import Parser, existing_folder, non_negative_int, output_folder, positive_int
 
 
 def fake_jpeg(rng: np.random.Generator, width: int = 500, height: int = 375, quality: int = 90) -> bytes:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from roadmap.utils.cli import Parser, positive_int, render
+from roadmap.config.steps import PaperColumns, available_regimes, build_model, list_steps, paper_columns
 from roadmap.errors import exit_on_config_error
 from roadmap.models.shapes import check_input_size, count_gflops, count_params_m
-from roadmap.config.steps import PaperColumns, available_regimes, build_model, list_steps, paper_columns
+from roadmap.utils.cli import Parser, positive_int, render
 
 
 def profile_columns(img_size: int) -> PaperColumns:

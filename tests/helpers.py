@@ -9,9 +9,9 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from roadmap.config.files import CONFIG_PATH_ENV
 from roadmap.config.identity import RunKey
 from roadmap.run.record import RunRecord
-from roadmap.config.files import CONFIG_PATH_ENV
 
 from roadmap.config.steps import compose_config
 

@@ -61,8 +61,8 @@ def test_depthwise_report_shows_every_case_of_one_iteration_and_retunes(tmp_path
     """One training iteration of kernel_11 at 16 px, batch 2: a row per depthwise case it runs, each with its
     chosen path among the timed ones; ``--retune`` measures every case again (a stand-in timer: the rows'
     plumbing is tested here, the timing in tests/test_depthwise.py)."""
-    from roadmap.models import depthwise
     from roadmap import depthwise_report
+    from roadmap.models import depthwise
 
     monkeypatch.setenv("ROADMAP_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(depthwise, "AUTOTUNER", depthwise.AUTOTUNER)  # the report replaces it: restored after

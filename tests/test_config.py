@@ -14,11 +14,11 @@ from omegaconf import OmegaConf
 
 from analysis.roadmap import main as analysis_main
 from roadmap import ConfigError, build_model, list_steps
-from roadmap.explain import explain
 from roadmap.config.effective import effective_run, scaled_lr, warmup_epochs, with_steps
-from roadmap.run.module import RoadmapModule
 from roadmap.config.files import CONF_DIR, CONFIG_PATH_ENV
 from roadmap.config.steps import compose_config, instantiate_model
+from roadmap.explain import explain
+from roadmap.run.module import RoadmapModule
 from roadmap.run.train import train
 from tests.helpers import TINY_REGIME, tiny_run_config
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from roadmap.config.steps import compose_config
 from roadmap.data import file_index as fi
-from roadmap.data.datamodule import EpochSeededSampler, RoadmapDataModule, ResumableLoader, check_data, collate
 from roadmap.data.__main__ import main as data_main
+from roadmap.data.datamodule import EpochSeededSampler, RoadmapDataModule, ResumableLoader, check_data, collate
 from roadmap.errors import ConfigError, Stopped
 from roadmap.fake_imagenet import write_jpegs, write_tars
 from roadmap.run.record import RunRecord
-from roadmap.config.steps import compose_config
 from roadmap.run.train import train
 from tests.helpers import assert_same_weights_and_history, tiny_run_config
 

@@ -281,8 +281,8 @@ def test_triton_path_through_the_module(triton_kernels):
 
 def test_counting_flops_runs_no_depthwise_kernel(autotune_cache, monkeypatch):
     """GFLOPs and the input-size check run on meta tensors: nothing is measured, stored or run."""
-    from roadmap.models.shapes import check_input_size, count_gflops
     from roadmap.config.steps import build_model
+    from roadmap.models.shapes import check_input_size, count_gflops
 
     monkeypatch.setattr(depthwise, "_run", lambda *a: pytest.fail("a depthwise kernel ran"))
     model = build_model("kernel_11", "r50")

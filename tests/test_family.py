@@ -8,18 +8,18 @@ import timm
 import torch
 
 from roadmap import ConfigError, build_model, list_steps
-from roadmap.models.key_maps import convert_reference_state_dict, load_reference_weights
 from roadmap.config.effective import effective_run
+from roadmap.config.identity import run_variant
+from roadmap.config.recipe import HEAD_LAYER, convnext_layer
+from roadmap.config.steps import compose_config, instantiate_model
 from roadmap.explain import explain
 from roadmap.fake_imagenet import write_jpegs
-from roadmap.run.module import RoadmapModule
-from roadmap.config.recipe import HEAD_LAYER, convnext_layer
-from roadmap.utils import files
-from roadmap.config.identity import run_variant
-from roadmap.run.record import RunRecord
+from roadmap.models.key_maps import convert_reference_state_dict, load_reference_weights
 from roadmap.models.shapes import count_gflops, count_params_m
-from roadmap.config.steps import compose_config, instantiate_model
+from roadmap.run.module import RoadmapModule
+from roadmap.run.record import RunRecord
 from roadmap.sweep import finished_weights
+from roadmap.utils import files
 from tests.helpers import assert_same_weights_and_history, one_each, run_commands
 
 MEMBERS = {"convnext_t": "convnext_tiny", "convnext_s": "convnext_small", "convnext_b": "convnext_base",

@@ -18,20 +18,20 @@ from PIL import Image
 
 from analysis.roadmap import load_runs, roadmap_table
 from roadmap import ConfigError, build_model
-from roadmap.models import depthwise
-from roadmap.utils import files
-from roadmap.run import record
-from roadmap.models import weights
-from roadmap.config.identity import identity
-from roadmap.run.record import RunRecord
-from roadmap.errors import Stopped
-from roadmap.models.key_maps import to_reference_state_dict
-from roadmap.data.datamodule import RoadmapDataModule
 from roadmap.config.effective import effective_run
-from roadmap.run.module import RoadmapModule
+from roadmap.config.identity import identity
 from roadmap.config.steps import compose_config, instantiate_model
+from roadmap.data.datamodule import RoadmapDataModule
+from roadmap.errors import Stopped
+from roadmap.models import depthwise
+from roadmap.models import weights
+from roadmap.models.key_maps import to_reference_state_dict
+from roadmap.run import record
 from roadmap.run.evaluate import evaluate
+from roadmap.run.module import RoadmapModule
+from roadmap.run.record import RunRecord
 from roadmap.run.train import train
+from roadmap.utils import files
 from tests.helpers import TINY, TINY_SYNTHETIC, assert_same_weights_and_history, one_each, tiny_run_config
 
 pytestmark = pytest.mark.slow  # trains through run.py subprocesses (make test-fast leaves these out)

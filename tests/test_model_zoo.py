@@ -9,10 +9,10 @@ import torch
 import torchvision
 
 from roadmap import ConfigError, build_model, list_steps
-from roadmap.models.key_maps import load_reference_weights
-from roadmap.models.depthwise import set_depthwise_impl
-from roadmap.models.shapes import count_gflops, count_params_m
 from roadmap.config.steps import compose_config
+from roadmap.models.depthwise import set_depthwise_impl
+from roadmap.models.key_maps import load_reference_weights
+from roadmap.models.shapes import count_gflops, count_params_m
 
 ALL_STEPS = [(regime, info.name) for regime in ("r50", "r200") for info in list_steps(regime)]
 

@@ -114,8 +114,8 @@ def test_the_lr_floor_keeps_the_official_ratio_to_the_peak_at_batch_32(recipe, o
     """Official: lr 5e-5 → 1e-6 at batch 512 (fine-tuning), 4e-3 → 1e-6 at 4096; here at batch 32 the schedule ends at
     the same fraction of its peak (a fixed 1e-6 would be 32 % of a fine-tune's peak of 3.1e-6)."""
     from roadmap.config.effective import effective_run
-    from roadmap.run.module import RoadmapModule
     from roadmap.config.steps import instantiate_model
+    from roadmap.run.module import RoadmapModule
 
     cfg = compose_config("convnext_b", "family", [*TINY_B, f"recipe={recipe}", "budget=paper", "budget.batch_size=32",
                                                    "data.train_size=320", "data.num_classes=8", "data.img_size=32"])
@@ -189,8 +189,8 @@ def test_each_group_is_set_beside_the_papers_number_of_its_setting(tmp_path, rec
 def test_profile_at_384_sets_each_count_beside_the_papers_384_numbers():
     """``roadmap.profile --img-size 384`` takes Table 1's 384² rows (tests/test_family.py counts each member's GFLOPs
     there), none at a size the paper has not."""
-    from roadmap.profile import profile_columns
     from roadmap.config.steps import list_steps
+    from roadmap.profile import profile_columns
 
     paper = {s.name: (s.paper_gflops, s.paper_top1) for s in list_steps("family", profile_columns(384))}
     assert paper["convnext_b"] == (45.0, 85.1) and paper["convnext_l"] == (101.0, 85.5)

@@ -15,10 +15,10 @@ import pytest
 from analysis.notebook import NOTEBOOK, main as notebook_main
 from analysis.roadmap import groups, load_runs, main as analysis_main, roadmap_table
 from roadmap import list_steps
-from roadmap.profile import profile_table
 from roadmap.config.identity import RunKey
-from roadmap.run.record import RunRecord
+from roadmap.profile import profile_table
 from roadmap.run.outcome import sweep_size
+from roadmap.run.record import RunRecord
 from tests.helpers import write_run
 
 pytestmark = [pytest.mark.slow,  # trains through run.py subprocesses (make test-fast leaves these out)

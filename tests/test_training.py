@@ -14,12 +14,12 @@ import torch
 from PIL import Image
 
 from roadmap import ConfigError
-from roadmap.data.datamodule import RoadmapDataModule, SyntheticShapes, generate_shapes
 from roadmap.config.effective import effective_run, scaled_lr
-from roadmap.config.trainer import refuse_loop_overrides
-from roadmap.run.module import RoadmapModule
 from roadmap.config.recipe import ErasingBox, build_transform
 from roadmap.config.steps import compose_config, instantiate_model
+from roadmap.config.trainer import refuse_loop_overrides
+from roadmap.data.datamodule import RoadmapDataModule, SyntheticShapes, generate_shapes
+from roadmap.run.module import RoadmapModule
 from roadmap.run.train import train
 from tests.helpers import RecordLR, tiny_run_config
 

@@ -161,9 +161,9 @@ def record_death(job_dir: Path, overrides: list[str], error: str, replaces_faile
     """The dead job's outcome (``running`` since it started, or none if it died before) and its run record
     become ``failed`` with ``error``; a record that already says how the run ended is kept, except a ``failed``
     one where ``replaces_failed`` (a rank died: the survivors' error is not the cause)."""
-    from roadmap.utils.files import write_text
-    from roadmap.run.record import RunRecord
     from roadmap.run.outcome import OUTCOME_FILE
+    from roadmap.run.record import RunRecord
+    from roadmap.utils.files import write_text
 
     path = job_dir / OUTCOME_FILE
     try:

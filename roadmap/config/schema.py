@@ -405,8 +405,8 @@ def _typed(cfg: DictConfig) -> DictConfig:
 
 def _check_library_names(checked: DictConfig, cfg: DictConfig) -> None:
     """The names timm and Lightning resolve later, resolved now by them."""
-    from roadmap.models.layers import act_factory, norm_factory
     from roadmap.config.recipe import check_recipe
+    from roadmap.models.layers import act_factory, norm_factory
 
     check_recipe(checked.recipe, checked.data)
     for knob, factory in (("act", act_factory), ("norm", norm_factory)):

@@ -21,10 +21,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from roadmap.config.command_line import check_overrides, command_line
 from roadmap.config.files import (CONF_DIR, broken_yaml, check_choice, config_dirs, config_groups, options, read_yaml,
                                   step_parent)
 from roadmap.config.identity import flatten, run_dir, run_variant
-from roadmap.config.command_line import check_overrides, command_line
 from roadmap.config.schema import check_regime_file, target_arguments, validate
 from roadmap.errors import ConfigError, nearest_key
 

@@ -20,10 +20,10 @@ import time
 import torch
 from timm.data import ImageDataset, create_loader
 
-from roadmap.data.datamodule import INDEXED_KINDS, EpochSeededSampler, ResumableLoader, RoadmapDataModule
-from roadmap.errors import ConfigError
-from roadmap.data.file_index import decode, read_file
 from roadmap.config.recipe import BatchTransform
+from roadmap.data.datamodule import INDEXED_KINDS, EpochSeededSampler, ResumableLoader, RoadmapDataModule
+from roadmap.data.file_index import decode, read_file
+from roadmap.errors import ConfigError
 
 
 class _TimmView(torch.utils.data.Dataset):

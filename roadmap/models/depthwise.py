@@ -40,10 +40,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import conv_flop_count, register_flop_formula
 
+from roadmap.errors import ConfigError
 from roadmap.models.depthwise_paths import IMPLS, layout, memory_format_of, out_size
 from roadmap.utils.cpu_allocator import retain_freed_memory
 from roadmap.utils.devices import device_name
-from roadmap.errors import ConfigError
 from roadmap.utils.files import write_text
 from roadmap.utils.timing import stable_seconds
 

@@ -16,8 +16,8 @@ import torch
 from timm.layers import DropPath, LayerNorm2d, trunc_normal_
 from torch import nn
 
-from roadmap.models.depthwise import DepthwiseConv2d
 from roadmap.errors import ConfigError
+from roadmap.models.depthwise import DepthwiseConv2d
 from roadmap.models.layers import NORM_ALIASES, act_factory, norm_factory
 
 BLOCKS = ("bottleneck", "inverted", "inverted_dw_first")

@@ -14,8 +14,8 @@ import timm
 import torch
 from safetensors.torch import load_file, save_file
 
-from roadmap.models.key_maps import convert_reference_state_dict
 from roadmap.errors import ConfigError
+from roadmap.models.key_maps import convert_reference_state_dict
 from roadmap.utils.files import atomic_path
 
 HEAD_KEYS = ("fc.weight", "fc.bias")

@@ -16,8 +16,8 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from roadmap.errors import ConfigError
-from roadmap.utils.files import atomic_path, temporary_path
 from roadmap.run.record import RunPaths
+from roadmap.utils.files import atomic_path, temporary_path
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

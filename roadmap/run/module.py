@@ -16,10 +16,10 @@ from timm.utils import ModelEmaV3, accuracy
 from torch import nn
 from torchmetrics import MeanMetric, SumMetric
 
-from roadmap.models import depthwise
-from roadmap.models.depthwise import set_depthwise_impl
 from roadmap.config.effective import EffectiveRun
 from roadmap.config.recipe import BatchTransform, build_optimizer
+from roadmap.models import depthwise
+from roadmap.models.depthwise import set_depthwise_impl
 
 
 def use_compile_cache(root: Path) -> None:

@@ -23,19 +23,21 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from roadmap.config.identity import resolved
 from roadmap.config.schema import validate
 from roadmap.config.steps import check_step_regime, chosen_step, instantiate_model
 from roadmap.config.trainer import check_environment
 from roadmap.errors import ConfigError
 from roadmap.run.record import (RunPaths, RunRecord, check_evaluation_target, check_identity, note_run_root,
-                                source_run, weights_source)
+                                source_run, table_metric, weights_source)
 
 
 @dataclass(frozen=True)
 class RunPlan:
     """What :func:`resolve_run` found: the step, the run folder's paths and its record as it was (None: none, or
     unreadable), the data's identity (None for data the config names fully), ``model.init_from`` as the record keeps
-    it and as messages name it, and the checkpoint training resumes from (None: from scratch)."""
+    it and as messages name it, the checkpoint training resumes from (None: from scratch), the config resolved to
+    plain values (what ``config.yaml`` and the loggers get) and the metric the best epoch is chosen by."""
 
     key: tuple
     step: str
@@ -45,6 +47,8 @@ class RunPlan:
     init: dict | None
     init_named: str | None
     resume_from: Path | None
+    resolved: dict | None
+    metric: str
 
 
 def _key(cfg: DictConfig) -> tuple:
@@ -75,7 +79,7 @@ def resolve_run(cfg: DictConfig) -> RunPlan:
     paths = RunPaths(Path(cfg.run.dir).resolve())
     if cfg.mode == "eval":
         check_evaluation_target(cfg, step)
-        return RunPlan(_key(cfg), step, paths, None, data, None, None, None)
+        return RunPlan(_key(cfg), step, paths, None, data, None, None, None, None, table_metric(cfg.recipe))
     previous = RunRecord.read(paths.root)
     check_identity(cfg, data, previous)
     resume_from = None
@@ -89,7 +93,8 @@ def resolve_run(cfg: DictConfig) -> RunPlan:
 
         check_init_source(model, source, cfg.recipe.init_from_ema)
     init_named = f"{source}{source_run(source.removeprefix('timm:'))}" if source else None
-    return RunPlan(_key(cfg), step, paths, previous, data, weights_source(source), init_named, resume_from)
+    return RunPlan(_key(cfg), step, paths, previous, data, weights_source(source), init_named, resume_from,
+                   resolved(cfg), table_metric(cfg.recipe))
 
 
 _RESOLVED: RunPlan | None = None  # the Hydra callback's plan, until this process's job takes it

@@ -16,8 +16,8 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig
 
-from roadmap.errors import ConfigError
 from roadmap.config.identity import RunKey, identity, identity_differences, resolved, result_overrides
+from roadmap.errors import ConfigError
 from roadmap.utils.files import sha256_once, write_text
 
 SCHEMA_VERSION = 3

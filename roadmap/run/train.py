@@ -24,18 +24,16 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from roadmap.config.effective import effective_run
-from roadmap.config.identity import resolved
 from roadmap.config.steps import instantiate_model
 from roadmap.data.datamodule import RoadmapDataModule
 from roadmap.errors import ConfigError
 from roadmap.models.shapes import count_gflops, count_params_m
 from roadmap.models.weights import export, read_state_dict
-from roadmap.run import record
 from roadmap.run.callbacks import (BadFiles, History, LayoutChange, MidEpochCheckpoint, Preemption, ProgressLines,
-                               ResumableProgressBar, Throughput)
+                                   ResumableProgressBar, Throughput)
 from roadmap.run.checkpoints import AtomicCheckpointIO
 from roadmap.run.module import RoadmapModule
-from roadmap.run.plan import take_plan
+from roadmap.run.plan import RunPlan, take_plan
 from roadmap.run.record import RunPaths, RunRecord
 from roadmap.utils.cpu_allocator import retain_freed_memory
 from roadmap.utils.devices import device_name
@@ -56,10 +54,10 @@ def build_loggers(cfg: DictConfig, paths: RunPaths) -> list:
     return loggers
 
 
-def checkpoint_callbacks(cfg: DictConfig, paths: RunPaths) -> list[ModelCheckpoint]:
+def checkpoint_callbacks(cfg: DictConfig, paths: RunPaths, metric: str) -> list[ModelCheckpoint]:
     """``last.ckpt`` at every epoch end and, with ``run.checkpoint_every_n_steps``, every n optimizer steps too (a
-    second callback: Lightning's triggers are exclusive within one); ``best.ckpt`` by the table's metric where the run
-    validates."""
+    second callback: Lightning's triggers are exclusive within one); ``best.ckpt`` by the table's ``metric`` where the
+    run validates."""
     newest = dict(dirpath=paths.checkpoints, filename=paths.last_ckpt.stem, save_top_k=1,  # no monitor: the newest
                   enable_version_counter=False)  # only, overwritten in place
     found = [ModelCheckpoint(**newest, every_n_epochs=1)]
@@ -67,21 +65,22 @@ def checkpoint_callbacks(cfg: DictConfig, paths: RunPaths) -> list[ModelCheckpoi
         found.append(MidEpochCheckpoint(**newest, every_n_train_steps=cfg.run.checkpoint_every_n_steps))
     if cfg.recipe.validate:  # a run without validation has no best epoch
         found.append(ModelCheckpoint(dirpath=paths.checkpoints, filename=paths.best_ckpt.stem,
-                                     monitor=record.table_metric(cfg.recipe), mode="max", save_top_k=1,
+                                     monitor=metric, mode="max", save_top_k=1,
                                      save_weights_only=True, enable_version_counter=False, every_n_epochs=1))
     return found
 
 
-def build_trainer(cfg: DictConfig, run, paths: RunPaths, callbacks: list) -> L.Trainer:
+def build_trainer(cfg: DictConfig, run, plan: RunPlan, callbacks: list) -> L.Trainer:
     """Lightning's trainer: hardware and switches from ``cfg.trainer``, the loop's length, clipping,
-    accumulation and batch limits from the effective run."""
+    accumulation and batch limits from the effective run, checkpoints in the plan's run folder."""
+    paths = plan.paths
     extra = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
     if cfg.trainer.get("enable_progress_bar", True):  # a bar on a terminal, lines in a log file
         extra.append(ResumableProgressBar() if sys.stdout.isatty() else ProgressLines())
     plugins = [*(instantiate(p) for p in cfg.trainer.get("plugins") or []),
                AtomicCheckpointIO(keep_previous={paths.last_ckpt: paths.previous_ckpt})]
     try:
-        return instantiate(cfg.trainer, callbacks=[*callbacks, *checkpoint_callbacks(cfg, paths), *extra],
+        return instantiate(cfg.trainer, callbacks=[*callbacks, *checkpoint_callbacks(cfg, paths, plan.metric), *extra],
                            plugins=plugins, logger=build_loggers(cfg, paths), default_root_dir=str(paths.root),
                            enable_checkpointing=True, use_distributed_sampler=False, **run.trainer_arguments())
     except InstantiationException as err:
@@ -158,7 +157,7 @@ def train(cfg: DictConfig) -> RunRecord:
                           f"recipe.warmup_epochs or raise budget.epoch_scale")
     if rank_zero_only.rank == 0:  # every file of the run folder is global rank 0's
         paths.root.mkdir(parents=True, exist_ok=True)
-        write_text(paths.config, OmegaConf.to_yaml(resolved(cfg)))
+        write_text(paths.config, OmegaConf.to_yaml(plan.resolved))
 
     # the run's time so far: a resumed run's record holds its earlier processes' (a restart from scratch: none)
     earlier = previous.wall_s or 0.0 if previous and cfg.run.resume and not cfg.run.force else 0.0
@@ -185,11 +184,11 @@ def train(cfg: DictConfig) -> RunRecord:
                            channels_last=cfg.channels_last, compile=cfg.compile, compile_cache=cfg.compile_cache,
                            depthwise=cfg.depthwise)
     resume = plan.resume_from
-    trainer = build_trainer(cfg, run, paths, [throughput, bad_files, history, preemption, LayoutChange()])
+    trainer = build_trainer(cfg, run, plan, [throughput, bad_files, history, preemption, LayoutChange()])
     if rank_zero_only.rank == 0:
         header.write(paths.root)
     for logger in trainer.loggers:  # the resolved run config reaches every logger (wandb: filterable)
-        logger.log_hyperparams(resolved(cfg))
+        logger.log_hyperparams(plan.resolved)
     if resume:
         print(f"resuming from {resume}")
     try:
@@ -209,7 +208,7 @@ def train(cfg: DictConfig) -> RunRecord:
     paths.previous_ckpt.unlink(missing_ok=True)  # kept only while the run may resume from it
     exported = export_run_weights(module, paths) if cfg.run.export_weights else {}
     result = header.finished(
-        history.epochs, record.table_metric(cfg.recipe), time.time() - started, weights=exported,
+        history.epochs, plan.metric, time.time() - started, weights=exported,
         gflops_224=round(count_gflops(model, 224, num_classes=1000), 4),  # the paper's count: 1000 classes at 224²
         gflops_run=round(count_gflops(model, cfg.data.img_size), 5), params_m=round(count_params_m(model), 4),
         train_images_per_s=throughput.images_per_s, warmup_batches_s=round(throughput.warmup_seconds, 2),
