@@ -1,7 +1,8 @@
 """convnext-roadmap: the ResNet → ConvNeXt modernization roadmap (Liu et al., CVPR 2022) as Hydra configs.
 
-The names below load on first use, so importing a leaf module (``roadmap.config.schema``, ``roadmap.utils.files``) loads no
-model and registers no op."""
+The packages, from the bottom up (``docs/architecture.md``): ``utils``, ``models``, ``config``, ``data``, ``run``,
+``cluster``; the tools beside them (``python -m roadmap.<tool>``). The names below load on first use, so importing a
+module low in the house (``roadmap.config.schema``, ``roadmap.utils.files``) loads no model and registers no op."""
 import importlib
 import os
 
@@ -10,8 +11,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 _EXPORTS = {"ConfigError": "roadmap.errors", "RoadmapNet": "roadmap.models.net", "StepInfo": "roadmap.config.steps",
-            "available_regimes": "roadmap.config.steps", "available_steps": "roadmap.config.steps", "build_model": "roadmap.config.steps",
-            "compose_config": "roadmap.config.steps", "list_steps": "roadmap.config.steps"}
+            "available_regimes": "roadmap.config.steps", "available_steps": "roadmap.config.steps",
+            "build_model": "roadmap.config.steps", "compose_config": "roadmap.config.steps",
+            "list_steps": "roadmap.config.steps"}
 __all__ = list(_EXPORTS)
 
 

@@ -23,10 +23,9 @@ from roadmap.config.identity import identity
 from roadmap.config.steps import compose_config, instantiate_model
 from roadmap.data.datamodule import RoadmapDataModule
 from roadmap.errors import Stopped
-from roadmap.models import depthwise
-from roadmap.models import weights
+from roadmap.models import depthwise, weights
 from roadmap.models.key_maps import to_reference_state_dict
-from roadmap.run import record
+from roadmap.run import plan, record
 from roadmap.run.evaluate import evaluate
 from roadmap.run.module import RoadmapModule
 from roadmap.run.record import RunRecord
@@ -182,6 +181,28 @@ def test_preemption_hands_the_signal_on_and_wandb_continues_its_run(tmp_path, mo
     logged = (runs[-1] / f"run-{run_id}.wandb").read_bytes()  # wandb's offline log: the config items as JSON
     assert all(key in logged for key in (b"base_lr", b"layer_scale_init", b"epoch_scale", b"lineage"))
     assert f"{Path(result.run_dir).parts[-4]}/r50".encode() in logged  # the wandb group: the sweep
+
+
+def test_a_run_is_resolved_once_and_a_resume_reads_its_checkpoint_once(tmp_path, monkeypatch):
+    """The Hydra callback's plan is the one training uses (one refusal pass per process), and a resumed run reads its
+    checkpoint once before Lightning restores it; a second run in the same process resolves its own plan."""
+    cfg = tiny_run_config("gelu", tmp_path)
+    plan.ResolveBeforeRun().on_run_start(cfg)
+    finished = train(cfg)
+    record.RunRecord.read(Path(finished.run_dir)).with_status("preempted", None, finished.history, 1.0).write(
+        Path(finished.run_dir))  # as if stopped after its last checkpoint
+    resolved, events = [], []
+    real_resolve, real_load, real_fit = plan.resolve_run, torch.load, L.Trainer.fit
+    monkeypatch.setattr(plan, "resolve_run", lambda c: resolved.append(1) or real_resolve(c))
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: events.append(("load", Path(str(f)).name)) or real_load(f, *a, **k))
+    monkeypatch.setattr(L.Trainer, "fit", lambda *a, **k: events.append(("fit", None)) or real_fit(*a, **k))
+    plan.ResolveBeforeRun().on_run_start(cfg)
+    resumed = train(cfg)
+    assert resumed.status == "done" and len(resolved) == 1
+    before_fit = events[:events.index(("fit", None))]
+    assert before_fit.count(("load", "last.ckpt")) == 1, events
+    train(cfg)  # already done: resolved again, not the earlier plan
+    assert len(resolved) == 2
 
 
 def test_real_failure_is_recorded_as_failed(tmp_path):
