@@ -42,7 +42,10 @@ def run_case(case: dict) -> dict:
                 err.write(proc.stderr)
                 code = proc.returncode
             else:
-                importlib.import_module(case["tool"]).main(case["argv"])
+                tool = importlib.import_module(case["tool"])
+                if hasattr(tool, "__path__"):  # a package's command: python -m roadmap.data runs its __main__
+                    tool = importlib.import_module(f"{case['tool']}.__main__")
+                tool.main(case["argv"])
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
         if isinstance(stop.code, str):

@@ -164,9 +164,9 @@ CASES = [
      "--val {tmp}/pets: val/ holds 2 class folders (cat, dog not ImageNet-1K synsets); the weights classify "
      "ImageNet-1K's 1000"),
     ("roadmap.compare_models", "--rows ,", "--rows ',' names no row"),
-    ("roadmap.data.datamodule", "", "the following arguments are required: command"),
-    ("roadmap.data.datamodule", "verify {tmp}/no_such", "argument root: no folder {tmp}/no_such"),
-    ("roadmap.data.datamodule", "verify {tmp}/outputs", "{tmp}/outputs holds neither a train/ folder nor the tar"),
+    ("roadmap.data", "", "the following arguments are required: command"),
+    ("roadmap.data", "verify {tmp}/no_such", "argument root: no folder {tmp}/no_such"),
+    ("roadmap.data", "verify {tmp}/outputs", "{tmp}/outputs holds neither a train/ folder nor the tar"),
     ("roadmap.fake_imagenet", "tree {tmp}/pets --from {tmp}/pets", "{tmp}/pets already holds files: give a new folder"),
     ("roadmap.fake_imagenet", "tars {tmp}/outputs {tmp}/new_tars", "{tmp}/outputs has no train/ folder"),
     ("run", "+step=gelu +trainer.fast_dev_run=true", "trainer.fast_dev_run is set by the effective run from the "

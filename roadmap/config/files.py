@@ -114,7 +114,14 @@ def builder_arguments() -> list[str]:
 
 
 def check_step_file(path: Path) -> None:
-    """A user's step file: YAML, package header and model keys (its parent is checked by :func:`options`)."""
+    """A user's step file: YAML, package header and model keys (its parent is checked by :func:`options`); each
+    version of a file is checked once per process."""
+    stat = path.stat()
+    _check_step_file(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _check_step_file(path: Path, mtime_ns: int, size: int) -> None:
     content = read_yaml(path)
     lines = [line.strip() for line in path.read_text().splitlines()]
     leading = lines[:next((i for i, line in enumerate(lines) if line and not line.startswith("#")), len(lines))]
