@@ -132,6 +132,9 @@ CASES = [
                                                              "run from the recipe and budget: set recipe.validate"),
     # a regime's values: known keys only (an override of one names the run's folder: tests/test_sweep_analysis.py)
     ("run", "regime=family +step=convnext_b +regime.drop_path.in2k=0.3", "unknown key regime.drop_path.in2k"),
+    ("run", "-m regime=family +step=convnext_t recipe=convnext_in1k regime.drop_path.in1k=0.1,abc",
+     "regime.drop_path.in1k=abc (read as regime.drop_path_rate): Value 'abc' of type 'str' could not be converted to "
+     "Float (in the sweep's job regime.drop_path.in1k=abc: no job has run)"),
     ("run", "regime=family +step=convnext_xl recipe=convnext_in1k", "or set regime.drop_path.in1k=<rate>"),
     # hints that point at the key, the file or the run
     ("run", "+step=gelu data=imagefolder data.roott=/x", "unknown key data.roott; did you mean data.root?"),

@@ -400,7 +400,10 @@ def _typed(cfg: DictConfig) -> DictConfig:
             raise ConfigError(f"recipe {OmegaConf.select(cfg, 'recipe.name')} takes each family member's {what} "
                               f"(regime.{column}), which regime {OmegaConf.select(cfg, 'regime.name')} has not: "
                               f"regime=family +step=convnext_<t|s|b|l|xl>, or set {key}") from None
-        raise ConfigError(f"{err.full_key or 'config'}={err.value}: {one_line(err)}") from None
+        key = err.full_key or "config"
+        source = interpolation_source(cfg, key) if err.full_key else key  # the key the user set, through ${...}
+        read_as = f" (read as {key})" if source != key else ""
+        raise ConfigError(f"{source}={err.value}{read_as}: {one_line(err)}") from None
 
 
 def _check_library_names(checked: DictConfig, cfg: DictConfig) -> None:

@@ -2,16 +2,22 @@
 synchronises CUDA around every measurement, at the process's own thread count (its default is one thread)."""
 from __future__ import annotations
 
+import logging
 import statistics
 from collections.abc import Callable
 
 import torch
 
+# torch.utils.benchmark imports torch.utils.cpp_extension, which warns "No CUDA runtime is found, using CUDA_HOME=..."
+# on a machine without CUDA: advice for building CUDA extensions, which nothing here does
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+
 
 def median_seconds(*fns: Callable[[], object], warmup: int, repeats: int) -> list[float]:
     """Median seconds per call of each ``fn`` over ``repeats`` timed calls after ``warmup`` untimed ones; several
     ``fns`` are timed in turn, so drift of a busy machine hits them alike."""
-    from torch.utils.benchmark import Timer  # imported when used: its import warns about CUDA_HOME on CPU machines
+    from torch.utils.benchmark import Timer  # imported when used: it imports torch's extension builder
+
 
     timers = [Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()) for fn in fns]
     for _ in range(warmup):
