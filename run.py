@@ -96,6 +96,7 @@ def cli(argv: list[str]) -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     sys.argv = [sys.argv[0], *argv]
+    import lightning  # noqa: F401 - its import adds a console handler, which Hydra's job logging then replaces
     if torch.distributed.is_torchelastic_launched() and int(os.environ["RANK"]):  # torchrun runs this script in every worker:
         sys.argv += ["hydra.run.dir=.", *OTHER_RANKS_HYDRA]  # the run folder is rank 0's
     main()

@@ -1,5 +1,8 @@
 """The throughput benchmark runs end to end on a tiny configuration (numbers are shown, never asserted)."""
 import math
+import os
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -104,3 +107,11 @@ def test_device_cuda_without_a_gpu_is_one_line(capsys):
             cli(args)
         assert exit_info.value.code == 2
         assert capsys.readouterr().err.strip() == "error: --device cuda but no CUDA device is visible; use --device cpu"
+
+
+def test_the_timer_on_a_cpu_machine_prints_no_cuda_advice():
+    """torch's timer imports its extension builder, which warns about CUDA_HOME where no CUDA runtime is: not here."""
+    code = "from roadmap.utils.timing import median_seconds; median_seconds(lambda: 1, warmup=1, repeats=1)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "CUDA_HOME": "/usr/local"})  # where torch finds no runtime and says so
+    assert proc.returncode == 0 and "CUDA" not in proc.stderr + proc.stdout, proc.stderr

@@ -72,6 +72,13 @@ def test_sweep_table_in_roadmap_order_with_measured_gflops(swept):
         assert row.n_seeds == 1 and row.top1_mean is not None
 
 
+def test_a_sweep_prints_each_library_line_once(swept):
+    """Lightning's console handler (``INFO: ...``) does not repeat what Hydra's job logging prints."""
+    _, proc = swept
+    output = proc.stdout + proc.stderr
+    assert "GPU available: False" in output and not [line for line in output.splitlines() if line.startswith("INFO: ")]
+
+
 def test_failed_step_is_recorded_with_its_error(swept):
     root, _ = swept
     table = roadmap_table(load_runs(root), REGIME).set_index("step")
