@@ -1,6 +1,7 @@
 """The ConvNeXt family (regime=family): each member is timm's model, its params and GFLOPs are the paper's at 224²
 and 384², the recipe presets are the paper's and TRAINING.md's values, layer-wise lr decay groups as the official
 code, and a pre-training run without validation hands its weights to a fine-tuning run that resumes exactly."""
+import csv
 from pathlib import Path
 
 import pytest
@@ -220,7 +221,7 @@ def test_pretraining_without_validation_then_fine_tuning_at_another_size_and_cla
 
     finetune = ["recipe=convnext_ft_in22k", "data.img_size=64", "data.train_size=32", "data.val_size=16",
                 f"model.init_from={pre_dir / 'weights' / 'final.safetensors'}"]
-    once, *stopped_and_resumed = run_commands([_case(tmp_path / "once", *finetune),
+    once, *stopped_and_resumed = run_commands([_case(tmp_path / "once", *finetune, "trainer.log_every_n_steps=1"),
                                                *_stopped_and_resumed(tmp_path / "ft", *finetune)], tmp_path)
     assert once["code"] == 0, once["stderr"][-2000:]
     (once_dir,) = (tmp_path / "once").glob("*/family/convnext_b/seed0")
@@ -230,6 +231,16 @@ def test_pretraining_without_validation_then_fine_tuning_at_another_size_and_cla
     assert record.status == "done" and record.final["top1"] is not None
     assert record.weights_from["run"] == "the convnext_b (family) run"
     assert record.weights_from["sha256"] == files.sha256_of(pre_dir / "weights" / "final.safetensors")
+    assert (record.weights_from["weights"], record.weights_from["head"]) == ("raw", "new: 8 classes (the weights have 3)")
+    # its log says what it loaded and how it trains it; the logged lr is the head's, the peak
+    shown = next(line for line in once["stdout"].splitlines() if line.startswith("init: "))
+    assert shown.startswith(f"init: raw weights of {pre_dir / 'weights' / 'final.safetensors'} (the convnext_b (family) "
+                            f"run) | head new: 8 classes (the weights have 3) | layer decay 0.8 over 14 layer groups")
+    lrs = [float(row["train/lr"]) for row in csv.DictReader(open(next(once_dir.glob("csv/**/metrics.csv"))))
+           if row.get("train/lr")]
+    peak = record.effective_run["peak_lr"]
+    assert lrs and max(lrs) <= peak * (1 + 1e-6) and max(lrs) > peak * 0.8 ** 13 * 2  # not the stem's
+    assert "M params with the paper's 1000-class head (" in once["stdout"]
 
 
 def test_other_weights_at_the_same_path_name_another_folder(tmp_path):

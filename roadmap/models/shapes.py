@@ -50,5 +50,10 @@ def check_input_size(model: torch.nn.Module, img_size: int, option: str | None =
         raise ConfigError(f"{step} needs images of at least {smallest} px: {option} is too small")
 
 
-def count_params_m(model: torch.nn.Module) -> float:
-    return sum(p.numel() for p in model.parameters()) / 1e6
+def count_params_m(model: torch.nn.Module, num_classes: int | None = None) -> float:
+    """Parameters (M); ``num_classes`` counts a RoadmapNet as it would be with that head (the paper's: 1000)."""
+    total = sum(p.numel() for p in model.parameters())
+    fc = getattr(model, "fc", None)
+    if num_classes is not None and isinstance(fc, torch.nn.Linear):
+        total += (num_classes - fc.out_features) * (fc.in_features + (fc.bias is not None))
+    return total / 1e6

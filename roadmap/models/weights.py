@@ -82,10 +82,12 @@ def _architecture(model: torch.nn.Module) -> str:
     return f"depths {depths}, stem width {model.stem[0].out_channels}"
 
 
-def load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """Load strictly, except a classifier of another class count, which stays newly initialised."""
+def load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> str:
+    """Load strictly, except a classifier of another class count, which stays newly initialised; what became of the
+    head: ``kept``, or ``new: N classes (the weights have M)``."""
     own = model.state_dict()
     head_differs = any(k in state_dict and state_dict[k].shape != own[k].shape for k in HEAD_KEYS)
+    dropped = {k: state_dict[k] for k in HEAD_KEYS if k in state_dict}
     if head_differs:
         state_dict = {k: v for k, v in state_dict.items() if k not in HEAD_KEYS}
     missing, unexpected = set(own) - set(state_dict), set(state_dict) - set(own)
@@ -96,6 +98,10 @@ def load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], sourc
         raise ConfigError(f"the weights of {source} do not fit this model ({_architecture(model)}: "
                           f"{detail}); use weights of the same architecture")
     model.load_state_dict(state_dict, strict=not head_differs)
+    if not head_differs:
+        return "kept"
+    theirs = next(v.shape[0] for k, v in dropped.items() if k in HEAD_KEYS)
+    return f"new: {own[HEAD_KEYS[0]].shape[0]} classes (the weights have {theirs})"
 
 
 def _timm_match(model: torch.nn.Module) -> str:
@@ -169,15 +175,16 @@ def _ema_weights_of(source: str) -> dict[str, torch.Tensor]:
                           f"raw weights)") from None
 
 
-def init_from(model: torch.nn.Module, source: str, ema: bool = False, named: str | None = None) -> None:
+def init_from(model: torch.nn.Module, source: str, ema: bool = False, named: str | None = None) -> dict:
     """Start ``model`` from ``source`` (see the module docstring); ``ema``: a run's EMA weights (``recipe.init_from_ema``;
     timm's are the paper's released weights as they are); ``named``: how messages name ``source`` (e.g. with the run
-    that made it)."""
+    that made it). What was loaded: ``{"file", "weights": "EMA"|"raw"|"timm's released", "head"}``."""
     if source == "timm" or source.startswith("timm:"):
         name, file = _timm_match(model), source.partition(":")[2] or None
         state_dict = convert_reference_state_dict(timm_state_dict(name, file))
-        load_into(model, state_dict, f"{file} (as timm's {name})" if file else f"timm {name}")
-    else:
-        load_into(model, _ema_weights_of(source) if ema else read_state_dict(source), named or source)
+        shown = f"{file} (as timm's {name})" if file else f"timm {name}"
+        return {"file": shown, "weights": "timm's released", "head": load_into(model, state_dict, shown)}
+    head = load_into(model, _ema_weights_of(source) if ema else read_state_dict(source), named or source)
+    return {"file": named or source, "weights": "EMA" if ema else "raw", "head": head}
 
 

@@ -100,7 +100,8 @@ class RoadmapModule(L.LightningModule):
             x, y = self.mixup(x, y)
         loss = self.train_loss(self.model(x), y)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x), sync_dist=True)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+        # the peak (head) group's: under layer-wise lr decay the first group is the stem's, 0.8^13 of it
+        self.log("train/lr", max(g["lr"] for g in self.optimizers().param_groups), on_step=True, on_epoch=False)
         return loss
 
     def on_train_start(self) -> None:

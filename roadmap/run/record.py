@@ -209,7 +209,8 @@ class RunRecord:
     weights: dict = field(default_factory=dict)          # name → path in the run folder
     gflops_224: float | None = None                      # the paper's count: 1000 classes at 224²
     gflops_run: float | None = None                      # as trained
-    params_m: float | None = None
+    params_m: float | None = None                        # as trained: this run's head (data.num_classes)
+    params_m_1000: float | None = None                   # the paper's count: a 1000-class head
     train_images_per_s: float | None = None
     warmup_batches_s: float | None = None                # the first 2 batches: compile, autotuning
     hardware: dict = field(default_factory=dict)         # device (roadmap.utils.devices), devices
@@ -218,7 +219,7 @@ class RunRecord:
     evaluations: list[dict] = field(default_factory=list)  # mode=eval results of this run's weights
     data_identity: dict | None = None                    # the data's fingerprint (roadmap.data.datamodule.data_identity)
     bad_files: dict = field(default_factory=dict)        # unreadable files met (skipped) → times
-    weights_from: dict | None = None                     # model.init_from: its file, SHA-256, run (roadmap.models.weights)
+    weights_from: dict | None = None                     # model.init_from: file, SHA-256, run, EMA or raw, head
     schema: int = SCHEMA_VERSION
 
     @property
@@ -289,6 +290,12 @@ class RunRecord:
                                                f"{', '.join(STATUSES)}); re-run the step to rewrite it", **blank)
         return record
 
+    def _params_text(self) -> str:
+        """The parameters as the paper counts them (a 1000-class head), and as trained where the head differs."""
+        if self.params_m_1000 is None or round(self.params_m_1000, 2) == round(self.params_m, 2):
+            return f"{self.params_m:.2f} M params"
+        return f"{self.params_m_1000:.2f} M params with the paper's 1000-class head ({self.params_m:.2f} M as trained)"
+
     def summary(self) -> str:
         """The lines a finished run prints."""
         final = self.final
@@ -300,7 +307,7 @@ class RunRecord:
             (f"top-1 {final['top1']:.2f} top-5 {final['top5']:.2f} (best top-1 {self.best['top1']:.2f}){ema} | "
              if final.get("top1") is not None else "no validation (recipe.validate=false) | ") + epochs_text(self.epochs),
             f"{self.gflops_224:.3f} GFLOPs at 224² as in the paper ({self.gflops_run:.4f} as trained at "
-            f"{self.img_size}²) | {self.params_m:.2f} M params | train {ips} img/s | wall {self.wall_s:.0f} s",
+            f"{self.img_size}²) | {self._params_text()} | train {ips} img/s | wall {self.wall_s:.0f} s",
             f"results: {self.run_dir}"])
 
 

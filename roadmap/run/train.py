@@ -24,11 +24,12 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from roadmap.config.effective import effective_run
+from roadmap.config.recipe import HEAD_LAYER
 from roadmap.config.steps import instantiate_model
 from roadmap.data.datamodule import RoadmapDataModule
 from roadmap.errors import ConfigError
 from roadmap.models.shapes import count_gflops, count_params_m
-from roadmap.models.weights import export, read_state_dict
+from roadmap.models.weights import export, init_from, read_state_dict
 from roadmap.run.callbacks import (BadFiles, History, LayoutChange, MidEpochCheckpoint, Preemption, ProgressLines,
                                    ResumableProgressBar, Throughput)
 from roadmap.run.checkpoints import AtomicCheckpointIO
@@ -127,6 +128,15 @@ def export_run_weights(module, paths) -> dict[str, str]:
     return {k: paths.relative(v) for k, v in out.items()}
 
 
+def fine_tune_line(loaded: dict, recipe, run) -> str:
+    """What a run starting from weights loaded, and how it trains them: the file, EMA or raw weights, the head, the
+    layer-wise lr decay (its groups and the stem's share of the head's peak lr)."""
+    decay = recipe.get("layer_decay")
+    groups = (f"layer decay {decay} over {HEAD_LAYER + 1} layer groups (head lr {run.peak_lr:.3g}, stem lr "
+              f"{run.peak_lr * decay ** HEAD_LAYER:.3g})" if decay else f"no layer decay (lr {run.peak_lr:.3g})")
+    return f"init: {loaded['weights']} weights of {loaded['file']} | head {loaded['head']} | {groups}"
+
+
 def train(cfg: DictConfig) -> RunRecord:
     """Train, validate and record one step; returns its record.
 
@@ -135,8 +145,6 @@ def train(cfg: DictConfig) -> RunRecord:
     plan = take_plan(cfg)
     retain_freed_memory()
     step, paths, previous = plan.step, plan.paths, plan.previous
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    model = instantiate_model(cfg.model, cfg.recipe.init_from_ema, plan.init_named)
     if previous is None and paths.metrics.exists() and rank_zero_only.rank == 0:
         print(f"{paths.metrics} does not read back ({RunRecord.load(paths.root).error}): this run writes it anew",
               file=sys.stderr)
@@ -144,6 +152,10 @@ def train(cfg: DictConfig) -> RunRecord:
         previous = replace(previous, run_dir=str(paths.root))  # where it is now (a copied or moved folder)
         print(f"already done, not retraining (run.force=true retrains)\n{previous.summary()}")
         return previous
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = instantiate_model(cfg.model, init_from=None)
+    loaded = init_from(model, str(cfg.model.init_from), cfg.recipe.init_from_ema, plan.init_named) \
+        if cfg.model.init_from else None
     datamodule = RoadmapDataModule(cfg.data, cfg.recipe, cfg.budget.batch_size, cfg.budget.num_workers, cfg.seed)
     datamodule.setup()
     run = effective_run(cfg, train_size=len(datamodule.train_set))
@@ -163,8 +175,10 @@ def train(cfg: DictConfig) -> RunRecord:
     earlier = previous.wall_s or 0.0 if previous and cfg.run.resume and not cfg.run.force else 0.0
     started = time.time() - earlier
     throughput, bad_files = Throughput(), BadFiles(cfg.data.get("max_bad_fraction", 0.0))
-    header = RunRecord.of_run(cfg, step, HydraConfig.get().overrides.task, paths, run,
-                               plan.data, plan.init)
+    header = RunRecord.of_run(cfg, step, HydraConfig.get().overrides.task, paths, run, plan.data,
+                              {**plan.init, "weights": loaded["weights"], "head": loaded["head"]} if loaded else None)
+    if loaded and rank_zero_only.rank == 0:
+        print(fine_tune_line(loaded, cfg.recipe, run))
 
     def record_now(status: str, error: str | None = None) -> None:
         """The run's record as it stands (global rank 0's file): the history so far, the unreadable files met."""
@@ -211,6 +225,7 @@ def train(cfg: DictConfig) -> RunRecord:
         history.epochs, plan.metric, time.time() - started, weights=exported,
         gflops_224=round(count_gflops(model, 224, num_classes=1000), 4),  # the paper's count: 1000 classes at 224²
         gflops_run=round(count_gflops(model, cfg.data.img_size), 5), params_m=round(count_params_m(model), 4),
+        params_m_1000=round(count_params_m(model, num_classes=1000), 4),
         train_images_per_s=throughput.images_per_s, warmup_batches_s=round(throughput.warmup_seconds, 2),
         bad_files=bad_files.files,
         hardware={"device": device_name(trainer.strategy.root_device), "devices": trainer.world_size})
