@@ -15,6 +15,8 @@ FINETUNE ?= +experiment=paper_finetune
 # Not --dist loadgroup: with pytest 9.2 it ignores xdist_group marks (xdist 3.8 renames item._nodeid, which
 # pytest 9.2 no longer reads), and splits a file's tests over both workers.
 WORKERS ?= 2
+# the analysis targets analyse what is under OUTPUTS: a regime only where one is given (make analysis REGIME=r200)
+GIVEN_REGIME = $(if $(filter command line environment,$(origin REGIME)),--regime $(REGIME))
 PYTEST := $(PY) -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: help install test test-fast test-slurm train profile bench roadmap family family-22k analysis notebook clean
@@ -73,12 +75,12 @@ family-22k: install  ## ImageNet-22K pre-training of FAMILY (PRETRAIN), then eac
 	$(PY) -m analysis.roadmap $(OUTPUTS) --regime family || exit $$?; \
 	exit $$status
 
-analysis: install  ## rebuild tables and charts of every run under OUTPUTS (or its GROUP), and compare its proxies
+analysis: install  ## rebuild tables and charts of every run under OUTPUTS (or its GROUP), and compare its proxies (every regime there, or REGIME)
 	$(PY) -m analysis.roadmap $(OUTPUTS) $(if $(GROUP),--group $(GROUP))
-	$(PY) -m analysis.compare $(OUTPUTS) --regime $(REGIME)
+	$(PY) -m analysis.compare $(OUTPUTS) $(GIVEN_REGIME)
 
-notebook: install  ## execute notebooks/roadmap.ipynb on OUTPUTS (GROUP=<data>-<budget>...: that sweep); the executed copy lands beside the table
-	$(PY) -m analysis.notebook $(OUTPUTS) --regime $(REGIME) $(if $(GROUP),--group $(GROUP))
+notebook: install  ## execute notebooks/roadmap.ipynb on OUTPUTS (GROUP=<data>-<budget>..., REGIME=...: that sweep; default: the first there); the executed copy lands beside the table
+	$(PY) -m analysis.notebook $(OUTPUTS) $(GIVEN_REGIME) $(if $(GROUP),--group $(GROUP))
 
 clean:  ## remove the virtual environment and the default outputs
 	rm -rf $(VENV) outputs multirun

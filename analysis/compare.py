@@ -1,7 +1,7 @@
 """Compare proxies: every data-budget group of a regime side by side, to pick the cheapest one whose
 ranking of the steps you trust.
 
-    python -m analysis.compare OUTPUTS_DIR [--regime r50]
+    python -m analysis.compare OUTPUTS_DIR [--regime r50]     # default: every regime with runs there
 
 Per group: top-1 per step beside the paper's, the agreement with the paper (analysis.agreement), and the
 group's cost — the summed wall time of its runs × their devices, from the run records, on the hardware
@@ -58,21 +58,32 @@ def compare(runs: pd.DataFrame, regime: str) -> tuple[pd.DataFrame, pd.DataFrame
 def main(argv: list[str] | None = None) -> None:
     parser = Parser(prog="python -m analysis.compare", description=__doc__.splitlines()[0])
     parser.add_argument("outputs", type=Path)
-    parser.add_argument("--regime", default="r50", choices=available_regimes())
+    parser.add_argument("--regime", default=None, choices=available_regimes(),
+                        help="default: every regime with runs under OUTPUTS")
     args = parser.parse_args(argv)
     if not args.outputs.is_dir():
         raise ConfigError(f"no outputs folder {args.outputs}: pass the run.root of your runs (default: outputs)")
-    summary, per_step = compare(load_runs(args.outputs), args.regime)
+    runs = load_runs(args.outputs)
+    regimes = [args.regime] if args.regime else sorted({r for _, r in groups(runs)})
+    if not regimes:
+        raise ConfigError(f"no runs under {args.outputs}; run `make roadmap` first")
+    for regime in regimes:
+        write_comparison(runs, regime, args.outputs)
+
+
+def write_comparison(runs: pd.DataFrame, regime: str, outputs: Path) -> None:
+    """``compare-<regime>.{csv,md}`` under ``outputs``, and the markdown printed."""
+    summary, per_step = compare(runs, regime)
     if summary.empty:
-        raise ConfigError(f"no {args.regime} runs under {args.outputs}; run `make roadmap REGIME={args.regime}` first")
-    text = (f"# Proxies of the {args.regime} roadmap compared\n\nAgreement with the paper (Spearman ρ, Kendall τ over "
+        raise ConfigError(f"no {regime} runs under {outputs}; run `make roadmap REGIME={regime}` first")
+    text = (f"# Proxies of the {regime} roadmap compared\n\nAgreement with the paper (Spearman ρ, Kendall τ over "
             f"the n steps with both top-1s; Δ sign; Δs beyond seed noise) and cost (device-hours from the run "
             f"records).\n\n{summary.to_markdown(index=False, floatfmt='.2f')}\n\n## Top-1 per step\n\n"
             f"{per_step.reset_index().to_markdown(index=False, floatfmt='.2f')}\n")
-    write_text(args.outputs / f"compare-{args.regime}.csv", summary.to_csv(index=False))
-    write_text(args.outputs / f"compare-{args.regime}.md", text)
+    write_text(outputs / f"compare-{regime}.csv", summary.to_csv(index=False))
+    write_text(outputs / f"compare-{regime}.md", text)
     print(text)
-    print(f"written: {args.outputs / f'compare-{args.regime}.csv'}, {args.outputs / f'compare-{args.regime}.md'}")
+    print(f"written: {outputs / f'compare-{regime}.csv'}, {outputs / f'compare-{regime}.md'}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Execute notebooks/roadmap.ipynb on a sweep's results with papermill and save the executed copy beside its table.
 
-    python -m analysis.notebook OUTPUTS_DIR [--regime r50] [--group synthetic-cpu_proxy]
+    python -m analysis.notebook OUTPUTS_DIR [--regime r50] [--group synthetic-cpu_proxy]   # default: what is there
 
 The notebook in git stays without outputs; its parameters (``outputs``, ``regime``, ``group``) are papermill's, and
 the executed copy, every figure inline, lands in OUTPUTS_DIR/<group>/<regime>/roadmap.ipynb.
@@ -35,24 +35,21 @@ def run_notebook(outputs: Path, regime: str, group: str, target: Path, timeout: 
 def main(argv: list[str] | None = None) -> None:
     parser = Parser(prog="python -m analysis.notebook", description=__doc__.splitlines()[0])
     parser.add_argument("outputs", type=Path, help="the sweep's outputs root (run.root)")
-    parser.add_argument("--regime", default="r50", choices=available_regimes())
-    parser.add_argument("--group", default=None, help="<data>-<budget> folder; default: the first for the regime")
+    parser.add_argument("--regime", default=None, choices=available_regimes(),
+                        help="default: the regime of --group, else the first regime with runs under OUTPUTS_DIR")
+    parser.add_argument("--group", default=None, help="<data>-<budget> folder; default: the first of the regime")
     args = parser.parse_args(argv)
     if not args.outputs.is_dir():
         raise ConfigError(f"outputs folder {args.outputs} does not exist; run `make roadmap OUTPUTS=...` first")
-    group = args.group or _first_group(args.outputs, args.regime)
-    if (args.regime, group) not in [(r, g) for g, r in groups(load_runs(args.outputs))]:
-        raise ConfigError(f"no {args.regime} runs of group {group} under {args.outputs}: give one of its groups "
-                          f"(the folders under {args.outputs})")
-    target = run_notebook(args.outputs, args.regime, group, args.outputs / group / args.regime / "roadmap.ipynb")
-    print(f"executed notebook: {target}")
-
-
-def _first_group(outputs: Path, regime: str) -> str:
-    found = [g for g, r in groups(load_runs(outputs)) if r == regime]
+    found = [(r, g) for g, r in groups(load_runs(args.outputs))
+             if (args.regime in (None, r)) and (args.group in (None, g))]
     if not found:
-        raise ConfigError(f"no {regime} runs under {outputs}; run `make roadmap REGIME={regime} OUTPUTS={outputs}` first")
-    return found[0]
+        which = " ".join(f"--{k} {v}" for k, v in (("regime", args.regime), ("group", args.group)) if v)
+        raise ConfigError(f"no runs{f' of {which}' if which else ''} under {args.outputs}: run `make roadmap "
+                          f"OUTPUTS={args.outputs}` first, or give one of its groups (the folders under {args.outputs})")
+    regime, group = found[0]
+    target = run_notebook(args.outputs, regime, group, args.outputs / group / regime / "roadmap.ipynb")
+    print(f"executed notebook: {target}")
 
 
 if __name__ == "__main__":

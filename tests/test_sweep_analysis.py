@@ -12,6 +12,7 @@ import nbformat
 import pandas as pd
 import pytest
 
+from analysis.compare import main as compare_main
 from analysis.notebook import NOTEBOOK, main as notebook_main
 from analysis.roadmap import groups, load_runs, main as analysis_main, roadmap_table
 from roadmap import list_steps
@@ -140,10 +141,27 @@ def test_seeds_aggregate_to_mean_sample_std_and_delta(tmp_path):
 
 def test_notebook_command_rejects_a_missing_outputs_folder(tmp_path, capsys):
     for outputs, message in ((tmp_path / "nowhere", "does not exist; run `make roadmap OUTPUTS=...` first"),
-                             (tmp_path, "no r50 runs under")):
+                             (tmp_path, f"no runs under {tmp_path}")):
         with pytest.raises(SystemExit) as stop:
             notebook_main([str(outputs)])
         assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_analysis_targets_analyse_what_is_there(tmp_path, capsys):
+    """Outputs that hold family runs only: the comparison covers the family (no --regime needed), and the make targets
+    pass a regime only where one is given."""
+    for step in ("convnext_t", "convnext_s"):
+        write_run(tmp_path, "synthetic-smoke", "family", step, final={"top1": 50.0})
+    compare_main([str(tmp_path)])
+    assert (tmp_path / "compare-family.csv").exists() and not (tmp_path / "compare-r50.csv").exists()
+    with pytest.raises(SystemExit) as stop:
+        compare_main([str(tmp_path), "--regime", "r50"])
+    assert stop.value.code == 2 and "no r50 runs under" in capsys.readouterr().err
+    for target in ("analysis", "notebook"):
+        plain = subprocess.run(["make", "-n", target, f"OUTPUTS={tmp_path}"], cwd=REPO, capture_output=True, text=True)
+        given = subprocess.run(["make", "-n", target, f"OUTPUTS={tmp_path}", "REGIME=r200"], cwd=REPO,
+                               capture_output=True, text=True)
+        assert "--regime" not in plain.stdout and "--regime r200" in given.stdout, (plain.stdout, given.stdout)
 
 
 def test_an_unknown_status_is_flagged_and_a_folder_without_a_record_shows_nothing(tmp_path):
