@@ -8,6 +8,8 @@ SEEDS ?= 0
 OUTPUTS ?= outputs
 GROUP ?=
 FAMILY ?= convnext_t,convnext_s,convnext_b,convnext_l
+# the members the paper pre-trains on ImageNet-22K and fine-tunes on 1K (a stochastic depth for both: B, L, XL)
+FAMILY_22K ?= $(shell $(PY) -m roadmap.sweep family --recipe convnext_in22k convnext_ft_in22k)
 PRETRAIN ?= +experiment=paper_in22k
 FINETUNE ?= +experiment=paper_finetune
 # Two pytest workers (pytest-xdist), a test file each at a time (its tests share module fixtures: the cluster, a
@@ -66,9 +68,9 @@ family: install  ## the ConvNeXt family (FAMILY) with the ImageNet-1K recipe (EM
 	$(PY) -m analysis.roadmap $(OUTPUTS) --regime family || exit $$?; \
 	exit $$status
 
-family-22k: install  ## ImageNet-22K pre-training of FAMILY (PRETRAIN), then each member fine-tuned from its weights (FINETUNE); done stages are skipped
-	$(PY) run.py -m regime=family "+step=$(FAMILY)" seed=$(SEEDS) run.root=$(OUTPUTS) $(PRETRAIN)
-	status=0; for member in $$(echo $(FAMILY) | tr , ' '); do \
+family-22k: install  ## ImageNet-22K pre-training of FAMILY_22K (PRETRAIN), then each member fine-tuned from its weights (FINETUNE); done stages are skipped
+	$(PY) run.py -m regime=family "+step=$(FAMILY_22K)" seed=$(SEEDS) run.root=$(OUTPUTS) $(PRETRAIN)
+	status=0; for member in $$(echo $(FAMILY_22K) | tr , ' '); do \
 	  weights=$$($(PY) -m roadmap.sweep --weights-of regime=family +step=$$member seed=$(SEEDS) run.root=$(OUTPUTS) $(PRETRAIN)) || exit $$?; \
 	  $(PY) run.py -m regime=family +step=$$member seed=$(SEEDS) run.root=$(OUTPUTS) model.init_from=$$weights $(FINETUNE) || status=$$?; \
 	done; \

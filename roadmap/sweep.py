@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("regime", nargs="?", default="r50", choices=available_regimes())
     parser.add_argument("--weights-of", nargs="+", metavar="OVERRIDE", help="run.py overrides naming one run")
     parser.add_argument("--group-of", nargs="+", metavar="OVERRIDE", help="run.py overrides: print their runs' group")
+    parser.add_argument("--recipe", nargs="+", metavar="NAME", help="only the steps every one of these recipes can "
+                        "train (the paper gives each its stochastic depth there): make family-22k's members")
     args = parser.parse_args(argv)
     if args.weights_of:
         print(finished_weights(args.weights_of))
@@ -62,7 +64,23 @@ def main(argv: list[str] | None = None) -> None:
     if args.group_of:
         print(_composed(args.group_of).run.group)
         return
-    print(",".join(s.name for s in list_steps(args.regime)))
+    steps = [s.name for s in list_steps(args.regime)]
+    if args.recipe:
+        steps = [s for s in steps if all(_trainable(s, args.regime, recipe) for recipe in args.recipe)]
+        if not steps:
+            raise ConfigError(f"no step of regime {args.regime} can be trained by recipe(s) {', '.join(args.recipe)}")
+    print(",".join(steps))
+
+
+def _trainable(step: str, regime: str, recipe: str) -> bool:
+    """Whether ``recipe`` can train ``step`` (its config validates: e.g. the paper gives its stochastic depth)."""
+    from roadmap.config.steps import compose_config
+
+    try:
+        compose_config(step, regime, [f"recipe={recipe}"])
+    except ConfigError:
+        return False
+    return True
 
 
 if __name__ == "__main__":

@@ -274,3 +274,14 @@ def test_a_fine_tuned_group_is_not_set_beside_the_papers_training_from_scratch(t
     assert "started from other weights: the paper has no top-1 of that" in describe(runs, "imagefolder-paper")
     scratch = roadmap_table(runs[runs.group == "imagefolder-scratch"], "family").set_index("step")
     assert scratch.loc["convnext_t", "paper_top1"] == 82.1
+
+
+def test_make_family_22k_defaults_to_the_members_both_its_recipes_can_train(capsys):
+    """T and S have no stochastic depth for fine-tuning from 22K in the paper: ``make family-22k``'s members
+    (``roadmap.sweep --recipe``) are B, L and XL, each a run that can finish."""
+    from roadmap.sweep import main as sweep_main
+
+    sweep_main(["family", "--recipe", "convnext_in22k", "convnext_ft_in22k"])
+    assert capsys.readouterr().out.strip() == "convnext_b,convnext_l,convnext_xl"
+    sweep_main(["family", "--recipe", "convnext_in1k"])
+    assert capsys.readouterr().out.strip() == "convnext_t,convnext_s,convnext_b,convnext_l"  # XL: 22K only
