@@ -39,9 +39,10 @@ def roadmap_figure(table: pd.DataFrame, title: str, reference, agreement) -> Fig
     axis when the two ranges are far apart, its reference model then drawn in the right panel only. Right: our
     top-1 against the paper's, one point per step, labels placed apart by adjustText."""
     n = len(table)
-    fig = Figure(figsize=(16, 0.42 * n + 2.6))
+    # constrained layout keeps the title block, the axes' labels and the legend below them apart at any size
+    fig = Figure(figsize=(16, 0.42 * n + 3.6), layout="constrained")
     FigureCanvasAgg(fig)  # a renderer for adjustText's text extents, without pyplot
-    ax, scatter = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2.3, 1.2]})
+    ax, scatter = fig.subplots(1, 2, width_ratios=[2.3, 1.2])
     ys = np.arange(n)[::-1]
     ours = table.top1_mean.astype(float)
     paper = table.paper_top1.astype(float)
@@ -65,7 +66,8 @@ def roadmap_figure(table: pd.DataFrame, title: str, reference, agreement) -> Fig
                     fmt="none", ecolor="#34495e", capsize=3, zorder=2)
     adopted = table.adopted.to_numpy(dtype=bool)
     ax.scatter(shown[adopted], ys[adopted], s=46, color=OURS, zorder=3,
-               label="ours: mean ± std over seeds" if several else "ours (one seed: no error bars)")
+               label=None if shown.isna().all() else "ours: mean ± std over seeds" if several
+               else "ours (one seed: no error bars)")
     ax.scatter(shown[~adopted], ys[~adopted], s=46, facecolors="white", edgecolors=OURS, zorder=3,
                label="ours, a branch (not adopted)" if (~adopted).any() else None)
     ax.scatter([low] * int(off_axis.sum()), ys[off_axis.to_numpy()], marker="<", s=60, color=OURS, zorder=4,
@@ -75,10 +77,12 @@ def roadmap_figure(table: pd.DataFrame, title: str, reference, agreement) -> Fig
         if row.status == "done" and pd.notna(row.top1_mean):
             delta = f" | Δ {row.delta_top1:+.1f} {row.delta_verdict}" if pd.notna(row.delta_top1) else ""
             label = f"{row.top1_mean:.1f}%{delta} | {gflops}"
+        elif row.status == "done":
+            label = f"no top-1 (not validated) | {gflops}"
         else:
             label = f"[{row.status}] {gflops}"
         ax.text(1.01, y, label, va="center", fontsize=7.5, color="#2c3e50", transform=ax.get_yaxis_transform())
-    paper_ax = ax if shared else ax.twiny()
+    paper_ax = ax if shared or paper.isna().all() else ax.twiny()  # a second axis only for the paper's own range
     paper_ax.scatter(paper, ys, marker="D", color=PAPER, zorder=3, s=24,
                      label="paper top-1" if paper.notna().any() else None)
     if reference is not None:  # on our rows only where ours and the paper's share the axis
@@ -92,10 +96,13 @@ def roadmap_figure(table: pd.DataFrame, title: str, reference, agreement) -> Fig
     ax.set_xlim(low, high)
     ax.set_yticks(ys, [f"{s}{'' if a else ' (branch)'}" for s, a in zip(table.step, table.adopted)], fontsize=9)
     metric = table.attrs.get("metric", "top-1")
-    ax.set_xlabel(f"our {metric} (%), axis from {low:.1f} (not 0)" + ("" if shared else ", fitted to our range (blue)"),
-                  color=OURS, fontsize=9)
-    handles = [h for a in {ax, paper_ax} for h in a.get_legend_handles_labels()[0]]
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3, fontsize=8, frameon=False)
+    if ours.isna().all():
+        ax.set_xlabel("our top-1: none (these runs do not validate)", color=OURS, fontsize=9)
+    else:
+        ax.set_xlabel(f"our {metric} (%), axis from {low:.1f} (not 0)" + ("" if shared or paper_ax is ax else
+                      ", fitted to our range (blue)"), color=OURS, fontsize=9)
+    handles = [h for a in dict.fromkeys([ax, paper_ax]) for h in a.get_legend_handles_labels()[0]]
+    fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=8, frameon=False)
     ax.grid(axis="x", alpha=0.3)
 
     both = table[ours.notna() & paper.notna() & ~off_axis]  # a step off the left axis is off this one too
@@ -107,21 +114,26 @@ def roadmap_figure(table: pd.DataFrame, title: str, reference, agreement) -> Fig
                      yerr=both.top1_std.astype(float).fillna(0) if several else None, fmt="none", ecolor="#7f8c8d")
     for adopted, marker in ((True, "o"), (False, "x")):
         part = both[both.adopted == adopted]
-        scatter.scatter(part.paper_top1, part.top1_mean, marker=marker, color=OURS,
-                        label="adopted step" if adopted else "branch")
+        if not part.empty:
+            scatter.scatter(part.paper_top1, part.top1_mean, marker=marker, color=OURS,
+                            label="adopted step" if adopted else "branch")
+    if both.empty:  # nothing to set side by side: the panel says why instead of standing empty
+        scatter.text(0.5, 0.5, "no step has both our top-1 and the paper's:\nnothing to compare", ha="center",
+                     va="center", fontsize=9, color="#7f8c8d", transform=scatter.transAxes)
+        scatter.set_xticks([])
+        scatter.set_yticks([])
     labels = [scatter.text(row.paper_top1, row.top1_mean, row.step, fontsize=6.5) for row in both.itertuples()]
     scatter.set_xlabel(textwrap.fill(f"paper top-1 (%): {table.attrs.get('paper', 'ImageNet-1K')}", 60), fontsize=9)
     scatter.set_ylabel(f"our {metric} (%)", fontsize=9)
     scatter.set_title("per step: ours vs the paper\n" + (
         f"Spearman ρ = {agreement.spearman:+.2f}, Kendall τ = {agreement.kendall:+.2f} (n = {agreement.n})"
         if agreement.spearman is not None else f"n = {agreement.n}: too few steps to rank"), fontsize=9)
-    scatter.legend(fontsize=8, loc="best")
+    if scatter.get_legend_handles_labels()[0]:
+        scatter.legend(fontsize=8, loc="best")
     scatter.grid(alpha=0.3)
 
-    fig.suptitle(textwrap.fill(title, 150), fontsize=10, fontweight="bold")
-    fig.text(0.5, 0.955, textwrap.fill(agreement.summary(), 190),
-             ha="center", va="top", fontsize=8, color="#2c3e50")
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    # the title and the agreement as one block: the layout reserves its height, however many lines it wraps to
+    fig.suptitle(textwrap.fill(title, 170) + "\n" + textwrap.fill(agreement.summary(), 200), fontsize=9)
     if labels:  # after every limit is set: apart from each other and from the points, a line to each point moved
         adjust_text(labels, x=both.paper_top1.astype(float).to_numpy(), y=both.top1_mean.astype(float).to_numpy(),
                     ax=scatter, expand=(1.15, 1.4), force_text=(0.3, 0.6),

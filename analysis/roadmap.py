@@ -9,6 +9,8 @@ runs: ``OUTPUTS_DIR/<group>/<regime>/roadmap.{csv,md,tex,png,svg}``.
 """
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 import pandas as pd
@@ -127,9 +129,14 @@ def describe(runs: pd.DataFrame, group: str) -> str:
     mine = runs[runs.group == group]
     proxies = mine.proxy.dropna().unique()
     label = proxies[0] if len(proxies) else f"{group}: data and budget as named"
-    overrides = [o for o in mine.overrides.dropna().unique() if o]
+    overrides = [_short_paths(o) for o in mine.overrides.dropna().unique() if o]
     label = f"{label} | overrides: {overrides[0]}" if overrides else label
     return f"{label} | paper: {paper_setting(mine).label}"
+
+
+def _short_paths(overrides: str) -> str:
+    """``key=/a/long/path/file`` as ``key=.../file`` in a title: the full path is in each run's config.yaml."""
+    return re.sub(r"=(/[^,\s]*/)([^/,\s]+)", r"=.../\2", overrides)
 
 
 def throughput_source(table: pd.DataFrame, runs: pd.DataFrame, outputs: Path, regime: str) -> str:
