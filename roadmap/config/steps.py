@@ -313,11 +313,10 @@ def build_model(step: str, regime: str = "r50", overrides: list[str] | tuple = (
     return instantiate_model(cfg.model, cfg.recipe.init_from_ema, **{"num_classes": 1000, **knobs})
 
 
-def instantiate_model(model_cfg: DictConfig | dict, init_from_ema: bool = False, init_named: str | None = None,
-                      **overrides):
+def instantiate_model(model_cfg: DictConfig | dict, init_from_ema: bool = False, **overrides):
     """``hydra.utils.instantiate`` of the builder (its ConfigError surfaced instead of Hydra's wrapper), then
-    the weights of ``init_from`` when set (:func:`roadmap.models.weights.init_from`, its EMA weights with ``init_from_ema``,
-    named in messages as ``init_named``; not on the meta device)."""
+    the weights of ``init_from`` when set (:func:`roadmap.models.weights.init_from`, its EMA weights with ``init_from_ema``;
+    not on the meta device)."""
     from roadmap.models.weights import init_from
 
     if isinstance(model_cfg, DictConfig):
@@ -332,5 +331,5 @@ def instantiate_model(model_cfg: DictConfig | dict, init_from_ema: bool = False,
         reason = re.sub(r",? set env var HYDRA_FULL_ERROR.*", "", " ".join(str(err).split()))  # Hydra's advice
         raise ConfigError(f"cannot build the model: {reason[:300]}") from None
     if source and next(model.parameters()).device.type != "meta":
-        init_from(model, str(source), ema=init_from_ema, named=init_named)
+        init_from(model, str(source), ema=init_from_ema)
     return model

@@ -8,13 +8,21 @@ from torch.utils.flop_counter import FlopCounterMode
 from roadmap.errors import ConfigError
 
 
-def meta_forward(model: torch.nn.Module, img_size: int, in_chans: int = 3, num_classes: int | None = None):
-    """One eval-mode forward of ``model`` on a meta image (shapes only: no memory, no kernel, no weights
-    touched); ``num_classes`` counts a RoadmapNet as it would be with that head (the paper's: 1000)."""
-    state = {k: torch.empty_like(v, device="meta") for k, v in [*model.named_parameters(), *model.named_buffers()]}
+def meta_parameters(model: torch.nn.Module, num_classes: int | None = None) -> dict[str, torch.Tensor]:
+    """``model``'s parameters as meta tensors; ``num_classes``: a RoadmapNet as it would be with that head (the
+    paper's: 1000)."""
+    state = {k: torch.empty_like(v, device="meta") for k, v in model.named_parameters()}
     if num_classes is not None and "fc.weight" in state:
         state["fc.weight"] = torch.empty(num_classes, state["fc.weight"].shape[1], device="meta")
         state["fc.bias"] = torch.empty(num_classes, device="meta")
+    return state
+
+
+def meta_forward(model: torch.nn.Module, img_size: int, in_chans: int = 3, num_classes: int | None = None):
+    """One eval-mode forward of ``model`` on a meta image (shapes only: no memory, no kernel, no weights
+    touched), with a ``num_classes`` head where given (:func:`meta_parameters`)."""
+    state = {**meta_parameters(model, num_classes),
+             **{k: torch.empty_like(v, device="meta") for k, v in model.named_buffers()}}
     was_training = model.training
     try:
         with torch.no_grad():
@@ -51,9 +59,5 @@ def check_input_size(model: torch.nn.Module, img_size: int, option: str | None =
 
 
 def count_params_m(model: torch.nn.Module, num_classes: int | None = None) -> float:
-    """Parameters (M); ``num_classes`` counts a RoadmapNet as it would be with that head (the paper's: 1000)."""
-    total = sum(p.numel() for p in model.parameters())
-    fc = getattr(model, "fc", None)
-    if num_classes is not None and isinstance(fc, torch.nn.Linear):
-        total += (num_classes - fc.out_features) * (fc.in_features + (fc.bias is not None))
-    return total / 1e6
+    """Parameters (M), with a ``num_classes`` head where given (:func:`meta_parameters`)."""
+    return sum(p.numel() for p in meta_parameters(model, num_classes).values()) / 1e6

@@ -87,7 +87,7 @@ def load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], sourc
     head: ``kept``, or ``new: N classes (the weights have M)``."""
     own = model.state_dict()
     head_differs = any(k in state_dict and state_dict[k].shape != own[k].shape for k in HEAD_KEYS)
-    dropped = {k: state_dict[k] for k in HEAD_KEYS if k in state_dict}
+    theirs = next((state_dict[k].shape[0] for k in HEAD_KEYS if k in state_dict), None)  # the weights' classes
     if head_differs:
         state_dict = {k: v for k, v in state_dict.items() if k not in HEAD_KEYS}
     missing, unexpected = set(own) - set(state_dict), set(state_dict) - set(own)
@@ -100,7 +100,6 @@ def load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], sourc
     model.load_state_dict(state_dict, strict=not head_differs)
     if not head_differs:
         return "kept"
-    theirs = next(v.shape[0] for k, v in dropped.items() if k in HEAD_KEYS)
     return f"new: {own[HEAD_KEYS[0]].shape[0]} classes (the weights have {theirs})"
 
 
