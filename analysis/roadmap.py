@@ -30,7 +30,8 @@ COLUMNS = ["step", "change", "adopted", "parent", "gflops", "params_m", "images_
 def load_runs(root: Path) -> pd.DataFrame:
     """One row per run folder under ``root`` with its record (roadmap.run.record), or why there is none. ``top1`` is the
     paper's metric, as the official code reports it: the best epoch's top-1, of the EMA weights where the EMA is on
-    (``metric`` names which); the last epoch's are ``top1_last`` and ``top1_last_ema``."""
+    (``metric`` names which); the last epoch's are ``top1_last`` and ``top1_last_ema``. ``params_m`` is counted with
+    the paper's 1000-class head, whatever head the run trained."""
     rows = []
     for run_dir in record.find_runs(root):
         run = RunRecord.load(run_dir)
@@ -39,7 +40,7 @@ def load_runs(root: Path) -> pd.DataFrame:
                      "error": run.error, "top1": run.best.get("top1"), "metric": run.best.get("metric"),
                      "top1_last": run.final.get("top1"), "top1_last_ema": run.final.get("top1_ema"),
                      "top5_last": run.final.get("top5"), "recipe": run.recipe, "gflops": run.gflops_224,
-                     "params_m": run.params_m,
+                     "params_m": run.params_m if run.params_m_1000 is None else run.params_m_1000,  # the paper's
                      "images_per_s": run.train_images_per_s, "proxy": run.proxy, "img_size": run.img_size,
                      "wall_s": run.wall_s, "device": run.hardware.get("device"),
                      "devices": run.hardware.get("devices", 1),

@@ -5,6 +5,7 @@ returns (entering a file it had left), and the climbs (entering a file that impo
 comes from: a step back up the house)."""
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -71,8 +72,11 @@ def smoke_run():
     cfg = compose_config("gelu", "r50", ["budget=smoke", "logger=csv", f"run.root={root}"], as_run=True)
 
     def run():
-        ResolveBeforeRun().on_run_start(cfg)  # the Hydra callback of a single run
-        train(cfg)
+        try:
+            ResolveBeforeRun().on_run_start(cfg)  # the Hydra callback of a single run
+            train(cfg)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)  # a full-size r50's checkpoints: ~0.5 GB
     return run
 
 

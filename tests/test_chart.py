@@ -87,8 +87,9 @@ def test_no_label_overlaps_and_error_bars_stay_in_range(tmp_path, n_steps, seeds
     for step, seed in itertools.product(STEPS[:n_steps], range(seeds)):  # close top-1s (a short proxy's), one near 0
         top1 = 1.0 if step == "original_recipe" and n_steps > 1 else 37.5 + rng.uniform(-0.3, 0.3)
         write_run(tmp_path, "synthetic-cpu_proxy", "r50", step, seed, final={"top1": top1, "top5": 90.0},
-                  gflops_224=4.0, params_m=25.0)
+                  gflops_224=4.0, params_m=23.5, params_m_1000=25.6)
     table = roadmap_table(load_runs(tmp_path), "r50")
+    assert table.params_m.dropna().eq(25.6).all()  # the paper's count (1000 classes), not the 8-class head's
     fig = roadmap_figure(table, "r50 roadmap, PROXY: test", regime_table("r50").get("reference"), agreement(table))
     ours = fig.axes[0]
     assert not _layout_problems(fig)

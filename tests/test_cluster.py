@@ -51,7 +51,7 @@ def cluster(tiny_regime):
     except Unavailable as err:
         pytest.skip(str(err))
     yield started
-    started.stop()
+    started.close()
 
 
 @pytest.fixture(scope="module")
@@ -387,7 +387,7 @@ def test_a_killed_process_ends_the_sweep_without_accounting(tiny_regime, tmp_pat
         assert time.time() - _ended_at(small, [job]) < 60
         _assert_recorded_death(small, tmp_path, out, STEP, job, "SIGKILL")
     finally:
-        small.stop()
+        small.close()
 
 
 @pytest.mark.slurm

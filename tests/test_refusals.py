@@ -158,7 +158,7 @@ CASES = [
      "stem width 128: missing: "),
     ("run", "regime=family +step=convnext_b recipe=convnext_ft_in1k model.init_from={tmp}/gelu_run/weights/final.safetensors",
      "recipe.init_from_ema=true starts from EMA weights, which {tmp}/gelu_run/weights/final.safetensors is not known to hold"),
-    ("roadmap.compare_models", "--rows convnext_q", "unknown row(s) convnext_q; rows: regnety_16g,"),
+    ("roadmap.compare_models", "--rows convnext_q", "unknown row(s) convnext_q; rows: all, in1k, in22k or regnety_16g,"),
     ("roadmap.compare_models", "--weights {tmp}/no_such", "--weights {tmp}/no_such: no folder"),
     ("roadmap.compare_models", "--val {tmp}/a_file", "argument --val: no folder {tmp}/a_file"),
     ("roadmap.compare_models", "--rows convnext_t --no-speed --val {tmp}/imagenet1k --weights {tmp}/foreign --out {tmp}/cm",
