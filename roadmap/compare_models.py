@@ -248,6 +248,11 @@ def _inference(model: torch.nn.Module, x: torch.Tensor):
     return call
 
 
+def say(line: str) -> None:
+    """A progress line, shown at once also when stdout is a file or a pipe (a SLURM log, ``| tee``)."""
+    print(line, flush=True)
+
+
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
@@ -281,7 +286,7 @@ class Timings:
 
 
 def time_rows(rows: list[Row], gflops: dict[str, float], device: torch.device, batch_size: int, warmup: int,
-              repeats: int, log=print) -> Timings:
+              repeats: int, log=say) -> Timings:
     """Seconds per batch of each distinct model of ``rows``, in ``repeats`` rounds that visit every model once,
     one model in memory at a time (see the module's docstring). Prints a line per model in the first round and one
     per later round, each with the time left (estimated from ``gflops``, by row key, until a model is visited)."""
@@ -332,7 +337,7 @@ def time_rows(rows: list[Row], gflops: dict[str, float], device: torch.device, b
 
 def compare(rows: list[Row], device: str = "auto", batch_size: int = 8, warmup: int = 1, repeats: int = 5,
             speed: bool = True, val: Path | None = None, weights: str | None = None, max_images: int | None = None,
-            log=print) -> tuple[pd.DataFrame, Timings | None]:
+            log=say) -> tuple[pd.DataFrame, Timings | None]:
     """One row per model: ours (params, GFLOPs, img/s, top-1, top-5) beside the paper's, its notes (why a cell is
     empty, why GFLOPs differ, a shared timing); and the timings (None: ``speed`` off)."""
     dev = chosen_device(device)
