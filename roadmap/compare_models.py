@@ -1,14 +1,14 @@
 """The paper's Table 1 side by side: every row's model at its resolution, its parameters, GFLOPs, inference speed and
 top-1 measured here, beside the paper's (speed on a V100; ours on this machine's device), and its Figure 1.
 
-    python -m roadmap.compare_models [--rows all|in1k|in22k|convnext_t,swin_t,...] [--device auto|cpu|cuda]
-        [--batch-size N] [--warmup 1] [--repeats 5] [--no-speed] [--val ROOT --weights cache|FOLDER]
+    python -m roadmap.compare_models [--rows in1k|in22k|all|convnext_t,swin_t,...] [--device auto|cpu|cuda]
+        [--batch-size 8] [--warmup 1] [--repeats 3] [--no-speed] [--val ROOT --weights cache|FOLDER]
         [--max-images N] [--out FOLDER]
 
-Rows: Table 1's ImageNet-1K rows (timm's RegNetY, EfficientNet(V2), DeiT and Swin beside the family at 224² and 384²)
-and its ImageNet-22K → 1K rows at 384² (ConvNeXt-T/S/B/L/XL, Swin-B/L). The family's members are built by the
-roadmap's builder (regime=family). GFLOPs are counted as :mod:`roadmap.profile` counts (conv, linear and attention
-matmuls: ``torch.utils.flop_counter``, FLOPs / 2) on meta tensors.
+Rows: Table 1's ImageNet-1K rows (timm's RegNetY, EfficientNet(V2), DeiT and Swin beside the family at 224² and 384²;
+the default) and its ImageNet-22K → 1K rows at 384² (ConvNeXt-T/S/B/L/XL, Swin-B/L). The family's members are built
+by the roadmap's builder (regime=family). GFLOPs are counted as :mod:`roadmap.profile` counts (conv, linear and
+attention matmuls: ``torch.utils.flop_counter``, FLOPs / 2) on meta tensors.
 
 Speed is the paper's protocol (eval, no grad, a fixed batch, the median of ``--repeats`` timed batches), timed in
 rounds: each round visits every model once (``--warmup`` untimed batches, then one timed), so the drift of a busy
@@ -23,10 +23,12 @@ With ``--val`` (an ImageNet-layout folder: ``val/<class>/``) each row that has w
 one model at a time: ``--weights cache`` reads the paper's weights from this machine's Hugging Face cache (never a
 download), ``--weights FOLDER`` reads ``<row>.safetensors`` or ``<row>.pth`` (a timm state dict of the row's model).
 A cell that cannot be measured says why. Writes table.csv, table.md, ratios.csv and figure1.png (the paper's Figure 1:
-ImageNet-1K models at 224², ImageNet-22K models at 384², top-1 against GFLOPs, bubble area ∝ GFLOPs) to ``--out``.
+ImageNet-1K models at 224², ImageNet-22K models at 384², top-1 against GFLOPs, bubble area ∝ GFLOPs; every row of
+Table 1 in it, whichever were timed) to ``--out``.
 """
 from __future__ import annotations
 
+import functools
 import gc
 import statistics
 import time
@@ -335,7 +337,28 @@ def time_rows(rows: list[Row], gflops: dict[str, float], device: torch.device, b
     return Timings(seconds, cpu_s / thread_s if device.type == "cpu" else None)
 
 
-def compare(rows: list[Row], device: str = "auto", batch_size: int = 8, warmup: int = 1, repeats: int = 5,
+def count(rows: list[Row]) -> dict[str, tuple[float, float]]:
+    """Each row's parameters (M) and GFLOPs, counted on meta tensors (once per row and process)."""
+    return {row.key: _count(row) for row in rows}
+
+
+@functools.cache
+def _count(row: Row) -> tuple[float, float]:
+    meta = build(row, "meta")
+    return count_params_m(meta), count_gflops(meta, row.img_size)
+
+
+def figure_table(table: pd.DataFrame) -> pd.DataFrame:
+    """What :func:`figure_1` draws: ``table``'s rows, and every other row of Table 1 with its GFLOPs counted here
+    and the paper's top-1 (the figure has both of the paper's panels whichever rows were timed)."""
+    others = [r for r in TABLE_1 if r.label not in set(table.model)]
+    extra = [{"model": r.label, "pretrain": r.pretrain, "img_size": r.img_size, "gflops": round(gflops, 2),
+              "paper_top1": r.top1, "top1": None} for r, (_, gflops) in zip(others, count(others).values())]
+    columns = ["model", "pretrain", "img_size", "gflops", "paper_top1", "top1"]
+    return pd.concat([table[columns], pd.DataFrame(extra, columns=columns)], ignore_index=True)
+
+
+def compare(rows: list[Row], device: str = "auto", batch_size: int = 8, warmup: int = 1, repeats: int = 3,
             speed: bool = True, val: Path | None = None, weights: str | None = None, max_images: int | None = None,
             log=say) -> tuple[pd.DataFrame, Timings | None]:
     """One row per model: ours (params, GFLOPs, img/s, top-1, top-5) beside the paper's, its notes (why a cell is
@@ -347,10 +370,7 @@ def compare(rows: list[Row], device: str = "auto", batch_size: int = 8, warmup: 
             files[row.key] = weights_file(row, weights or "cache")
         except NoWeights as err:
             why_not[row.key].append(f"top-1: {err}")
-    counted = {}
-    for row in rows:
-        meta = build(row, "meta")
-        counted[row.key] = count_params_m(meta), count_gflops(meta, row.img_size)
+    counted = count(rows)
     timings = time_rows(rows, {k: g for k, (_, g) in counted.items()}, dev, batch_size, warmup, repeats, log) \
         if speed else None
     first_of = {}
@@ -498,11 +518,12 @@ def chosen_rows(spec: str) -> list[Row]:
 @exit_on_config_error
 def main(argv: list[str] | None = None) -> None:
     parser = Parser(prog="python -m roadmap.compare_models", description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", default="all", help=f"all, in1k, in22k, or comma-separated rows: {', '.join(ROWS)}")
+    parser.add_argument("--rows", default="in1k", help=f"in1k (Table 1's ImageNet-1K rows), in22k (its 22K → 1K rows "
+                        f"at 384²), all, or comma-separated rows: {', '.join(ROWS)}")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--warmup", type=non_negative_int, default=1, help="untimed batches at each visit of a model")
-    parser.add_argument("--repeats", type=positive_int, default=5, help="rounds, each timing one batch of every model")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="rounds, each timing one batch of every model")
     parser.add_argument("--no-speed", action="store_true", help="count params and GFLOPs only")
     parser.add_argument("--val", type=existing_folder, help="an ImageNet-layout folder holding val/<class>/")
     parser.add_argument("--weights", default="cache", help="cache (the Hugging Face cache) or a folder of <row>.pth")
@@ -532,7 +553,7 @@ def main(argv: list[str] | None = None) -> None:
         with atomic_path(args.out / name) as tmp:
             tmp.write_text(content)
     with atomic_path(args.out / "figure1.png") as tmp:
-        figure_1(table).savefig(tmp, dpi=130, format="png")
+        figure_1(figure_table(table)).savefig(tmp, dpi=130, format="png")
     print(f"wrote {args.out}/table.csv, table.md, ratios.csv, figure1.png")
 
 

@@ -38,6 +38,17 @@ LONGEST_FIRST = ("test_cluster", "test_lifecycle", "test_training", "test_refusa
                  "test_agreement", "test_compare_models")  # agreement: LaTeX's install where it is missing
 
 
+SUITE_PEAK_GB = 3.7  # the most disk the suite takes at once, 2 workers (docs/cluster.md, 2026-12-07)
+
+
+def pytest_sessionstart(session):
+    """Note the free disk under the temporary folder: a full disk fails a run mid-save (torch.save: "unexpected
+    pos"), which the summary then explains."""
+    import shutil
+
+    session.config.free_disk_gb = shutil.disk_usage(tempfile.gettempdir()).free / 1e9
+
+
 def pytest_collection_modifyitems(items):
     """The longest files first (:data:`LONGEST_FIRST`; a file not listed after them, those with tests marked
     ``slurm`` or ``slow`` first), so that parallel workers (``make test``: pytest-xdist) end together."""
@@ -69,7 +80,13 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Name the cluster tests (marked ``slurm``) and their outcome, so a CI log shows they ran, not skipped."""
+    """Name the cluster tests (marked ``slurm``) and their outcome, so a CI log shows they ran, not skipped; and say
+    when the disk had too little room for the suite."""
+    free_gb = getattr(terminalreporter.config, "free_disk_gb", None)
+    if free_gb is not None and free_gb < 2 * SUITE_PEAK_GB:
+        terminalreporter.section("disk")
+        terminalreporter.line(f"{free_gb:.1f} GB were free under {tempfile.gettempdir()} when the suite started; it "
+                              f"takes up to {SUITE_PEAK_GB} GB at once: a failed save may be a full disk")
     rows = [(report.nodeid, outcome) for outcome in ("passed", "failed", "skipped")
             for report in terminalreporter.stats.get(outcome, [])
             if "slurm" in getattr(report, "keywords", {}) and (report.when == "call" or outcome == "skipped")]
