@@ -45,6 +45,7 @@ from roadmap.models.shapes import count_gflops, count_params_m
 from roadmap.utils.cli import Parser, existing_folder, non_negative_int, output_folder, positive_int
 from roadmap.utils.devices import chosen_device, device_name
 from roadmap.utils.files import atomic_path
+from roadmap.utils.timing import call_seconds
 
 
 @dataclass(frozen=True)
@@ -292,8 +293,6 @@ def time_rows(rows: list[Row], gflops: dict[str, float], device: torch.device, b
     """Seconds per batch of each distinct model of ``rows``, in ``repeats`` rounds that visit every model once,
     one model in memory at a time (see the module's docstring). Prints a line per model in the first round and one
     per later round, each with the time left (estimated from ``gflops``, by row key, until a model is visited)."""
-    from torch.utils.benchmark import Timer
-
     models = list({row.model: row for row in rows}.values())
     work = {r.model: gflops[r.key] for r in models}
     buffers: dict[tuple[str, int], dict] = {}
@@ -322,8 +321,7 @@ def time_rows(rows: list[Row], gflops: dict[str, float], device: torch.device, b
             for _ in range(warmup):
                 infer()
             cpu = time.process_time()
-            seconds[row.model].append(Timer(stmt="fn()", globals={"fn": infer},
-                                            num_threads=torch.get_num_threads()).timeit(1).median)
+            seconds[row.model].append(call_seconds(infer))
             cpu_s += time.process_time() - cpu
             thread_s += seconds[row.model][-1] * torch.get_num_threads()
             del model, infer

@@ -7,6 +7,7 @@ step's children listed before their own children (kernel 5, 7, 9, 11, then GELU 
 """
 from __future__ import annotations
 
+import copy
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -251,7 +252,7 @@ def _check_sweep_values(first_job: DictConfig, overrides: list[str]) -> None:
     HydraConfig.instance().set_config(first_job)
     validate(first_job)  # what is wrong with every job is said without naming one
     for key, value in later:
-        job = first_job.copy()
+        job = copy.deepcopy(first_job)
         with open_dict(job):
             OmegaConf.update(job, key, value, force_add=True)
         try:

@@ -15,8 +15,8 @@ memory layouts, shape, kernel, stride and padding, measured:
 ``impl="auto"`` (the default) makes the choice on the first call of each such case (:func:`measure`): every
 path runs on seeded inputs of the case's shapes and strides, never the live tensors; a path whose result is
 off ``native``'s by more than the dtype's tolerance is rejected; the others are timed by
-``torch.utils.benchmark.Timer`` to a stable median; the fastest wins unless within 2% of one listed above it. The
-choice, with every path's median, IQR and error and its margin, is stored in ``$ROADMAP_CACHE_DIR/depthwise.json``
+:func:`roadmap.utils.timing.stable_seconds` to a stable median; the fastest wins unless within 2% of one listed
+above it. The choice, with every path's median, IQR and error and its margin, is stored in ``$ROADMAP_CACHE_DIR/depthwise.json``
 (default ``~/.cache/convnext-roadmap``) under a key that carries a digest of this code (:func:`paths_version`),
 so a change to a path re-measures. ``python -m roadmap.depthwise_report`` shows a step's choices and
 ``--retune`` measures them again; a checkpoint keeps its run's paths, so a resumed run takes them again.
