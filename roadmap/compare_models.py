@@ -441,9 +441,10 @@ def figure_1(table: pd.DataFrame):
                 continue
             ax.scatter(rows.gflops, rows.paper_top1, s=scale * rows.gflops, color=colour, marker=marker, alpha=0.55,
                        edgecolors=colour)
-            if rows.img_size.nunique() == 1:  # a family's line joins its sizes at one resolution
+            joined = len(rows) > 1 and rows.img_size.nunique() == 1  # a line joins a family's sizes at one resolution
+            if joined:
                 ax.plot(rows.gflops, rows.paper_top1, color=colour, lw=1)
-            handles[family] = Line2D([], [], color=colour, marker=marker, lw=1 if rows.img_size.nunique() == 1 else 0,
+            handles[family] = Line2D([], [], color=colour, marker=marker, lw=1 if joined else 0,
                                      label=f"{family} (paper's top-1)")
             measured = rows.dropna(subset=["top1"])
             if not measured.empty:
