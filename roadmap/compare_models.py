@@ -169,9 +169,9 @@ def weights_file(row: Row, weights: str) -> Path:
     return Path(cached[0])
 
 
-def load_weights(model: torch.nn.Module, row: Row, file: Path) -> None:
-    """The row's weights (a timm state dict of its model) into ``model``, strictly; a file of another model is refused
-    in one line naming both."""
+def fitting_weights(model: torch.nn.Module, row: Row, file: Path) -> dict[str, torch.Tensor]:
+    """The row's weights (a timm state dict of its model), renamed for ``model`` (meta tensors will do); a file of
+    another model is refused in one line naming both."""
     from roadmap.models.weights import read_state_dict
 
     own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -181,7 +181,12 @@ def load_weights(model: torch.nn.Module, row: Row, file: Path) -> None:
         differ = sorted(set(own) ^ set(theirs)) or [k for k in own if own[k] != theirs[k]]
         raise ConfigError(f"{file} does not hold {row.label}'s weights ({row.arch}): {len(differ)} tensors differ in "
                           f"name or shape, e.g. {differ[0]}")
-    model.load_state_dict(state, strict=True)
+    return state
+
+
+def load_weights(model: torch.nn.Module, row: Row, file: Path) -> None:
+    """The row's weights into ``model``, strictly (:func:`fitting_weights`)."""
+    model.load_state_dict(fitting_weights(model, row, file), strict=True)
 
 
 def _as_ours(row: Row, state: dict) -> dict:
@@ -363,11 +368,13 @@ def compare(rows: list[Row], device: str = "auto", batch_size: int = 8, warmup: 
     empty, why GFLOPs differ, a shared timing); and the timings (None: ``speed`` off)."""
     dev = chosen_device(device)
     files, why_not = {}, {row.key: [] for row in rows}
-    for row in rows if val is not None else []:  # every weights file found before any timing
+    for row in rows if val is not None else []:  # every weights file found and checked before any timing
         try:
             files[row.key] = weights_file(row, weights or "cache")
         except NoWeights as err:
             why_not[row.key].append(f"top-1: {err}")
+            continue
+        fitting_weights(build(row, "meta"), row, files[row.key])  # read again to evaluate: one model in memory
     counted = count(rows)
     timings = time_rows(rows, {k: g for k, (_, g) in counted.items()}, dev, batch_size, warmup, repeats, log) \
         if speed else None

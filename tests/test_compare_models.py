@@ -104,6 +104,17 @@ def test_timing_visits_every_model_in_rounds_with_one_model_in_memory(monkeypatc
         assert refilled(torch.randn(1, 3, 160, 160)).isfinite().all()
 
 
+def test_weights_of_another_model_are_refused_before_any_timing(tmp_path, monkeypatch):
+    (tmp_path / "weights").mkdir()
+    torch.save({"head.weight": torch.zeros(2, 2)}, tmp_path / "weights" / "deit_s.pth")
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("timed before the weights were checked")
+    monkeypatch.setattr(compare_models, "time_rows", no_timing)
+    with pytest.raises(compare_models.ConfigError, match=r"deit_s.pth does not hold DeiT-S's weights"):
+        compare_models.compare([compare_models.ROWS["deit_s"]], "cpu", val=tmp_path, weights=str(tmp_path / "weights"))
+
+
 def test_unreliable_timings_say_why():
     rows = [compare_models.ROWS["convnext_t"], compare_models.ROWS["swin_t"]]
     steady = {rows[0].model: [1.0, 1.05, 1.0], rows[1].model: [2.0, 2.0, 2.1]}
